@@ -1,0 +1,206 @@
+"""The `rewardpatch` command line.
+
+Exit codes: 0 success; 1 a check failed or the tree's state refused the operation
+(dirty file, conflict, hand-edited file, drift); 2 usage or input error. Errors a user
+can cause print one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from . import __version__
+from .errors import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, RewardpatchError
+from .tree import MMSegTree
+
+TREE = click.argument("tree", type=click.Path(file_okay=True, dir_okay=True, path_type=str))
+
+
+def _heads_option(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise click.BadParameter("expects head names separated by commas, e.g. ASPPHead,FCNHead")
+    return names
+
+
+def _say(message: str = "") -> None:
+    click.echo(message)
+
+
+def _tell(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="rewardpatch")
+def cli() -> None:
+    """Teach an MMSegmentation 1.x checkout to fine-tune decode heads with task rewards.
+
+    \b
+    Exit codes: 0 success; 1 a check failed or the tree's state refused the
+    operation; 2 usage or input error.
+    """
+
+
+@cli.command("list-heads")
+@TREE
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def list_heads_command(tree: str, as_json: bool) -> int:
+    """List every registered decode head of TREE and whether it can get a reward version."""
+    from .heads import COMPATIBLE, INCOMPATIBLE, PATCHED
+    from .planner import list_heads
+
+    mmseg = MMSegTree.open(tree)
+    heads = list_heads(mmseg)
+    if as_json:
+        _say(json.dumps([h.as_json() for h in heads], indent=2))
+        return EXIT_OK
+    counts = {s: sum(h.status == s for h in heads) for s in (COMPATIBLE, PATCHED, INCOMPATIBLE)}
+    _say(
+        f"MMSegmentation {mmseg.version} at {mmseg.root}: {len(heads)} registered classes, "
+        f"{counts[COMPATIBLE]} compatible, {counts[PATCHED]} patched, {counts[INCOMPATIBLE]} incompatible"
+    )
+    _say()
+    width = max(len(h.name) for h in heads) + 2 if heads else 6
+    file_width = max(len(h.file.rsplit("/", 1)[-1]) for h in heads) + 2 if heads else 6
+    _say(f"{'HEAD':<{width}}{'FILE':<{file_width}}{'STATUS':<14}BASE CHAIN")
+    for head in heads:
+        chain = " > ".join(head.chain)
+        name = head.file.rsplit("/", 1)[-1]
+        _say(f"{head.name:<{width}}{name:<{file_width}}{head.status:<14}{chain}")
+        if head.reason:
+            _say(f"{'':<{width}}  {head.reason}")
+    return EXIT_OK
+
+
+def _print_changes(plan) -> None:
+    for change in plan.changes:
+        note = f"  ({change.note})" if change.note else ""
+        _say(f"  {change.action:<7} {change.path}{note}")
+    for note in plan.notes:
+        _say(f"  note: {note}")
+
+
+@cli.command("apply")
+@TREE
+@click.option("--heads", "heads", metavar="A,B", help="Patch only these heads (default: every compatible head).")
+@click.option("--dry-run", is_flag=True, help="Print the patch as a unified diff and write nothing.")
+@click.option("--allow-dirty", is_flag=True, help="Patch even if target files have uncommitted changes.")
+@click.option("--force", is_flag=True, help="Overwrite files rewardpatch does not own, or that were hand-edited.")
+@click.option("--commit", is_flag=True, help="Commit the patch with git, listing the heads.")
+def apply_command(tree: str, heads: str | None, dry_run: bool, allow_dirty: bool, force: bool, commit: bool) -> int:
+    """Insert the reward modules into TREE and generate reward_<head>.py for each head."""
+    from .planner import plan_apply
+
+    mmseg = MMSegTree.open(tree)
+    plan = plan_apply(mmseg, _heads_option(heads), force=force, allow_dirty=allow_dirty or dry_run)
+    manifest_text = next((c.after for c in plan.changes if c.path.endswith(".rewardpatch.json")), None)
+    selected = json.loads(manifest_text)["heads"] if manifest_text else []
+    if dry_run:
+        sys.stdout.write(plan.diff())
+        _tell(f"dry run: apply would change {len(plan.changes)} files; nothing was written")
+        return EXIT_OK
+    if plan.empty:
+        _say(f"already patched: nothing to do ({mmseg.root})")
+        return EXIT_OK
+    plan.execute()
+    _say(f"patched MMSegmentation {mmseg.version} at {mmseg.root}:")
+    _print_changes(plan)
+    _say(f"{len(selected)} heads have a reward version: {', '.join(selected)}")
+    if commit:
+        from . import gitstate
+
+        message = (
+            f"Add reward versions of {len(selected)} decode heads (rewardpatch)\n\n"
+            f"Heads: {', '.join(selected)}\n"
+            + "".join(f"Note: {n}\n" for n in plan.notes)
+            + f"\nGenerated by rewardpatch {__version__} for MMSegmentation {mmseg.version}.\n"
+        )
+        sha = gitstate.commit(mmseg.root, [c.path for c in plan.changes], message)
+        _say(f"committed {sha}")
+    return EXIT_OK
+
+
+@cli.command("revert")
+@TREE
+@click.option("--force", is_flag=True, help="Remove generated files even if they were hand-edited.")
+@click.option("--dry-run", is_flag=True, help="Print what revert would change as a unified diff.")
+def revert_command(tree: str, force: bool, dry_run: bool) -> int:
+    """Undo `apply`: remove the created files and take the added exports out again."""
+    from .planner import plan_revert
+
+    mmseg = MMSegTree.open(tree)
+    plan = plan_revert(mmseg, force=force)
+    if dry_run:
+        sys.stdout.write(plan.diff())
+        _tell(f"dry run: revert would change {len(plan.changes)} files; nothing was written")
+        return EXIT_OK
+    plan.execute()
+    _say(f"reverted the patch of {mmseg.root}:")
+    _print_changes(plan)
+    return EXIT_OK
+
+
+@cli.command("check")
+@TREE
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+def check_command(tree: str, as_json: bool) -> int:
+    """Exit 0 when TREE is patched and consistent, else 1 with every problem (for CI)."""
+    from .manifest import Manifest
+    from .planner import check_tree
+
+    mmseg = MMSegTree.open(tree)
+    problems = check_tree(mmseg)
+    manifest = Manifest.load(mmseg)
+    if as_json:
+        report = {
+            "ok": not problems,
+            "tree": str(mmseg.root),
+            "mmseg_version": mmseg.version,
+            "heads": manifest.heads if manifest else [],
+            "problems": [p.as_json() for p in problems],
+        }
+        _say(json.dumps(report, indent=2))
+    elif problems:
+        _tell(f"{mmseg.root}: {len(problems)} problem{'s' if len(problems) != 1 else ''}")
+        for problem in problems:
+            _tell(f"  {problem.message}")
+    else:
+        _say(f"ok: {mmseg.root} is patched and consistent ({len(manifest.heads)} heads, {len(manifest.files)} files)")
+    return EXIT_REFUSED if problems else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and turn every user-caused error into one line and an exit code."""
+    try:
+        result = cli.main(args=argv, prog_name="rewardpatch", standalone_mode=False)
+    except RewardpatchError as exc:
+        _tell(f"rewardpatch: error: {exc}")
+        return exc.exit_code
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        _tell(f"rewardpatch: error: {exc.format_message()}{hint}")
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        _tell(f"rewardpatch: error: {exc.format_message()}")
+        return exc.exit_code
+    except click.Abort:
+        _tell("rewardpatch: aborted")
+        return EXIT_REFUSED
+    except OSError as exc:
+        _tell(f"rewardpatch: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+        return EXIT_USAGE
+    return result if isinstance(result, int) else EXIT_OK
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""libcst transforms, one job each: head copies and package exports."""

@@ -1,0 +1,236 @@
+"""Add names to a package `__init__.py`, and take exactly those away again.
+
+`add_exports` inserts `from .module import Name` lines where isort would put them and
+appends the names to a list or tuple `__all__`, mimicking its layout. `remove_exports`
+is its inverse: on a file nobody touched since, it gives back the original bytes, and
+edits made to other parts of the file in the meantime survive it.
+
+The one piece of state the inverse needs is kept in the file itself: the comma that the
+last original `__all__` element carried moves to the last appended element, so removing
+the appended run from the end hands that comma back.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from typing import Sequence
+
+import libcst as cst
+
+from .imports import (
+    LINE_WIDTH,
+    bound_name,
+    code,
+    insert_relative_import,
+    is_import_line,
+    relative_import,
+)
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """What `add_exports` added to one file: the statements verbatim, and the names."""
+
+    imports: tuple[str, ...]
+    names: tuple[str, ...]
+
+    def as_json(self) -> dict:
+        return {"imports": list(self.imports), "names": list(self.names)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ExportRecord":
+        return cls(tuple(data.get("imports", ())), tuple(data.get("names", ())))
+
+
+def _statement_code(statement: cst.BaseStatement) -> str:
+    return code(statement.with_changes(leading_lines=[]))
+
+
+def _bound_names(module: cst.Module) -> set[str]:
+    bound = set()
+    for statement in module.body:
+        if is_import_line(statement):
+            for small in statement.body:
+                if not isinstance(small.names, cst.ImportStar):
+                    bound.update(bound_name(alias) for alias in small.names)
+    return bound
+
+
+def _find_all(body: list[cst.BaseStatement]) -> tuple[int, cst.List | cst.Tuple] | None:
+    for index, statement in enumerate(body):
+        if not isinstance(statement, cst.SimpleStatementLine) or len(statement.body) != 1:
+            continue
+        small = statement.body[0]
+        if (
+            isinstance(small, cst.Assign)
+            and len(small.targets) == 1
+            and isinstance(small.targets[0].target, cst.Name)
+            and small.targets[0].target.value == "__all__"
+            and isinstance(small.value, (cst.List, cst.Tuple))
+        ):
+            return index, small.value
+    return None
+
+
+def _with_all(body: list[cst.BaseStatement], index: int, value: cst.List | cst.Tuple) -> None:
+    statement = body[index]
+    assign = statement.body[0].with_changes(value=value)
+    body[index] = statement.with_changes(body=[assign])
+
+
+def _string_value(element: cst.BaseElement) -> str | None:
+    if isinstance(element, cst.Element) and isinstance(element.value, cst.SimpleString):
+        value = element.value.evaluated_value
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _newline_indent(value: cst.List | cst.Tuple) -> cst.ParenthesizedWhitespace | None:
+    """The line break + indentation the literal already uses between its items, if any."""
+    candidates = []
+    opening = value.lbracket if isinstance(value, cst.List) else (value.lpar[0] if value.lpar else None)
+    if opening is not None:
+        candidates.append(opening.whitespace_after)
+    candidates += [e.comma.whitespace_after for e in value.elements if isinstance(e.comma, cst.Comma)]
+    breaks = [c for c in candidates if isinstance(c, cst.ParenthesizedWhitespace)]
+    if not breaks:
+        return None
+    last = breaks[-1]
+    return cst.ParenthesizedWhitespace(
+        first_line=cst.TrailingWhitespace(), empty_lines=[], indent=last.indent, last_line=last.last_line
+    )
+
+
+def _append_names(value: cst.List | cst.Tuple, names: Sequence[str]) -> cst.List | cst.Tuple:
+    elements = list(value.elements)
+    quote = "'"
+    for element in elements:
+        if isinstance(element, cst.Element) and isinstance(element.value, cst.SimpleString):
+            quote = element.value.quote[-1]
+            break
+    new = [cst.Element(cst.SimpleString(f"{quote}{name}{quote}")) for name in names]
+    if not elements:
+        for i in range(len(new) - 1):
+            new[i] = new[i].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+        return value.with_changes(elements=new)
+
+    last = elements[-1]
+    original_comma = last.comma
+    line_break = _newline_indent(value)
+    same_line = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+    if line_break is None:
+        separators = [same_line] * len(new)
+    elif isinstance(original_comma, cst.Comma):
+        # a magic trailing comma: one item per line, as black writes it
+        separators = [cst.Comma(whitespace_after=line_break)] * len(new)
+    else:
+        separators = _packed_separators(line_break, [quote + n + quote for n in names], same_line)
+    elements[-1] = last.with_changes(comma=separators[0])
+    for i in range(len(new) - 1):
+        new[i] = new[i].with_changes(comma=separators[i + 1])
+    new[-1] = new[-1].with_changes(comma=original_comma)
+    return value.with_changes(elements=elements + new)
+
+
+def _packed_separators(
+    line_break: cst.ParenthesizedWhitespace, items: list[str], same_line: cst.Comma
+) -> list[cst.Comma]:
+    """Separators that start a new line, then fill lines up to LINE_WIDTH as yapf does."""
+    indent = len(line_break.last_line.value)
+    separators = [cst.Comma(whitespace_after=line_break)]
+    column = indent + len(items[0]) + 1
+    for item in items[1:]:
+        if column + 1 + len(item) + 1 > LINE_WIDTH:
+            separators.append(cst.Comma(whitespace_after=line_break))
+            column = indent + len(item) + 1
+        else:
+            separators.append(same_line)
+            column += 1 + len(item) + 1
+    return separators
+
+
+def add_exports(
+    source: str, imports: Sequence[tuple[str, Sequence[str]]], names: Sequence[str]
+) -> tuple[str, ExportRecord]:
+    """Insert `from .<module> import <names>` lines and append `names` to `__all__`."""
+    module = cst.parse_module(source)
+    body = list(module.body)
+    bound = _bound_names(module)
+    added_imports: list[str] = []
+    for stem, import_names in imports:
+        fresh = [n for n in import_names if n not in bound]
+        if not fresh:
+            continue
+        statement = relative_import(stem, fresh)
+        insert_relative_import(body, statement, stem)
+        added_imports.append(_statement_code(statement))
+        bound.update(fresh)
+
+    added_names: list[str] = []
+    found = _find_all(body)
+    if found is not None:
+        index, value = found
+        present = {_string_value(e) for e in value.elements}
+        added_names = [n for n in dict.fromkeys(names) if n not in present]
+        if added_names:
+            _with_all(body, index, _append_names(value, added_names))
+    return module.with_changes(body=body).code, ExportRecord(tuple(added_imports), tuple(added_names))
+
+
+def remove_exports(source: str, record: ExportRecord) -> str:
+    """The inverse of `add_exports` for what `record` says it added."""
+    module = cst.parse_module(source)
+    body = list(module.body)
+    wanted = set(record.imports)
+    index = 0
+    while index < len(body):
+        statement = body[index]
+        if is_import_line(statement) and _statement_code(statement) in wanted:
+            del body[index]
+            if statement.leading_lines and index < len(body):
+                follower = body[index]
+                body[index] = follower.with_changes(
+                    leading_lines=[*statement.leading_lines, *follower.leading_lines]
+                )
+            continue
+        index += 1
+
+    found = _find_all(body)
+    if found is not None and record.names:
+        position, value = found
+        ours = set(record.names)
+        elements = list(value.elements)
+        for i in range(len(elements) - 1, -1, -1):
+            if _string_value(elements[i]) not in ours:
+                continue
+            if i == len(elements) - 1 and i > 0:
+                elements[i - 1] = elements[i - 1].with_changes(comma=elements[i].comma)
+            del elements[i]
+        _with_all(body, position, value.with_changes(elements=elements))
+    return module.with_changes(body=body).code
+
+
+def missing_exports(source: str, record: ExportRecord) -> list[str]:
+    """What of `record` the file no longer has (read with ast: no libcst needed)."""
+    tree = ast.parse(source)
+    imported: set[tuple[str, str]] = set()
+    exported: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            imported.update((node.module or "", a.asname or a.name) for a in node.names)
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
+            if isinstance(node.value, (ast.List, ast.Tuple)):
+                exported.update(
+                    e.value for e in node.value.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)
+                )
+    missing = []
+    for line in record.imports:
+        statement = ast.parse(line).body[0]
+        for alias in statement.names:
+            if (statement.module or "", alias.asname or alias.name) not in imported:
+                missing.append(f"import of {alias.name} from .{statement.module}")
+    missing += [f"{name} in __all__" for name in record.names if name not in exported]
+    return missing

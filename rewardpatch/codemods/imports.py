@@ -1,0 +1,88 @@
+"""Import lines the way isort writes them, placed where isort would put them."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+LINE_WIDTH = 79
+
+
+def wrap_import(line: str, width: int = LINE_WIDTH) -> str:
+    """`from .x import A, B` in isort's grid style when it is longer than `width`."""
+    if len(line) <= width or " import " not in line:
+        return line
+    head, names = line.split(" import ", 1)
+    prefix = f"{head} import ("
+    items = names.split(", ")
+    lines, current = [], prefix
+    for i, name in enumerate(items):
+        piece = name + (")" if i == len(items) - 1 else ",")
+        if current == prefix:
+            current += piece
+        elif len(current) + 1 + len(piece) > width:
+            lines.append(current)
+            current = " " * len(prefix) + piece
+        else:
+            current += " " + piece
+    lines.append(current)
+    return "\n".join(lines)
+
+
+def relative_import(module: str, names: list[str]) -> cst.SimpleStatementLine:
+    return cst.parse_statement(wrap_import(f"from .{module} import {', '.join(names)}") + "\n")
+
+
+def code(node: cst.CSTNode) -> str:
+    return cst.Module([]).code_for_node(node)
+
+
+def bound_name(alias: cst.ImportAlias) -> str:
+    """The name an import alias binds: `import a.b` binds a, `import a as b` binds b."""
+    if alias.asname is not None:
+        return code(alias.asname.name)
+    return code(alias.name).split(".")[0]
+
+
+def is_import_line(statement: cst.BaseStatement) -> bool:
+    return isinstance(statement, cst.SimpleStatementLine) and all(
+        isinstance(s, (cst.Import, cst.ImportFrom)) for s in statement.body
+    )
+
+
+def _relative_module(statement: cst.BaseStatement) -> str | None:
+    if isinstance(statement, cst.SimpleStatementLine):
+        first = statement.body[0]
+        if isinstance(first, cst.ImportFrom) and len(first.relative) == 1 and first.module:
+            return code(first.module)
+    return None
+
+
+def _after_docstring(body: list[cst.BaseStatement]) -> int:
+    if body and isinstance(body[0], cst.SimpleStatementLine):
+        first = body[0].body[0]
+        if isinstance(first, cst.Expr) and isinstance(first.value, (cst.SimpleString, cst.ConcatenatedString)):
+            return 1
+    return 0
+
+
+def insert_relative_import(body: list[cst.BaseStatement], statement: cst.BaseStatement, module: str) -> None:
+    """Insert `statement` among the module's `from .x import` lines, in module order."""
+    key = module.lower()
+    after = first_relative = last_import = None
+    for index, existing in enumerate(body):
+        existing_module = _relative_module(existing)
+        if existing_module is not None:
+            first_relative = index if first_relative is None else first_relative
+            if existing_module.lower() <= key:
+                after = index
+        if is_import_line(existing):
+            last_import = index
+    if after is not None:
+        position = after + 1
+    elif first_relative is not None:
+        position = first_relative
+    elif last_import is not None:
+        position = last_import + 1
+    else:
+        position = _after_docstring(body)
+    body.insert(position, statement)

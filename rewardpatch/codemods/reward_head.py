@@ -1,0 +1,210 @@
+"""Turn a head module into its reward module: `aspp_head.py` -> `reward_aspp_head.py`.
+
+The selected classes are copied with their syntax tree edited in three places only: the
+class name (ASPPHead -> RewardASPPHead), the head base (BaseDecodeHead -> RewardDecodeHead,
+FCNHead -> RewardFCNHead) and explicit `super(ASPPHead, self)` calls. Everything else the
+source module defines is imported from it rather than copied, so no helper class and no
+registry entry exists twice. Imports the copy no longer reads are dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libcst as cst
+
+from .imports import bound_name, code, insert_relative_import, is_import_line, relative_import
+
+
+@dataclass(frozen=True)
+class RewardClass:
+    """One class to copy: its name, the base to swap, and what replaces that base."""
+
+    name: str
+    reward_name: str
+    base: str  # the base expression as written in the source ('BaseDecodeHead', 'FCNHead')
+    reward_base: str  # 'RewardDecodeHead', 'RewardFCNHead'
+    reward_base_module: str  # module stem the reward base is imported from
+    used_names: frozenset[str]
+    explicit_super: bool
+
+
+class ExplicitSuperRenamer(cst.CSTTransformer):
+    """super(ASPPHead, self) -> super(RewardASPPHead, self) inside the copied class."""
+
+    def __init__(self, name: str, reward_name: str):
+        super().__init__()
+        self.name = name
+        self.reward_name = reward_name
+
+    def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.Call:
+        if not (isinstance(updated.func, cst.Name) and updated.func.value == "super"):
+            return updated
+        if len(updated.args) != 2:
+            return updated
+        first = updated.args[0]
+        if isinstance(first.value, cst.Name) and first.value.value == self.name:
+            return updated.with_changes(
+                args=[first.with_changes(value=cst.Name(self.reward_name)), *updated.args[1:]]
+            )
+        return updated
+
+
+def rewrite_class(node: cst.ClassDef, spec: RewardClass) -> cst.ClassDef:
+    bases = []
+    for arg in node.bases:
+        if arg.keyword is None and code(arg.value) == spec.base:
+            arg = arg.with_changes(value=cst.Name(spec.reward_base))
+        bases.append(arg)
+    node = node.with_changes(name=cst.Name(spec.reward_name), bases=bases)
+    if spec.explicit_super:
+        node = node.visit(ExplicitSuperRenamer(spec.name, spec.reward_name))
+    return node
+
+
+class _NameCollector(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.bound: set[str] = set()
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.names.add(node.value)
+
+    def visit_ImportAlias(self, node: cst.ImportAlias) -> None:
+        self.bound.add(bound_name(node))
+
+
+def _is_import_block(statement: cst.BaseStatement) -> bool:
+    """A top-level try/if made only of imports and assignments (an optional-dependency fallback)."""
+    if not isinstance(statement, (cst.Try, cst.If)):
+        return False
+    simple = (cst.Import, cst.ImportFrom, cst.Assign, cst.Pass, cst.Expr)
+    for line in _all_lines(statement):
+        if not isinstance(line, cst.SimpleStatementLine):
+            return False
+        if not all(isinstance(small, simple) for small in line.body):
+            return False
+    return True
+
+
+def _all_lines(statement: cst.BaseCompoundStatement) -> list[cst.BaseStatement]:
+    lines = list(statement.body.body)
+    if isinstance(statement, cst.Try):
+        for handler in statement.handlers:
+            lines.extend(handler.body.body)
+        for extra in (statement.orelse, statement.finalbody):
+            if extra is not None:
+                lines.extend(extra.body.body)
+    elif statement.orelse is not None:
+        orelse = statement.orelse
+        if isinstance(orelse, cst.If):
+            lines.extend(_all_lines(orelse))
+        else:
+            lines.extend(orelse.body.body)
+    return lines
+
+
+def _prune_import_line(statement: cst.SimpleStatementLine, used: set[str]) -> cst.SimpleStatementLine | None:
+    kept_smalls = []
+    for small in statement.body:
+        if isinstance(small, cst.ImportFrom) and small.module and small.module.value == "__future__":
+            kept_smalls.append(small)
+            continue
+        if isinstance(small.names, cst.ImportStar):
+            kept_smalls.append(small)
+            continue
+        aliases = [a for a in small.names if bound_name(a) in used]
+        if not aliases:
+            continue
+        if len(aliases) != len(small.names):
+            aliases[-1] = aliases[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+            small = small.with_changes(names=aliases)
+        kept_smalls.append(small)
+    if not kept_smalls:
+        return None
+    kept_smalls[-1] = kept_smalls[-1].with_changes(semicolon=cst.MaybeSentinel.DEFAULT)
+    return statement.with_changes(body=kept_smalls)
+
+
+def render_reward_module(
+    source: str,
+    source_stem: str,
+    classes: list[RewardClass],
+    defined: set[str],
+    header: list[str],
+) -> str:
+    """The text of the reward module for `classes` of the module `source`."""
+    module = cst.parse_module(source)
+    selected = {c.name: c for c in classes}
+    generated_here = {c.reward_name for c in classes}
+
+    used: set[str] = set()
+    for spec in classes:
+        used |= spec.used_names
+    imports_from_source = sorted((used & defined) - {"__all__"})
+
+    rewritten: list[cst.BaseStatement] = []
+    import_lines: list[cst.BaseStatement] = []
+    blocks: list[cst.BaseStatement] = []
+    for statement in module.body:
+        if isinstance(statement, cst.ClassDef) and statement.name.value in selected:
+            spec = selected[statement.name.value]
+            rewritten.append(rewrite_class(statement, spec))
+            for arg in statement.bases:
+                if arg.keyword is None and code(arg.value) != spec.base:
+                    collector = _NameCollector()
+                    arg.visit(collector)
+                    used |= collector.names
+        elif is_import_line(statement):
+            import_lines.append(statement)
+        elif _is_import_block(statement):
+            blocks.append(statement)
+
+    kept_blocks = []
+    for block in blocks:
+        collector = _NameCollector()
+        block.visit(collector)
+        assigned = collector.names - collector.bound
+        if (collector.bound | assigned) & used:
+            kept_blocks.append(block)
+            used |= collector.names
+    kept_block_ids = {id(b) for b in kept_blocks}
+    import_line_ids = {id(s) for s in import_lines}
+
+    new_imports: dict[str, set[str]] = {}
+    if imports_from_source:
+        new_imports[source_stem] = set(imports_from_source)
+    for spec in classes:
+        if spec.reward_base not in generated_here:
+            new_imports.setdefault(spec.reward_base_module, set()).add(spec.reward_base)
+
+    body: list[cst.BaseStatement] = []
+    last_import = -1
+    orphaned_lines: list[cst.EmptyLine] = []  # the blank line that separated a dropped import group
+    for statement in module.body:
+        kept = None
+        if id(statement) in import_line_ids:
+            kept = _prune_import_line(statement, used)
+            if kept is None:
+                orphaned_lines = orphaned_lines or list(statement.leading_lines)
+        elif id(statement) in kept_block_ids:
+            kept = statement
+        if kept is not None:
+            if orphaned_lines and not kept.leading_lines and body:
+                kept = kept.with_changes(leading_lines=orphaned_lines)
+            orphaned_lines = []
+            body.append(kept)
+            last_import = len(body) - 1
+    imports_end = last_import + 1
+    head, rest = body[:imports_end], body[imports_end:]
+    for stem in sorted(new_imports):
+        insert_relative_import(head, relative_import(stem, sorted(new_imports[stem])), stem)
+    body = head + rest
+    if body and rewritten:
+        rewritten[0] = rewritten[0].with_changes(
+            leading_lines=[cst.EmptyLine(), cst.EmptyLine()]
+        )
+    header_lines = [cst.EmptyLine(comment=cst.Comment(line)) for line in header]
+    new_module = module.with_changes(header=[*header_lines, *module.header], body=body + rewritten)
+    return new_module.code
+

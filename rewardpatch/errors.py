@@ -1,0 +1,27 @@
+"""Errors a user can cause, each carrying the exit code the CLI documents.
+
+0 success; 1 a check failed or the tree's state refused the operation;
+2 usage or input error.
+"""
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+
+
+class RewardpatchError(Exception):
+    """An error the user can fix; the CLI prints its message as one line."""
+
+    exit_code = EXIT_USAGE
+
+
+class InputError(RewardpatchError):
+    """Bad path, not an MMSeg tree, unknown head, unsupported version."""
+
+    exit_code = EXIT_USAGE
+
+
+class StateError(RewardpatchError):
+    """The tree's state refuses the operation: dirty file, conflict, drift."""
+
+    exit_code = EXIT_REFUSED

@@ -1,0 +1,98 @@
+"""The manifest a patched tree carries: every file rewardpatch created or edited, with hashes.
+
+It is what lets revert undo exactly the patch, check tell drift from a stale patch, and
+a later apply refresh files nobody edited while refusing to overwrite files somebody did.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from . import __version__
+from .codemods.exports import ExportRecord
+from .errors import StateError
+from .tree import MANIFEST_NAME, MMSegTree
+
+SCHEMA = 1
+
+CREATED = "create"
+EDITED = "edit"
+
+
+@dataclass
+class FileRecord:
+    action: str  # CREATED or EDITED
+    sha256: str  # content as rewardpatch left it
+    kind: str  # 'template', 'head' or 'exports'
+    source: str | None = None  # template name, or the head module the file was generated from
+    source_sha256: str | None = None
+    classes: list[str] = field(default_factory=list)  # what the file defines or exports
+    exports: ExportRecord | None = None
+
+    def as_json(self) -> dict:
+        data = {k: v for k, v in asdict(self).items() if v not in (None, [])}
+        if self.exports is not None:
+            data["exports"] = self.exports.as_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "FileRecord":
+        data = dict(data)
+        exports = data.pop("exports", None)
+        record = cls(**data)
+        record.exports = ExportRecord.from_json(exports) if exports is not None else None
+        return record
+
+
+@dataclass
+class Manifest:
+    generation: str
+    mmseg_version: str
+    heads: list[str]
+    templates: dict[str, str]  # template name -> sha256 of the template applied
+    files: dict[str, FileRecord]
+    tool_version: str = __version__
+
+    @property
+    def reward_classes(self) -> set[str]:
+        return {c for r in self.files.values() if r.kind == "head" for c in r.classes}
+
+    def created(self) -> dict[str, FileRecord]:
+        return {p: r for p, r in self.files.items() if r.action == CREATED}
+
+    def edited(self) -> dict[str, FileRecord]:
+        return {p: r for p, r in self.files.items() if r.action == EDITED}
+
+    def to_text(self) -> str:
+        data = {
+            "schema": SCHEMA,
+            "tool": "rewardpatch",
+            "tool_version": self.tool_version,
+            "generation": self.generation,
+            "mmseg_version": self.mmseg_version,
+            "heads": self.heads,
+            "templates": self.templates,
+            "files": {path: self.files[path].as_json() for path in sorted(self.files)},
+        }
+        return json.dumps(data, indent=2) + "\n"
+
+    @classmethod
+    def load(cls, tree: MMSegTree) -> "Manifest | None":
+        text = tree.read(MANIFEST_NAME)
+        if text is None:
+            return None
+        try:
+            data = json.loads(text)
+            if data.get("schema") != SCHEMA:
+                raise ValueError(f"unknown schema {data.get('schema')!r}")
+            return cls(
+                generation=data["generation"],
+                mmseg_version=data["mmseg_version"],
+                heads=list(data["heads"]),
+                templates=dict(data["templates"]),
+                files={p: FileRecord.from_json(r) for p, r in data["files"].items()},
+                tool_version=data["tool_version"],
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateError(f"{MANIFEST_NAME} is not a valid rewardpatch manifest ({exc})") from None

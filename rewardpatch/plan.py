@@ -1,0 +1,104 @@
+"""A patch plan: every file change, computed before anything is written.
+
+apply, revert and dry-run share it. `execute` writes each file through a temporary file
+and an atomic rename in the same directory; if any step fails, what was already written
+is put back, so the tree ends either fully changed or untouched.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import StateError
+from .tree import MMSegTree
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: str  # relative to the tree root
+    before: str | None  # None: the file does not exist yet
+    after: str | None  # None: the file is removed
+    note: str = ""
+
+    @property
+    def action(self) -> str:
+        if self.before is None:
+            return "create"
+        if self.after is None:
+            return "remove"
+        return "update"
+
+    def diff(self) -> str:
+        before = (self.before or "").splitlines(keepends=True)
+        after = (self.after or "").splitlines(keepends=True)
+        old = "/dev/null" if self.before is None else f"a/{self.path}"
+        new = "/dev/null" if self.after is None else f"b/{self.path}"
+        lines = list(difflib.unified_diff(before, after, old, new))
+        return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+
+
+@dataclass
+class PatchPlan:
+    tree: MMSegTree
+    changes: list[FileChange] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, path: str, before: str | None, after: str | None, note: str = "") -> None:
+        if before != after:
+            self.changes.append(FileChange(path, before, after, note))
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    def diff(self) -> str:
+        return "".join(change.diff() for change in self.changes)
+
+    def execute(self) -> None:
+        """Write every change, or none: a failure rolls back what was written."""
+        targets = [(change, self.tree.path(change.path)) for change in self.changes]
+        done: list[tuple[FileChange, Path]] = []
+        current = None
+        try:
+            for change, current in targets:
+                if change.after is None:
+                    current.unlink()
+                else:
+                    _write_atomically(current, change.after)
+                done.append((change, current))
+        except OSError as exc:
+            for written, path in reversed(done):
+                _restore(path, written.before)
+            failed = self.tree.rel(current) if current is not None else "the tree"
+            reason = exc.strerror or str(exc)
+            raise StateError(f"could not write {failed}: {reason}; the tree was left unchanged") from None
+
+
+def _restore(path: Path, content: str | None) -> None:
+    if content is None:
+        path.unlink(missing_ok=True)
+    else:
+        _write_atomically(path, content)
+
+
+def _default_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _write_atomically(path: Path, content: str) -> None:
+    mode = path.stat().st_mode & 0o7777 if path.exists() else _default_mode()
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".rewardpatch")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content.encode("utf-8"))
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

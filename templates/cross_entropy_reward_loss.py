@@ -1,0 +1,118 @@
+"""Cross-entropy scaled per image by a reward (or a REINFORCE advantage).
+
+With `reward=1.0` it is MMSeg's own CrossEntropyLoss, to the bit: it subclasses it and
+hands the reward to it as a sample-wise weight, which MMSeg applies before reduction.
+
+For REINFORCE, `label` may carry a leading dimension of K sampled label maps that share
+one set of logits: the log-softmax is then computed once and each sample only costs a
+gather, instead of K full cross-entropies.
+"""
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmseg.registry import MODELS
+from .cross_entropy_loss import CrossEntropyLoss
+from .utils import weight_reduce_loss
+
+
+def _per_image(reward, like: Tensor) -> Tensor:
+    """A reward of shape [..., B] as a weight broadcastable to label maps [..., B, H, W]."""
+    reward = torch.as_tensor(reward, dtype=torch.float32, device=like.device)
+    return reward.detach().reshape(*reward.shape, *([1] * (like.dim() - reward.dim())))
+
+
+@MODELS.register_module()
+class CrossEntropyRewardLoss(CrossEntropyLoss):
+    """Softmax cross-entropy whose per-pixel terms are scaled by a per-image reward.
+
+    Args:
+        use_sigmoid (bool): Must be False: the reward scales a softmax
+            cross-entropy. Default False.
+        reduction (str): 'mean', 'sum' or 'none'. Default 'mean'.
+        class_weight (list[float] | str, optional): Weight of each class, or a
+            file holding them (see `rewardpatch stats`). Default None.
+        loss_weight (float): Weight of the loss. Default 1.0.
+        loss_name (str): Name of the loss item; it must start with `loss_` to
+            be backpropagated. Default 'loss_ce_reward'.
+        avg_non_ignore (bool): Average over non-ignored pixels only.
+            Default False.
+    """
+
+    def __init__(self,
+                 use_sigmoid=False,
+                 reduction='mean',
+                 class_weight=None,
+                 loss_weight=1.0,
+                 loss_name='loss_ce_reward',
+                 avg_non_ignore=False):
+        if use_sigmoid:
+            raise ValueError('use_sigmoid: CrossEntropyRewardLoss scales a '
+                             'softmax cross-entropy; use_sigmoid=True is not '
+                             'supported')
+        super().__init__(
+            use_sigmoid=False,
+            reduction=reduction,
+            class_weight=class_weight,
+            loss_weight=loss_weight,
+            loss_name=loss_name,
+            avg_non_ignore=avg_non_ignore)
+
+    def forward(self,
+                cls_score: Tensor,
+                label: Tensor,
+                reward=1.0,
+                weight=None,
+                avg_factor=None,
+                reduction_override=None,
+                ignore_index=255,
+                **kwargs) -> Tensor:
+        """Cross-entropy of `cls_score` [B, C, H, W] against `label`, per image
+        scaled by `reward` (a float, or a tensor [B]; no gradient flows into it).
+
+        `label` is [B, H, W], or [K, B, H, W] for K label maps sampled from the
+        same logits, with `reward` then of shape [K, B].
+        """
+        if label.dim() == cls_score.dim():
+            return self._sampled(cls_score, label, reward, weight, avg_factor,
+                                 reduction_override, ignore_index)
+        if isinstance(reward, (int, float)):
+            return reward * super().forward(
+                cls_score, label, weight, avg_factor, reduction_override,
+                ignore_index, **kwargs)
+        scale = _per_image(reward, label).expand(label.shape)
+        weight = scale if weight is None else scale * weight.float()
+        return super().forward(cls_score, label, weight, avg_factor,
+                               reduction_override, ignore_index, **kwargs)
+
+    def _sampled(self, cls_score, labels, reward, weight, avg_factor,
+                 reduction_override, ignore_index):
+        reduction = reduction_override or self.reduction
+        class_weight = (
+            cls_score.new_tensor(self.class_weight)
+            if self.class_weight is not None else None)
+        log_probs = F.log_softmax(cls_score, dim=1)
+        # a loop over the K samples only: each is one gather from log_probs
+        losses = torch.stack([
+            F.nll_loss(
+                log_probs,
+                sample,
+                weight=class_weight,
+                reduction='none',
+                ignore_index=ignore_index) for sample in labels
+        ])
+        scale = _per_image(reward, labels)
+        if weight is not None:
+            scale = scale * weight.float()
+        if avg_factor is None and reduction == 'mean':
+            valid = labels != ignore_index
+            if class_weight is not None:
+                per_pixel = class_weight[labels.clamp(0, len(class_weight) - 1)]
+                avg_factor = (per_pixel * valid).sum() if \
+                    self.avg_non_ignore else float(labels.numel())
+            elif self.avg_non_ignore:
+                avg_factor = valid.sum()
+            else:
+                avg_factor = float(labels.numel())
+        return self.loss_weight * weight_reduce_loss(
+            losses, scale.expand(losses.shape), reduction, avg_factor)
