@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from . import __version__
-from .codemods.exports import ExportRecord
+from .codemods.export_record import ExportRecord
 from .errors import StateError
 from .tree import MANIFEST_NAME, MMSegTree
 

@@ -48,6 +48,7 @@ class PatchPlan:
     notes: list[str] = field(default_factory=list)
 
     def add(self, path: str, before: str | None, after: str | None, note: str = "") -> None:
+        self.tree.path(path)  # refuse a target outside the tree now, before anything is written
         if before != after:
             self.changes.append(FileChange(path, before, after, note))
 

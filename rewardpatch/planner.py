@@ -275,7 +275,7 @@ def plan_revert(tree: MMSegTree, force: bool = False) -> PatchPlan:
 
 def check_tree(tree: MMSegTree) -> list[Problem]:
     """Every way the tree differs from a consistent patch; empty when it is consistent."""
-    from .codemods.exports import missing_exports
+    from .codemods.export_record import missing_exports
 
     manifest = Manifest.load(tree)
     if manifest is None:

@@ -73,8 +73,11 @@ class MMSegTree:
         return candidate
 
     def read(self, relative: str) -> str | None:
-        """The file's text with its line endings untouched, or None when it is absent."""
-        path = self.path(relative)
+        """The file's text with its line endings untouched, or None when it is absent.
+
+        Reading may follow a symlink out of the tree; writing (see `path`) may not.
+        """
+        path = self.root / relative
         if not path.is_file():
             return None
         try:
@@ -83,4 +86,5 @@ class MMSegTree:
             raise InputError(f"{relative}: not UTF-8 text") from None
 
     def rel(self, path: Path) -> str:
-        return path.resolve().relative_to(self.root).as_posix()
+        """`path`, a path under the root (not resolved), relative to the root."""
+        return Path(path).relative_to(self.root).as_posix()

@@ -12,12 +12,11 @@ the appended run from the end hands that comma back.
 
 from __future__ import annotations
 
-import ast
-from dataclasses import dataclass
 from typing import Sequence
 
 import libcst as cst
 
+from .export_record import ExportRecord
 from .imports import (
     LINE_WIDTH,
     bound_name,
@@ -26,21 +25,6 @@ from .imports import (
     is_import_line,
     relative_import,
 )
-
-
-@dataclass(frozen=True)
-class ExportRecord:
-    """What `add_exports` added to one file: the statements verbatim, and the names."""
-
-    imports: tuple[str, ...]
-    names: tuple[str, ...]
-
-    def as_json(self) -> dict:
-        return {"imports": list(self.imports), "names": list(self.names)}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "ExportRecord":
-        return cls(tuple(data.get("imports", ())), tuple(data.get("names", ())))
 
 
 def _statement_code(statement: cst.BaseStatement) -> str:
@@ -209,28 +193,3 @@ def remove_exports(source: str, record: ExportRecord) -> str:
             del elements[i]
         _with_all(body, position, value.with_changes(elements=elements))
     return module.with_changes(body=body).code
-
-
-def missing_exports(source: str, record: ExportRecord) -> list[str]:
-    """What of `record` the file no longer has (read with ast: no libcst needed)."""
-    tree = ast.parse(source)
-    imported: set[tuple[str, str]] = set()
-    exported: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            imported.update((node.module or "", a.asname or a.name) for a in node.names)
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
-        ):
-            if isinstance(node.value, (ast.List, ast.Tuple)):
-                exported.update(
-                    e.value for e in node.value.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)
-                )
-    missing = []
-    for line in record.imports:
-        statement = ast.parse(line).body[0]
-        for alias in statement.names:
-            if (statement.module or "", alias.asname or alias.name) not in imported:
-                missing.append(f"import of {alias.name} from .{statement.module}")
-    missing += [f"{name} in __all__" for name in record.names if name not in exported]
-    return missing

@@ -28,8 +28,15 @@ def wrap_import(line: str, width: int = LINE_WIDTH) -> str:
     return "\n".join(lines)
 
 
+def isort_key(name: str) -> tuple[int, str]:
+    """isort's default order within an import: CONSTANTS, then Classes, then functions."""
+    kind = 0 if name.isupper() and len(name) > 1 else 1 if name[:1].isupper() else 2
+    return kind, name
+
+
 def relative_import(module: str, names: list[str]) -> cst.SimpleStatementLine:
-    return cst.parse_statement(wrap_import(f"from .{module} import {', '.join(names)}") + "\n")
+    ordered = sorted(names, key=isort_key)
+    return cst.parse_statement(wrap_import(f"from .{module} import {', '.join(ordered)}") + "\n")
 
 
 def code(node: cst.CSTNode) -> str:

@@ -1,0 +1,174 @@
+"""apply, check and revert on real MMSeg checkouts (1.0.0 and 1.2.2, git repositories)."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import git_status
+from rewardpatch import generation
+from rewardpatch.cli import main
+from rewardpatch.heads import COMPATIBLE
+from rewardpatch.manifest import Manifest
+from rewardpatch.plan import PatchPlan
+from rewardpatch.planner import check_tree, list_heads, plan_apply, plan_revert
+from rewardpatch.tree import MANIFEST_NAME, MMSegTree
+
+HEADS = "mmseg/models/decode_heads"
+
+
+def rp(*args):
+    return main([str(a) for a in args])
+
+
+@pytest.mark.parametrize("version", ["1.0.0", "1.2.2"])
+def test_apply_check_revert_round_trip_leaves_a_clean_git_status(make_tree, version, capsys):
+    tree = make_tree(version)
+    compatible = [h.name for h in list_heads(MMSegTree.open(tree)) if h.status == COMPATIBLE]
+    assert rp("apply", tree) == 0
+    for name in compatible:
+        assert f"class Reward{name}(" in "".join(p.read_text() for p in (tree / HEADS).glob("reward_*.py"))
+    for path in (tree / "mmseg/models").rglob("*.py"):
+        compile(path.read_text(), str(path), "exec")
+    assert rp("check", tree) == 0
+    assert rp("revert", tree) == 0
+    assert git_status(tree) == ""
+
+
+def test_a_second_apply_changes_nothing_and_says_already_patched(tree, capsys):
+    rp("apply", tree)
+    before = {p: p.read_bytes() for p in tree.rglob("*") if p.is_file() and ".git" not in p.parts}
+    capsys.readouterr()
+    assert rp("apply", tree) == 0
+    assert "already patched" in capsys.readouterr().out
+    after = {p: p.read_bytes() for p in tree.rglob("*") if p.is_file() and ".git" not in p.parts}
+    assert after == before
+
+
+def test_apply_heads_on_a_patched_tree_adds_the_head(tree, capsys):
+    assert rp("apply", tree, "--heads", "ASPPHead") == 0
+    assert rp("apply", tree, "--heads", "PSPHead") == 0
+    manifest = Manifest.load(MMSegTree.open(tree))
+    assert manifest.heads == ["ASPPHead", "PSPHead"]
+    init = (tree / HEADS / "__init__.py").read_text()
+    assert "from .reward_aspp_head import RewardASPPHead" in init
+    assert "from .reward_psp_head import RewardPSPHead" in init
+    assert rp("check", tree) == 0
+    assert rp("revert", tree) == 0
+    assert git_status(tree) == ""
+
+
+def test_a_derived_head_brings_its_base_and_says_so(tree, capsys):
+    assert rp("apply", tree, "--heads", "CCHead") == 0
+    out = capsys.readouterr().out
+    assert "RewardFCNHead is generated too: RewardCCHead derives from it" in out
+    assert "class RewardCCHead(RewardFCNHead):" in (tree / HEADS / "reward_cc_head.py").read_text()
+    assert (tree / HEADS / "reward_fcn_head.py").is_file()
+
+
+def test_dry_run_prints_a_unified_diff_and_writes_nothing(tree, capsys):
+    assert rp("apply", tree, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert f"+++ b/{HEADS}/reward_aspp_head.py" in out
+    assert f"--- a/{HEADS}/__init__.py" in out
+    assert git_status(tree) == ""
+
+
+def test_commit_records_the_patch_with_the_heads_in_the_message(tree, capsys):
+    assert rp("apply", tree, "--heads", "ASPPHead,FCNHead", "--commit") == 0
+    assert git_status(tree) == ""
+    message = subprocess.run(["git", "log", "-1", "--format=%B"], cwd=tree, capture_output=True, text=True).stdout
+    assert "Heads: ASPPHead, FCNHead" in message
+
+
+def test_a_write_failing_half_way_leaves_the_tree_unchanged(tree, monkeypatch):
+    plan = plan_apply(MMSegTree.open(tree))
+    last = len(plan.changes)  # the manifest, after both __init__ files were rewritten
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def failing_replace(src, dst):
+        calls["n"] += 1
+        if calls["n"] == last:
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr("rewardpatch.plan.os.replace", failing_replace)
+    with pytest.raises(Exception, match="No space left on device; the tree was left unchanged"):
+        plan.execute()
+    assert calls["n"] == last + 2  # the rollback rewrote both __init__ files
+    assert git_status(tree) == ""
+
+
+def test_revert_removes_only_what_apply_added_from_the_init_files(tree):
+    tree_ = MMSegTree.open(tree)
+    plan_apply(tree_).execute()
+    init = tree / HEADS / "__init__.py"
+    init.write_text(init.read_text().replace("from .uper_head import UPerHead\n", "from .uper_head import UPerHead\nfrom .my_head import MyHead\n"))
+    plan_revert(tree_).execute()
+    diff = subprocess.run(["git", "diff"], cwd=tree, capture_output=True, text=True).stdout
+    added = [line for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    assert added == ["+from .my_head import MyHead"]
+
+
+def test_check_reports_each_kind_of_drift(tree, capsys):
+    tree_ = MMSegTree.open(tree)
+    plan_apply(tree_).execute()
+    (tree / HEADS / "reward_aspp_head.py").write_text("# mine now\n")
+    (tree / HEADS / "reward_psp_head.py").unlink()
+    psp = tree / HEADS / "fcn_head.py"
+    psp.write_text(psp.read_text() + "\n# upstream change\n")
+    init = tree / HEADS / "__init__.py"
+    init.write_text(init.read_text().replace("from .reward_uper_head import RewardUPerHead\n", ""))
+    kinds = {(p.path.rsplit("/", 1)[-1], p.kind) for p in check_tree(tree_)}
+    assert ("reward_aspp_head.py", "hand-edited") in kinds
+    assert ("reward_psp_head.py", "missing") in kinds
+    assert ("reward_fcn_head.py", "stale") in kinds
+    assert ("__init__.py", "missing-export") in kinds
+    assert rp("check", tree, "--json") == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False and len(report["problems"]) == 4
+
+
+def test_check_on_an_unpatched_tree_fails_saying_so(tree, capsys):
+    assert rp("check", tree) == 1
+    assert "not patched" in capsys.readouterr().err
+
+
+def test_a_template_change_after_an_upgrade_refreshes_untouched_files(tree, tmp_path, monkeypatch, capsys):
+    plan_apply(MMSegTree.open(tree)).execute()
+    (tree / HEADS / "reward_aspp_head.py").write_text("# hand-edited\n")
+    upgraded = tmp_path / "templates"
+    upgraded.mkdir()
+    for source in (generation.data_dir("templates")).glob("*.py"):
+        (upgraded / source.name).write_text(source.read_text() + "\n# new in the next release\n")
+    real = generation.data_dir
+    monkeypatch.setattr(generation, "data_dir", lambda name: upgraded if name == "templates" else real(name))
+    assert {p.kind for p in check_tree(MMSegTree.open(tree))} == {"stale", "hand-edited"}
+    assert rp("apply", tree) == 1
+    assert "hand-edited generated file(s): mmseg/models/decode_heads/reward_aspp_head.py" in capsys.readouterr().err
+    (tree / HEADS / "reward_aspp_head.py").unlink()
+    assert rp("apply", tree) == 0
+    assert "# new in the next release" in (tree / HEADS / "reward_decode_head.py").read_text()
+    assert check_tree(MMSegTree.open(tree)) == []
+
+
+def test_revert_refuses_a_hand_edited_generated_file_unless_forced(tree, capsys):
+    plan_apply(MMSegTree.open(tree)).execute()
+    (tree / HEADS / "reward_fcn_head.py").write_text("# mine\n")
+    assert rp("revert", tree) == 1
+    assert "reward_fcn_head.py" in capsys.readouterr().err
+    assert (tree / MANIFEST_NAME).is_file()
+    assert rp("revert", tree, "--force") == 0
+    assert git_status(tree) == ""
+
+
+def test_every_file_operation_goes_through_one_plan(tree):
+    plan = plan_apply(MMSegTree.open(tree), ["ASPPHead"])
+    assert isinstance(plan, PatchPlan)
+    assert {c.path for c in plan.changes} == {
+        f"{HEADS}/reward_decode_head.py", f"{HEADS}/reward_aspp_head.py", f"{HEADS}/__init__.py",
+        "mmseg/models/losses/iou_metric_loss.py", "mmseg/models/losses/cross_entropy_reward_loss.py",
+        "mmseg/models/losses/__init__.py", MANIFEST_NAME,
+    }
