@@ -175,6 +175,20 @@ def check_command(tree: str, as_json: bool) -> int:
     return EXIT_REFUSED if problems else EXIT_OK
 
 
+def _register_verbs() -> None:
+    # Each verb below lives in its own module; heavy imports (torch, mmengine,
+    # matplotlib) happen inside the commands, so `rewardpatch --help` stays fast.
+    from .configs import config_command
+    from .plot import plot_command
+    from .stats import stats_command
+
+    for command in (config_command, stats_command, plot_command):
+        cli.add_command(command)
+
+
+_register_verbs()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and turn every user-caused error into one line and an exit code."""
     try:
