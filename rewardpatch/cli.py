@@ -181,8 +181,9 @@ def _register_verbs() -> None:
     from .configs import config_command
     from .plot import plot_command
     from .stats import stats_command
+    from .verify.command import verify_command
 
-    for command in (config_command, stats_command, plot_command):
+    for command in (verify_command, config_command, stats_command, plot_command):
         cli.add_command(command)
 
 

@@ -73,7 +73,7 @@ class Generation:
     data_samples_param: str
     bases: dict[str, BaseSpec]
     templates: tuple[TemplateSpec, ...]
-    head_args: dict[str, dict]
+    verify: dict  # stage-1 facts of `rewardpatch verify`: default and per-head arguments
 
     def supports(self, version: str) -> bool:
         return self.min_version <= version_tuple(version) < self.max_version
@@ -98,7 +98,7 @@ def _load(path: Path) -> Generation:
             TemplateSpec(t["source"], t["target"], t["init"], tuple(t["exports"]))
             for t in data["templates"]
         ),
-        head_args=data.get("head_args", {}),
+        verify=data.get("verify", {}),
     )
 
 

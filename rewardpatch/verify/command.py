@@ -1,0 +1,226 @@
+"""`rewardpatch verify TREE`: check every patched head, then run a short reward fine-tune."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ..errors import EXIT_OK, EXIT_REFUSED, InputError
+from ..manifest import Manifest
+from ..tree import MMSegTree
+from .events import EventReader
+
+WORKDIR_MARK = ".rewardpatch-verify"
+DEFAULT_WORKDIR = Path("work_dirs") / "rewardpatch-verify"
+
+
+class WorkerFailed(Exception):
+    """The worker stopped before it could report (device, import, mmseg origin, crash)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+class Progress:
+    """Turns worker events into a progress bar per stage and into the report."""
+
+    def __init__(self, report: dict):
+        self.report = report
+        self.bar = None
+
+    def __call__(self, event: dict) -> None:
+        kind = event.pop("event")
+        if kind == "error":
+            raise WorkerFailed(event["kind"], event["message"])
+        if kind == "device":
+            self.report["device"] = event["device"]
+            self.report["gpu"] = event.get("gpu")
+        elif kind == "stage":
+            self.close()
+            label = "stage 1: reward heads" if event["stage"] == "heads" else f"stage 2: fine-tune {event['head']}"
+            self.bar = click.progressbar(length=event["total"], label=label, file=sys.stderr, show_pos=True,
+                                         item_show_func=lambda item: item)
+            self.bar.__enter__()
+        elif kind == "head":
+            self.report["heads"].append(event)
+            self.bar.update(1, event["name"])
+        elif kind == "iter":
+            self.bar.update(event["iter"] - self.bar.pos, f"{event['phase']} iteration")
+        elif kind == "finetune":
+            self.report["finetune"] = event
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _patched_heads(tree: MMSegTree, manifest: Manifest, requested: str | None) -> list[str]:
+    """Head names (without the Reward prefix) to check, all patched ones by default."""
+    patched = sorted(name.removeprefix("Reward") for name in manifest.reward_classes)
+    if not requested:
+        return patched
+    names = list(dict.fromkeys(n.strip().removeprefix("Reward") for n in requested.split(",") if n.strip()))
+    unknown = [n for n in names if n not in patched]
+    if unknown:
+        raise InputError(
+            f"{', '.join(unknown)} not patched in {tree.root}: "
+            f"run `rewardpatch apply {tree.root} --heads {','.join(unknown)}` first"
+        )
+    return names
+
+
+def _finetune_head(tree: MMSegTree, patched: list[str]) -> str:
+    """FCNHead when patched, else the first patched head that reads one feature map."""
+    heads = tree.generation.verify.get("heads", {})
+
+    def single_input(name: str) -> bool:
+        spec = heads.get(name)
+        if spec is None or spec.get("cascade") or spec.get("tokens"):
+            return False
+        return not isinstance(spec.get("args", {}).get("in_channels", 0), list)
+
+    for name in ["FCNHead", *patched]:
+        if name in patched and single_input(name):
+            return name
+    raise InputError("the fine-tune needs a patched head that reads one feature map "
+                     "(FCNHead, ASPPHead, PSPHead, ...): apply one, or pass --skip-finetune")
+
+
+def _prepare_workdir(path: Path) -> Path:
+    """An empty work dir: ours from an earlier run is cleared, anything else must be empty."""
+    path = path.resolve()
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"--workdir {path} is not a directory")
+        if (path / WORKDIR_MARK).exists():
+            shutil.rmtree(path)
+        elif any(path.iterdir()):
+            raise InputError(f"--workdir {path} is not empty and was not made by rewardpatch verify")
+    path.mkdir(parents=True, exist_ok=True)
+    (path / WORKDIR_MARK).write_text("made by rewardpatch verify; the next run clears it\n")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run_worker(tree: MMSegTree, workdir: Path, stages: str, options: list[str], device: str, nproc: int,
+                on_event) -> None:
+    """Run the worker (nproc of them under torchrun) and feed its events to `on_event`."""
+    name = stages.replace(",", "-")
+    events = workdir / f"{name}.events.jsonl"
+    launcher = [sys.executable, "-P"]
+    if nproc > 1:
+        launcher += ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={_free_port()}"]
+    command = [*launcher, "-m", "rewardpatch.verify.worker", "--tree", str(tree.root), "--workdir", str(workdir),
+               "--events", str(events), "--device", device, "--stages", stages, *options]
+    env = {**os.environ, "PYTHONPATH": str(tree.root), "PYTHONUNBUFFERED": "1"}
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    if nproc > 1 and device != "cuda":
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // nproc)))
+    reader = EventReader(events)
+    log = workdir / f"{name}.log"
+    with log.open("w") as handle:
+        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        try:
+            while True:
+                finished = process.poll() is not None
+                for event in reader.read():
+                    on_event(event)
+                if finished:
+                    break
+                time.sleep(0.1)
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                process.wait()
+    if process.returncode != 0:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        last = lines[-1] if lines else "no output"
+        raise WorkerFailed("crash", f"the {name} worker exited with code {process.returncode}: {last} (log: {log})")
+
+
+@click.command("verify")
+@click.argument("tree", type=click.Path(path_type=str))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where to run: auto is cuda when torch sees a GPU, else cpu.")
+@click.option("--heads", metavar="A,B", help="Check only these patched heads (default: every patched head).")
+@click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Reward iterations of the fine-tune.")
+@click.option("--ce-iters", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Cross-entropy iterations before them; they save the checkpoint the reward phase starts from.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes for the fine-tune, under torchrun (gloo on CPU, nccl on GPU).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the JSON report to this file.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_WORKDIR,
+              show_default=True, help="Dataset, checkpoints, logs, report and plot.")
+@click.option("--skip-finetune", is_flag=True, help="Run stage 1, the per-head checks, only.")
+def verify_command(tree: str, device: str, heads: str | None, iters: int, ce_iters: int, nproc: int,
+                   report_path: Path | None, workdir: Path, skip_finetune: bool) -> int:
+    """Prove that a patched TREE trains: each reward head, then a short reward fine-tune."""
+    from .report import print_summary, write_plot
+
+    mmseg = MMSegTree.open(tree)
+    manifest = Manifest.load(mmseg)
+    if manifest is None:
+        raise InputError(f"{mmseg.root} is not patched: run `rewardpatch apply {tree}` first")
+    names = _patched_heads(mmseg, manifest, heads)
+    finetune_head = None if skip_finetune else _finetune_head(mmseg, names)
+    workdir = _prepare_workdir(workdir)
+    report: dict = {"ok": False, "device": None, "tree": str(mmseg.root), "mmseg_version": mmseg.version,
+                    "workdir": str(workdir), "heads": [], "finetune": None}
+    options = ["--heads", ",".join(names), "--iters", str(iters), "--ce-iters", str(ce_iters),
+               "--finetune-head", finetune_head or ""]
+    progress = Progress(report)
+    started = time.perf_counter()
+    try:
+        if skip_finetune:
+            _run_worker(mmseg, workdir, "heads", options, device, 1, progress)
+        elif nproc == 1:  # one process for both stages: mmseg is imported once
+            _run_worker(mmseg, workdir, "heads,finetune", options, device, 1, progress)
+        else:
+            _run_worker(mmseg, workdir, "heads", options, device, 1, progress)
+            _run_worker(mmseg, workdir, "finetune", options, device, nproc, progress)
+    except WorkerFailed as failure:
+        progress.close()
+        report["error"] = str(failure)
+        _write_reports(report, workdir, report_path)
+        if failure.kind in ("device", "origin"):
+            raise InputError(str(failure)) from None
+        click.echo(f"rewardpatch: verify failed: {failure}", err=True)
+        return EXIT_REFUSED
+    progress.close()
+
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    fine = report["finetune"]
+    if not skip_finetune and fine is None:
+        fine = report["finetune"] = {"ok": False, "error": "the fine-tune reported no result"}
+    report["ok"] = all(h["ok"] for h in report["heads"]) and (fine is None or bool(fine.get("ok")))
+    if fine and fine.get("reward_mean"):
+        report["plot"] = str(write_plot(fine, workdir / "verify_curves.png"))
+    _write_reports(report, workdir, report_path)
+    print_summary(report)
+    return EXIT_OK if report["ok"] else EXIT_REFUSED
+
+
+def _write_reports(report: dict, workdir: Path, extra: Path | None) -> None:
+    text = json.dumps(report, indent=2) + "\n"
+    (workdir / "report.json").write_text(text)
+    if extra is not None:
+        extra.parent.mkdir(parents=True, exist_ok=True)
+        extra.write_text(text)

@@ -1,0 +1,234 @@
+"""Stage 2 of verify: a short reward fine-tune with the real stack.
+
+An mmengine Runner trains a real MMSeg EncoderDecoder (a ResNetV1c-18 of narrow width)
+on a synthetic dataset written to disk and read by MMSeg's own pipeline: first a few
+cross-entropy iterations that save a checkpoint, then reward iterations that start from
+that checkpoint, with MMSeg's IoUMetric evaluated before and after.
+
+mmengine saves checkpoints with pickled objects (message hub, meta), which torch >= 2.6
+refuses to load with its default weights_only=True. The fine-tune converts its own,
+just-written checkpoint to a weights-only file and loads that: the path users should take
+with their checkpoints too, and one that keeps torch's check on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+from .events import EventWriter
+from .synthetic import write_dataset
+
+NUM_CLASSES = 4
+IMAGE_SIZE = 64
+CE_LR = 0.05
+REWARD_LR = 0.01
+MIOU_TOLERANCE = 5.0  # mIoU points the reward phase may lose on 8 validation images
+
+
+def model_config(head_type: str, head_args: dict, loss: dict, reward_cfg: dict | None) -> dict:
+    norm_cfg = dict(type="BN", requires_grad=True)
+    head = dict(
+        type=head_type, in_channels=128, channels=32, num_classes=NUM_CLASSES, dropout_ratio=0.0,
+        norm_cfg=norm_cfg, align_corners=False, loss_decode=loss, **head_args,
+    )
+    if reward_cfg is not None:
+        head["reward_cfg"] = reward_cfg
+    return dict(
+        type="EncoderDecoder",
+        data_preprocessor=dict(
+            type="SegDataPreProcessor", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
+            bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=(IMAGE_SIZE, IMAGE_SIZE),
+        ),
+        backbone=dict(
+            type="ResNetV1c", depth=18, stem_channels=16, base_channels=16, out_indices=(3,),
+            dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1), norm_cfg=norm_cfg, norm_eval=False,
+            contract_dilation=True,
+        ),
+        decode_head=head,
+        train_cfg=dict(),
+        test_cfg=dict(mode="whole"),
+    )
+
+
+def _dataloader(data_root: str, metainfo: dict, split: str, batch_size: int) -> dict:
+    pipeline = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations")]
+    if split == "train":
+        pipeline.append(dict(type="RandomFlip", prob=0.5))
+    pipeline.append(dict(type="PackSegInputs"))
+    sampler = dict(type="InfiniteSampler", shuffle=True) if split == "train" else dict(type="DefaultSampler", shuffle=False)
+    return dict(
+        batch_size=batch_size, num_workers=0, sampler=sampler,
+        dataset=dict(
+            type="BaseSegDataset", data_root=data_root, metainfo=metainfo, img_suffix=".png",
+            seg_map_suffix=".png", pipeline=pipeline,
+            data_prefix=dict(img_path=f"img_dir/{split}", seg_map_path=f"ann_dir/{split}"),
+        ),
+    )
+
+
+def runner_config(
+    name: str, work_dir: Path, model: dict, data_root: str, metainfo: dict, iters: int, lr: float,
+    distributed: bool, device: str, load_from: str | None = None, schedule: bool = True,
+    val_interval: int | None = None,
+) -> dict:
+    scheduler = [dict(type="PolyLR", eta_min=1e-4, power=0.9, begin=0, end=iters, by_epoch=False)] if schedule else []
+    config = dict(
+        experiment_name=f"{name}_{os.getpid()}",
+        work_dir=str(work_dir),
+        model=model,
+        train_dataloader=_dataloader(data_root, metainfo, "train", batch_size=4),
+        val_dataloader=_dataloader(data_root, metainfo, "val", batch_size=1),
+        val_evaluator=dict(type="IoUMetric", iou_metrics=["mIoU"]),
+        train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=val_interval or iters),
+        val_cfg=dict(type="ValLoop"),
+        optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="SGD", lr=lr, momentum=0.9, weight_decay=1e-4)),
+        param_scheduler=scheduler,
+        default_hooks=dict(
+            timer=dict(type="IterTimerHook"),
+            logger=dict(type="LoggerHook", interval=1, log_metric_by_epoch=False),
+            param_scheduler=dict(type="ParamSchedulerHook"),
+            checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=iters),
+            sampler_seed=dict(type="DistSamplerSeedHook"),
+        ),
+        log_processor=dict(by_epoch=False),
+        visualizer=dict(type="SegLocalVisualizer", name=f"{name}_visualizer_{os.getpid()}", vis_backends=[dict(type="LocalVisBackend")]),
+        env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+                     dist_cfg=dict(backend="nccl" if device == "cuda" else "gloo")),
+        randomness=dict(seed=0),
+        launcher="pytorch" if distributed else "none",
+        default_scope="mmseg",
+        load_from=load_from,
+        log_level="WARNING",
+    )
+    if distributed and device == "cpu":
+        # mmengine's default wrapper passes a CUDA device id; on CPU DDP takes none
+        config["model_wrapper_cfg"] = dict(type="MMDistributedDataParallel", device_ids=None)
+    return config
+
+
+def _make_hooks(events: EventWriter, phase: str, offset: int, record: dict):
+    from mmengine.hooks import Hook
+
+    class FinetuneProbe(Hook):
+        """Reports progress, checks every loss, keeps reward statistics and metrics."""
+
+        priority = "LOW"
+
+        def __init__(self, validate_first: bool):
+            self.validate_first = validate_first
+
+        def before_train(self, runner):
+            if self.validate_first:
+                record["miou_before"] = float(runner.val_loop.run()["mIoU"])
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            outputs = outputs or {}
+            for key, value in outputs.items():
+                value = float(value)
+                if "loss" in key and not math.isfinite(value):
+                    record.setdefault("nonfinite", []).append(f"{phase} iter {runner.iter + 1}: {key}={value}")
+                if key.endswith(("reward_mean", "reward_greedy", "adv_std")):
+                    record.setdefault(key.rsplit(".", 1)[-1], []).append(value)
+            record.setdefault("loss", []).append(float(outputs.get("loss", float("nan"))))
+            events.emit("iter", phase=phase, iter=offset + runner.iter + 1)
+
+        def after_val_epoch(self, runner, metrics=None):
+            if metrics and "mIoU" in metrics:
+                record.setdefault("val", []).append((runner.iter, float(metrics["mIoU"])))
+
+    return FinetuneProbe
+
+
+def finetune(
+    workdir: Path, head: str, head_args: dict, ce_iters: int, iters: int, device: str,
+    distributed: bool, events: EventWriter,
+) -> dict:
+    import torch.distributed as dist
+    from mmengine.runner import Runner
+
+    from rewardpatch.checkpoints import convert_to_weights_only, loads_weights_only
+
+    rank = dist.get_rank() if distributed else 0
+    data_root = workdir / "data"
+    if rank == 0 and not (data_root / "ann_dir").exists():
+        write_dataset(data_root, num_classes=NUM_CLASSES, size=IMAGE_SIZE, seed=0)
+    if distributed:
+        dist.barrier()
+    from .synthetic import classes
+
+    names, palette = classes(NUM_CLASSES)
+    metainfo = dict(classes=names, palette=palette)
+    start = time.perf_counter()
+    result = {"ok": False, "head": f"Reward{head}", "ce_iters": ce_iters, "iters": iters,
+              "miou_tolerance": MIOU_TOLERANCE, "world_size": dist.get_world_size() if distributed else 1}
+
+    ce_record: dict = {}
+    ce_model = model_config(head, head_args, dict(type="CrossEntropyLoss", loss_weight=1.0), None)
+    ce = Runner.from_cfg(_cfg(runner_config("ce", workdir / "ce", ce_model, str(data_root), metainfo, ce_iters,
+                                             CE_LR, distributed, device)))
+    ce.register_hook(_make_hooks(events, "ce", 0, ce_record)(validate_first=False))
+    ce.train()
+    saved = workdir / "ce" / f"iter_{ce_iters}.pth"
+    result["checkpoint"] = str(saved)
+    result["miou_ce"] = ce_record.get("val", [(None, None)])[-1][1]
+    if distributed:
+        dist.barrier()
+
+    # our own file, just written by mmengine: converting it needs the unrestricted load
+    weights_only = workdir / "ce" / "weights_only.pth"
+    result["checkpoint_loads_weights_only"] = loads_weights_only(saved) is True
+    if rank == 0 and not result["checkpoint_loads_weights_only"]:
+        convert_to_weights_only(saved, weights_only)
+    if distributed:
+        dist.barrier()
+    load_from = str(weights_only) if weights_only.exists() else str(saved)
+    result["load_from"] = load_from
+    if loads_weights_only(load_from) is not True:
+        result["error"] = f"{load_from} does not load with torch.load(weights_only=True)"
+        return result
+
+    reward_record: dict = {}
+    reward_model = model_config(
+        f"Reward{head}", head_args, dict(type="CrossEntropyRewardLoss", loss_weight=1.0), dict(num_samples=2)
+    )
+    reward = Runner.from_cfg(_cfg(runner_config(
+        "reward", workdir / "reward", reward_model, str(data_root), metainfo, iters, REWARD_LR,
+        distributed, device, load_from=load_from, schedule=False, val_interval=max(1, iters // 4),
+    )))
+    reward.register_hook(_make_hooks(events, "reward", ce_iters, reward_record)(validate_first=True))
+    reward.train()
+
+    result["miou_before"] = reward_record.get("miou_before")
+    result["miou_after"] = reward_record.get("val", [(None, None)])[-1][1]
+    result["miou_curve"] = [[0, result["miou_before"]]] + [list(p) for p in reward_record.get("val", [])]
+    rewards = reward_record.get("reward_mean", [])
+    result["reward_mean_first"] = rewards[0] if rewards else None
+    result["reward_mean_last"] = rewards[-1] if rewards else None
+    result["reward_mean"] = rewards
+    result["reward_greedy"] = reward_record.get("reward_greedy", [])
+    result["ce_loss"] = ce_record.get("loss", [])
+    result["reward_loss"] = reward_record.get("loss", [])
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    result["device"] = str(next(reward.model.parameters()).device)
+    failures = list(ce_record.get("nonfinite", [])) + list(reward_record.get("nonfinite", []))
+    if not rewards:
+        failures.append("no reward statistics were logged")
+    if result["miou_before"] is None or result["miou_after"] is None:
+        failures.append("mIoU was not evaluated before and after")
+    elif result["miou_after"] < result["miou_before"] - MIOU_TOLERANCE:
+        failures.append(
+            f"mIoU fell from {result['miou_before']:.2f} to {result['miou_after']:.2f} "
+            f"(more than the {MIOU_TOLERANCE} points allowed)"
+        )
+    result["ok"] = not failures
+    result["error"] = "; ".join(failures) or None
+    return result
+
+
+def _cfg(config: dict):
+    from mmengine.config import Config
+
+    return Config(config)

@@ -1,0 +1,117 @@
+"""Stage 1 of verify: each reward head builds, computes a reward loss and backpropagates.
+
+Runs inside the worker, whose import path starts with the tree. Constructor arguments
+and inputs come from the generation's data (patches/), not from code.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+
+
+def _tuples(value):
+    # TOML has arrays only; MMSeg's heads check tuples in places (is_tuple_of)
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def head_spec(verify: dict, name: str) -> dict:
+    """Arguments, inputs and flags for `name`, the defaults overridden by its own entry."""
+    own = verify.get("heads", {}).get(name, {})
+    return {
+        "args": {**_tuples(verify["args"]), **_tuples(own.get("args", {})), "num_classes": verify["num_classes"]},
+        "inputs": own.get("inputs", verify["inputs"]),
+        "tokens": own.get("tokens", False),
+        "cascade": own.get("cascade", False),
+        "known": name in verify.get("heads", {}),
+    }
+
+
+def _shapes(output):
+    if isinstance(output, (list, tuple)):
+        return [_shapes(o) for o in output]
+    return tuple(output.shape)
+
+
+def _loss_total(losses: dict):
+    import torch
+
+    total = 0.0
+    for key, value in losses.items():
+        if "loss" in key:
+            total = total + (sum(v.mean() for v in value) if isinstance(value, (list, tuple)) else value.mean())
+    return total if isinstance(total, torch.Tensor) else None
+
+
+def _classifier(head):
+    """conv_seg, or the whole head for those that replace it (Segmenter's mask transformer)."""
+    classifier = getattr(head, "conv_seg", None)
+    return classifier if classifier is not None else head
+
+
+def check_head(name: str, verify: dict, device: str, loss_name: str = "loss_ce_reward") -> dict:
+    """Build Reward<name> and <name> alike, run loss and backward; a result row."""
+    import torch
+    from mmengine.config import ConfigDict
+    from mmengine.structures import PixelData
+
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+
+    spec = head_spec(verify, name)
+    start = time.perf_counter()
+    row = {"name": f"Reward{name}", "ok": False, "loss": None, "seconds": None, "error": None}
+    try:
+        torch.manual_seed(0)
+        batch, classes, size = verify["batch"], verify["num_classes"], verify["label_size"]
+        features = []
+        for channels, side in spec["inputs"]:
+            x = torch.randn(batch, channels, side, side, device=device)
+            features.append([x, torch.randn(batch, channels, device=device)] if spec["tokens"] else x)
+        # a cascade head reads the previous head's logits at its own input's resolution
+        side = spec["inputs"][-1][1]
+        extra = [torch.randn(batch, classes, side, side, device=device)] if spec["cascade"] else []
+        labels = torch.randint(0, classes, (batch, 1, size, size), device=device)
+        labels[torch.rand(labels.shape, device=device) < 0.2] = 255
+        samples = []
+        for label in labels:
+            sample = SegDataSample()
+            sample.gt_sem_seg = PixelData(data=label)
+            samples.append(sample)
+
+        original = MODELS.build(dict(type=name, **spec["args"])).to(device).train()
+        rewarded = MODELS.build(
+            dict(type=f"Reward{name}", **spec["args"], loss_decode=dict(type="CrossEntropyRewardLoss", loss_name=loss_name))
+        ).to(device).train()
+        with torch.no_grad():
+            expected = _shapes(original(features, *extra))
+            produced = _shapes(rewarded(features, *extra))
+        if produced != expected:
+            raise AssertionError(f"output shape {produced} differs from {name}'s {expected}")
+
+        losses = rewarded.loss(features, *extra, samples, ConfigDict())
+        if not any(key.endswith(loss_name) for key in losses):
+            raise AssertionError(f"no {loss_name} in the loss dict ({', '.join(losses)})")
+        total = _loss_total(losses)
+        if total is None or not torch.isfinite(total):
+            raise AssertionError(f"loss is not finite ({total})")
+        total.backward()
+        classifier = _classifier(rewarded)
+        grads = [p.grad for p in classifier.parameters() if p.requires_grad]
+        if not grads or any(g is None or not torch.isfinite(g).all() for g in grads) or not any(
+            g.abs().sum() > 0 for g in grads
+        ):
+            raise AssertionError("the classifier got no finite, non-zero gradient")
+        row.update(ok=True, loss=float(total.detach()))
+    except Exception as exc:  # noqa: BLE001 - every failure is a result to report, not a crash
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1]
+        if not spec["known"]:
+            detail += f" (no verify arguments for {name} in patches/; defaults were used)"
+        row["error"] = detail
+        row["traceback"] = traceback.format_exc()
+    row["seconds"] = round(time.perf_counter() - start, 3)
+    return row

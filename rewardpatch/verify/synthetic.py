@@ -1,0 +1,82 @@
+"""A synthetic segmentation dataset on disk, in MMSeg's BaseSegDataset layout.
+
+    root/img_dir/{train,val}/NNNN.png   RGB images
+    root/ann_dir/{train,val}/NNNN.png   label maps (mode L), 255 = ignore
+
+Objects are rectangles and ellipses whose colour depends on their class, on a noisy
+background; a one-pixel band around each object is left unlabelled, as in VOC, so the
+ignore index is exercised. With `rare_small_class`, one class only ever appears as small
+objects in few images: cross-entropy gains little from it while mIoU weighs it like any
+other class, the situation where optimising the task reward should pay off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+COLOURS = [(40, 40, 40), (220, 60, 60), (60, 200, 80), (70, 90, 230), (230, 200, 50), (200, 70, 210), (60, 210, 210)]
+
+
+def classes(num_classes: int) -> tuple[tuple[str, ...], list[list[int]]]:
+    names = ("background",) + tuple(f"object{i}" for i in range(1, num_classes))
+    return names, [list(COLOURS[i % len(COLOURS)]) for i in range(num_classes)]
+
+
+def _draw(rng: np.random.Generator, size: int, num_classes: int, rare_small_class: int | None):
+    image = rng.normal(COLOURS[0], 25, (size, size, 3))
+    label = np.zeros((size, size), np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    common = [c for c in range(1, num_classes) if c != rare_small_class]
+    for _ in range(rng.integers(1, 4)):
+        cls = int(rng.choice(common))
+        h, w = rng.integers(size // 6, size // 2, 2)
+        _paint(rng, image, label, yy, xx, cls, h, w)
+    if rare_small_class is not None and rng.random() < 0.35:
+        side = int(rng.integers(3, max(4, size // 12)))
+        _paint(rng, image, label, yy, xx, rare_small_class, side, side)
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def _paint(rng, image, label, yy, xx, cls, h, w):
+    size = label.shape[0]
+    top, left = rng.integers(0, size - h), rng.integers(0, size - w)
+    if rng.random() < 0.5:
+        mask = (yy >= top) & (yy < top + h) & (xx >= left) & (xx < left + w)
+    else:
+        cy, cx = top + h / 2, left + w / 2
+        mask = ((yy - cy) / (h / 2)) ** 2 + ((xx - cx) / (w / 2)) ** 2 <= 1
+    grown = mask.copy()
+    grown[1:] |= mask[:-1]
+    grown[:-1] |= mask[1:]
+    grown[:, 1:] |= mask[:, :-1]
+    grown[:, :-1] |= mask[:, 1:]
+    label[grown & ~mask] = 255
+    label[mask] = cls
+    image[mask] = rng.normal(COLOURS[cls % len(COLOURS)], 30, (int(mask.sum()), 3))
+
+
+def write_dataset(
+    root: str | Path,
+    *,
+    num_train: int = 32,
+    num_val: int = 8,
+    size: int = 64,
+    num_classes: int = 4,
+    seed: int = 0,
+    rare_small_class: int | None = None,
+) -> dict:
+    """Write the dataset under `root`; returns its metainfo (classes, palette)."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", num_train), ("val", num_val)):
+        (root / "img_dir" / split).mkdir(parents=True, exist_ok=True)
+        (root / "ann_dir" / split).mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            image, label = _draw(rng, size, num_classes, rare_small_class)
+            Image.fromarray(image).save(root / "img_dir" / split / f"{index:04d}.png")
+            Image.fromarray(label).save(root / "ann_dir" / split / f"{index:04d}.png")
+    names, palette = classes(num_classes)
+    return {"classes": names, "palette": palette}

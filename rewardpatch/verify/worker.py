@@ -1,0 +1,110 @@
+"""The verify worker: runs with the tree first on its import path, alone or under torchrun.
+
+    python -P -m rewardpatch.verify.worker --tree T --workdir W --events E --stages heads,finetune ...
+
+`-P` keeps the current directory off sys.path, so nothing but PYTHONPATH (the tree) can
+shadow the tree's mmseg. The worker still checks where mmseg came from before trusting it.
+Results go to the events file; logs go to stdout/stderr, which the command redirects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .events import EventWriter
+
+EXIT_SETUP = 3  # the worker could not start checking (device, mmseg origin, import)
+
+
+def _resolve_device(requested: str) -> str | None:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        return None
+    return requested
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tree", required=True, type=Path)
+    parser.add_argument("--workdir", required=True, type=Path)
+    parser.add_argument("--events", required=True, type=Path)
+    parser.add_argument("--stages", default="heads,finetune")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--heads", default="")
+    parser.add_argument("--finetune-head", default="FCNHead")
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--ce-iters", type=int, default=40)
+    args = parser.parse_args(argv)
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = int(os.environ.get("RANK", "0"))
+    events = EventWriter(args.events, enabled=rank == 0)
+
+    device = _resolve_device(args.device)
+    if device is None:
+        events.emit("error", kind="device", message="--device cuda: torch sees no CUDA device here")
+        return EXIT_SETUP
+    import torch
+
+    events.emit("device", device=device, torch=torch.__version__,
+                gpu=torch.cuda.get_device_name(0) if device == "cuda" else None)
+    if distributed:
+        import torch.distributed as dist
+
+        if device == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        # initialised here so that mmengine skips its own init (which assumes CUDA)
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+
+    tree = args.tree.resolve()
+    try:
+        import mmseg
+        import mmseg.models  # noqa: F401 - registers every head, the reward ones included
+    except Exception as exc:  # noqa: BLE001 - reported to the user, with the log kept
+        events.emit("error", kind="import", message=f"import mmseg.models failed: {type(exc).__name__}: {exc}")
+        return EXIT_SETUP
+    origin = Path(mmseg.__file__).resolve()
+    if not origin.is_relative_to(tree):
+        events.emit("error", kind="origin", message=f"mmseg would be imported from {origin.parent}, not from {tree}")
+        return EXIT_SETUP
+    from mmseg.utils import register_all_modules
+
+    register_all_modules(init_default_scope=False)
+
+    from rewardpatch.generation import generation_for
+
+    generation = generation_for(mmseg.__version__)
+    stages = args.stages.split(",")
+    if "heads" in stages:
+        from .heads import check_head
+
+        heads = [h for h in args.heads.split(",") if h]
+        events.emit("stage", stage="heads", total=len(heads))
+        for name in heads:
+            events.emit("head", **check_head(name, generation.verify, device))
+    if "finetune" in stages:
+        from .finetune import finetune
+        from .heads import head_spec
+
+        events.emit("stage", stage="finetune", total=args.ce_iters + args.iters, head=f"Reward{args.finetune_head}")
+        own = head_spec(generation.verify, args.finetune_head)["args"]
+        # the backbone supplies one 128-channel map: keep the head's other arguments
+        head_args = {k: v for k, v in own.items() if k not in ("in_channels", "channels", "num_classes", "in_index")}
+        result = finetune(args.workdir, args.finetune_head, head_args, args.ce_iters, args.iters, device,
+                          distributed, events)
+        events.emit("finetune", **result)
+    if distributed:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""verify: a patched tree's heads and a short reward fine-tune, and checks that can fail."""
+
+import json
+
+import pytest
+
+from conftest import copy_checkout
+from rewardpatch.cli import main
+from rewardpatch.planner import plan_apply
+from rewardpatch.tree import MMSegTree
+
+HEADS = "mmseg/models/decode_heads"
+
+
+@pytest.fixture(scope="module")
+def verified_tree(tmp_path_factory, stack):
+    tree = copy_checkout("1.2.2", tmp_path_factory.mktemp("verify") / "mmsegmentation")
+    plan_apply(MMSegTree.open(tree)).execute()
+    return tree
+
+
+@pytest.fixture
+def fresh_patched(tmp_path, stack):
+    tree = copy_checkout("1.2.2", tmp_path / "mmsegmentation")
+    plan_apply(MMSegTree.open(tree), ["ASPPHead", "FCNHead", "PSPHead"]).execute()
+    return tree
+
+
+def verify(capsys, *args):
+    code = main(["verify", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_default_verify_passes_on_the_patched_1_2_2_checkout(verified_tree, tmp_path, capsys):
+    report_path = tmp_path / "report.json"
+    code, out, err = verify(capsys, verified_tree, "--device", "cpu", "--workdir", tmp_path / "work",
+                            "--report", report_path)
+    assert code == 0, out + err
+    report = json.loads(report_path.read_text())
+    assert report["ok"] is True and report["device"] == "cpu"
+    assert report["tree"] == str(verified_tree)
+    assert len(report["heads"]) == 27
+    assert {"name", "ok", "loss", "seconds", "error"} <= set(report["heads"][0])
+    fine = report["finetune"]
+    assert {"ok", "iters", "miou_before", "miou_after", "reward_mean_first", "reward_mean_last"} <= set(fine)
+    assert fine["ok"] and fine["iters"] == 20 and fine["checkpoint_loads_weights_only"] is False
+    assert fine["load_from"].endswith("weights_only.pth")
+    assert (tmp_path / "work" / "verify_curves.png").stat().st_size > 10_000
+    assert "27/27 heads passed on cpu" in out
+
+
+def test_a_broken_generated_head_fails_verify_and_is_named(fresh_patched, tmp_path, capsys):
+    path = fresh_patched / HEADS / "reward_aspp_head.py"
+    source = path.read_text()
+    broken = source.replace("output = self.cls_seg(output)", "output = self.cls_seg(output)[:, :1]")
+    assert broken != source
+    path.write_text(broken)
+    code, out, err = verify(capsys, fresh_patched, "--skip-finetune", "--workdir", tmp_path / "work")
+    assert code == 1
+    assert "FAILED RewardASPPHead: AssertionError: output shape" in err
+    assert "RewardPSPHead" in out and "FAILED RewardPSPHead" not in err
+
+
+def test_a_head_whose_loss_never_reaches_the_classifier_fails(fresh_patched, tmp_path, capsys):
+    path = fresh_patched / HEADS / "reward_psp_head.py"
+    path.write_text(path.read_text().replace("output = self.cls_seg(output)", "output = self.cls_seg(output).detach()"))
+    code, _, err = verify(capsys, fresh_patched, "--skip-finetune", "--heads", "PSPHead", "--workdir", tmp_path / "w")
+    assert code == 1
+    assert "FAILED RewardPSPHead" in err
+
+
+def test_an_unpatched_tree_is_refused_with_the_apply_hint(tree, tmp_path, capsys):
+    code, _, err = verify(capsys, tree, "--workdir", tmp_path / "work")
+    assert code == 2
+    assert err.strip().endswith("run `rewardpatch apply " + str(tree) + "` first")
+
+
+def test_an_unpatched_head_is_refused(fresh_patched, tmp_path, capsys):
+    code, _, err = verify(capsys, fresh_patched, "--heads", "UPerHead", "--workdir", tmp_path / "work")
+    assert code == 2
+    assert "UPerHead not patched" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cuda_requested_without_a_gpu_is_a_usage_error(fresh_patched, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, _, err = verify(capsys, fresh_patched, "--device", "cuda", "--skip-finetune", "--workdir", tmp_path / "w")
+    assert code == 2
+    assert "no CUDA device" in err
+
+
+def test_mmseg_imported_from_elsewhere_stops_verify(fresh_patched, tmp_path, capsys):
+    # without its __init__.py, the tree's mmseg is only a namespace portion and an installed
+    # mmseg package further down the path would win
+    (fresh_patched / "mmseg/__init__.py").unlink()
+    code, _, err = verify(capsys, fresh_patched, "--skip-finetune", "--workdir", tmp_path / "w")
+    assert code == 2
+    assert "mmseg would be imported from" in err and f"not from {fresh_patched}" in err
+
+
+def test_a_foreign_non_empty_workdir_is_refused(fresh_patched, tmp_path, capsys):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    code, _, err = verify(capsys, fresh_patched, "--workdir", tmp_path / "mine")
+    assert code == 2
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_the_fine_tune_runs_under_torchrun_with_two_processes(fresh_patched, tmp_path, capsys):
+    report_path = tmp_path / "report.json"
+    code, out, err = verify(capsys, fresh_patched, "--device", "cpu", "--heads", "FCNHead", "--nproc", "2",
+                            "--ce-iters", "8", "--iters", "4", "--workdir", tmp_path / "w", "--report", report_path)
+    assert code == 0, out + err
+    fine = json.loads(report_path.read_text())["finetune"]
+    assert fine["world_size"] == 2 and fine["ok"]
