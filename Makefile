@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.rewardpatch-setup
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench bench-learning clean
 .DEFAULT_GOAL := demo
 
 setup: $(STAMP)
@@ -61,12 +61,21 @@ demo: $(STAMP)
 	$(RP) list-heads $(DEMO_TREE)
 	$(RP) apply $(DEMO_TREE)
 	$(RP) check $(DEMO_TREE)
+	$(RP) verify $(DEMO_TREE) --report $(DEMO_TREE)-verify.json
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Timing lives here, not in the tests. Each writes benchmarks/results/*.json (machine, date).
 bench: $(STAMP)
 	$(PY) benchmarks/bench_patch.py
+	$(PY) benchmarks/bench_reward.py
+	$(PY) benchmarks/bench_verify.py
+	$(PY) benchmarks/bench_stats.py
+
+# Minutes of CPU: reward fine-tuning against CE continued, 3 seeds.
+bench-learning: $(STAMP)
+	$(PY) benchmarks/bench_learning.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -28,10 +28,12 @@ REWARD_LR = 0.01
 MIOU_TOLERANCE = 5.0  # mIoU points the reward phase may lose on 8 validation images
 
 
-def model_config(head_type: str, head_args: dict, loss: dict, reward_cfg: dict | None) -> dict:
+def model_config(head_type: str, head_args: dict, loss: dict, reward_cfg: dict | None,
+                 num_classes: int = NUM_CLASSES, image_size: int = IMAGE_SIZE) -> dict:
+    """An EncoderDecoder: a narrow ResNetV1c-18 (output stride 8) and the given head."""
     norm_cfg = dict(type="BN", requires_grad=True)
     head = dict(
-        type=head_type, in_channels=128, channels=32, num_classes=NUM_CLASSES, dropout_ratio=0.0,
+        type=head_type, in_channels=128, channels=32, num_classes=num_classes, dropout_ratio=0.0,
         norm_cfg=norm_cfg, align_corners=False, loss_decode=loss, **head_args,
     )
     if reward_cfg is not None:
@@ -40,7 +42,7 @@ def model_config(head_type: str, head_args: dict, loss: dict, reward_cfg: dict |
         type="EncoderDecoder",
         data_preprocessor=dict(
             type="SegDataPreProcessor", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
-            bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=(IMAGE_SIZE, IMAGE_SIZE),
+            bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=(image_size, image_size),
         ),
         backbone=dict(
             type="ResNetV1c", depth=18, stem_channels=16, base_channels=16, out_indices=(3,),
@@ -72,14 +74,15 @@ def _dataloader(data_root: str, metainfo: dict, split: str, batch_size: int) -> 
 def runner_config(
     name: str, work_dir: Path, model: dict, data_root: str, metainfo: dict, iters: int, lr: float,
     distributed: bool, device: str, load_from: str | None = None, schedule: bool = True,
-    val_interval: int | None = None,
+    val_interval: int | None = None, batch_size: int = 4, seed: int = 0,
 ) -> dict:
+    """A Runner config: SGD, poly decay (or constant LR), IoUMetric, a checkpoint at the end."""
     scheduler = [dict(type="PolyLR", eta_min=1e-4, power=0.9, begin=0, end=iters, by_epoch=False)] if schedule else []
     config = dict(
         experiment_name=f"{name}_{os.getpid()}",
         work_dir=str(work_dir),
         model=model,
-        train_dataloader=_dataloader(data_root, metainfo, "train", batch_size=4),
+        train_dataloader=_dataloader(data_root, metainfo, "train", batch_size=batch_size),
         val_dataloader=_dataloader(data_root, metainfo, "val", batch_size=1),
         val_evaluator=dict(type="IoUMetric", iou_metrics=["mIoU"]),
         train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=val_interval or iters),
@@ -97,7 +100,7 @@ def runner_config(
         visualizer=dict(type="SegLocalVisualizer", name=f"{name}_visualizer_{os.getpid()}", vis_backends=[dict(type="LocalVisBackend")]),
         env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
                      dist_cfg=dict(backend="nccl" if device == "cuda" else "gloo")),
-        randomness=dict(seed=0),
+        randomness=dict(seed=seed),
         launcher="pytorch" if distributed else "none",
         default_scope="mmseg",
         load_from=load_from,
@@ -109,7 +112,8 @@ def runner_config(
     return config
 
 
-def _make_hooks(events: EventWriter, phase: str, offset: int, record: dict):
+def make_probe(events: EventWriter, phase: str, offset: int, record: dict, validate_first: bool = False):
+    """A hook that reports progress, checks every loss, keeps reward statistics and metrics."""
     from mmengine.hooks import Hook
 
     class FinetuneProbe(Hook):
@@ -117,29 +121,27 @@ def _make_hooks(events: EventWriter, phase: str, offset: int, record: dict):
 
         priority = "LOW"
 
-        def __init__(self, validate_first: bool):
-            self.validate_first = validate_first
-
         def before_train(self, runner):
-            if self.validate_first:
+            if validate_first:
                 record["miou_before"] = float(runner.val_loop.run()["mIoU"])
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
             outputs = outputs or {}
             for key, value in outputs.items():
-                value = float(value)
+                value = float(value.detach()) if hasattr(value, "detach") else float(value)
                 if "loss" in key and not math.isfinite(value):
                     record.setdefault("nonfinite", []).append(f"{phase} iter {runner.iter + 1}: {key}={value}")
                 if key.endswith(("reward_mean", "reward_greedy", "adv_std")):
                     record.setdefault(key.rsplit(".", 1)[-1], []).append(value)
-            record.setdefault("loss", []).append(float(outputs.get("loss", float("nan"))))
+            loss = outputs.get("loss", float("nan"))
+            record.setdefault("loss", []).append(float(loss.detach()) if hasattr(loss, "detach") else float(loss))
             events.emit("iter", phase=phase, iter=offset + runner.iter + 1)
 
         def after_val_epoch(self, runner, metrics=None):
             if metrics and "mIoU" in metrics:
                 record.setdefault("val", []).append((runner.iter, float(metrics["mIoU"])))
 
-    return FinetuneProbe
+    return FinetuneProbe()
 
 
 def finetune(
@@ -169,7 +171,7 @@ def finetune(
     ce_model = model_config(head, head_args, dict(type="CrossEntropyLoss", loss_weight=1.0), None)
     ce = Runner.from_cfg(_cfg(runner_config("ce", workdir / "ce", ce_model, str(data_root), metainfo, ce_iters,
                                              CE_LR, distributed, device)))
-    ce.register_hook(_make_hooks(events, "ce", 0, ce_record)(validate_first=False))
+    ce.register_hook(make_probe(events, "ce", 0, ce_record))
     ce.train()
     saved = workdir / "ce" / f"iter_{ce_iters}.pth"
     result["checkpoint"] = str(saved)
@@ -198,7 +200,7 @@ def finetune(
         "reward", workdir / "reward", reward_model, str(data_root), metainfo, iters, REWARD_LR,
         distributed, device, load_from=load_from, schedule=False, val_interval=max(1, iters // 4),
     )))
-    reward.register_hook(_make_hooks(events, "reward", ce_iters, reward_record)(validate_first=True))
+    reward.register_hook(make_probe(events, "reward", ce_iters, reward_record, validate_first=True))
     reward.train()
 
     result["miou_before"] = reward_record.get("miou_before")
