@@ -1,0 +1,527 @@
+"""`rewardpatch config` and the checkpoint module: reward fine-tune configs from MMSeg configs.
+
+The written configs are loaded back with mmengine and their models built in the patched
+1.2.2 tree (the `patched_tree` fixture), as a user would train them.
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import run_python
+from rewardpatch.cli import main
+from rewardpatch.planner import plan_apply
+from rewardpatch.tree import MMSegTree
+
+DEEPLABV3 = "configs/deeplabv3/deeplabv3_r50-d8_4xb2-40k_cityscapes-512x1024.py"
+PSPNET = "configs/pspnet/pspnet_r50-d8_4xb2-40k_cityscapes-512x1024.py"
+SEGFORMER = "configs/segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py"
+UPERNET = "configs/upernet/upernet_r50_4xb2-40k_cityscapes-512x1024.py"
+OCRNET = "configs/ocrnet/ocrnet_hr18s_4xb2-40k_cityscapes-512x1024.py"
+
+# A whole model small enough to save and load in a test: ResNet-18 with 8 base channels.
+TINY = """
+norm_cfg = dict(type='BN', requires_grad=True)
+model = dict(
+    type='EncoderDecoder',
+    data_preprocessor=dict(type='SegDataPreProcessor', size=(32, 32)),
+    backbone=dict(type='ResNetV1c', depth=18, stem_channels=8, base_channels=8, out_indices=(3,),
+                  norm_cfg=norm_cfg),
+    decode_head=dict(type='FCNHead', in_channels=64, channels=8, num_convs=1, num_classes=3, in_index=0,
+                     norm_cfg=norm_cfg,
+                     loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
+    train_cfg=dict(),
+    test_cfg=dict(mode='whole'))
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.01, momentum=0.9))
+param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=100, by_epoch=False)]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=100, val_interval=50)
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=50))
+load_from = None
+resume = False
+"""
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def load(path):
+    from mmengine.config import Config
+
+    return Config.fromfile(str(path))
+
+
+def build(cfg):
+    """The model of a loaded config, built from the patched tree's registry (no init_weights)."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    init_default_scope("mmseg")
+    return MODELS.build(cfg.model)
+
+
+def heads_of(module) -> list:
+    return list(module) if hasattr(module, "__iter__") else [module]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    return write(tmp_path / "tiny.py", TINY)
+
+
+@pytest.fixture
+def config(patched_tree, tmp_path, capsys):
+    """config(SRC, *options) -> (exit code, OUT, stdout, stderr), OUT beside the tests' files."""
+
+    def call(src, *options, out=None):
+        out = out or tmp_path / "reward.py"
+        src = patched_tree / src if not Path(src).is_absolute() else src
+        code, stdout, stderr = run(capsys, "config", src, "--tree", patched_tree, "-o", out, *options)
+        return code, out, stdout, stderr
+
+    return call
+
+
+def mmengine_checkpoint(model, path: Path) -> Path:
+    """What mmengine's Runner.save_checkpoint writes: meta, state_dict, message_hub, optimizer."""
+    import numpy as np
+    import torch
+    from mmengine.logging import MessageHub
+
+    hub = MessageHub(name="rewardpatch-test")  # not get_instance: no global current hub
+    hub.update_scalar("train/loss", 0.5)
+    torch.save({
+        "meta": {"iter": 100, "seed": np.int64(7), "mmengine_version": "0.10.7",
+                 "dataset_meta": {"classes": ("a", "b", "c"), "palette": [[1, 2, 3]] * 3}},
+        "state_dict": model.state_dict(),
+        "message_hub": hub.state_dict(),
+        "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
+        "param_schedulers": [{"last_step": 99}],
+    }, path)
+    return path
+
+
+# --- the written config --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "src, options, decode, aux",
+    [
+        (DEEPLABV3, [], ["RewardASPPHead"], "FCNHead"),
+        (PSPNET, [], ["RewardPSPHead"], "FCNHead"),
+        (SEGFORMER, ["--lr", "6e-6"], ["RewardSegformerHead"], None),
+        (UPERNET, [], ["RewardUPerHead"], "FCNHead"),
+        (UPERNET, ["--aux"], ["RewardUPerHead"], "RewardFCNHead"),
+        (OCRNET, [], ["RewardFCNHead", "RewardOCRHead"], None),
+    ],
+    ids=["deeplabv3", "pspnet", "segformer", "upernet", "upernet-aux", "ocrnet-cascade"],
+)
+def test_the_written_config_builds_reward_heads_in_the_patched_tree(config, src, options, decode, aux):
+    code, out, _, _ = config(src, *options)
+    assert code == 0
+    model = build(load(out))
+    heads = heads_of(model.decode_head)
+    assert [type(h).__name__ for h in heads] == decode
+    assert all(type(h.loss_decode).__name__ == "CrossEntropyRewardLoss" for h in heads)
+    if aux is None:
+        assert not model.with_auxiliary_head
+    else:
+        assert type(model.auxiliary_head).__name__ == aux
+        loss = "CrossEntropyRewardLoss" if aux.startswith("Reward") else "CrossEntropyLoss"
+        assert type(model.auxiliary_head.loss_decode).__name__ == loss
+
+
+def test_aux_keeps_the_auxiliary_loss_weight(config):
+    _, out, _, _ = config(UPERNET, "--aux")
+    assert dict(load(out).model.auxiliary_head.loss_decode) == {"type": "CrossEntropyRewardLoss", "loss_weight": 0.4}
+
+
+def test_out_inherits_src_relatively_and_lists_each_change_in_its_header(config, patched_tree, tmp_path):
+    out = patched_tree / "configs" / "reward_deeplabv3.py"
+    try:
+        code, _, stdout, _ = config(DEEPLABV3, out=out)
+        assert code == 0
+        text = out.read_text()
+    finally:
+        out.unlink(missing_ok=True)
+    assert "_base_ = './deeplabv3/deeplabv3_r50-d8_4xb2-40k_cityscapes-512x1024.py'" in text
+    header = [line for line in text.splitlines() if line.startswith("#")]
+    assert "#   model.decode_head.type: ASPPHead -> RewardASPPHead" in header
+    assert any(line.startswith("#   train_cfg.max_iters: 40000 -> 2000") for line in header)
+    assert "model.decode_head.type: ASPPHead -> RewardASPPHead" in stdout
+
+
+@pytest.mark.parametrize("src, out, expected", [
+    ("/work/mmseg/configs/a/x.py", "/work/mmseg/configs/reward/y.py", "../a/x.py"),
+    ("/work/mmseg/configs/x.py", "/work/mmseg/configs/y.py", "./x.py"),
+    ("/srv/mmseg/configs/x.py", "/home/me/y.py", "/srv/mmseg/configs/x.py"),
+])
+def test_base_is_relative_to_out_when_they_share_a_directory_else_absolute(src, out, expected):
+    from rewardpatch.configs import base_reference
+
+    assert base_reference(Path(src), Path(out)) == expected
+
+
+def test_out_overrides_only_what_changes(config):
+    code, out, _, _ = config(DEEPLABV3)
+    assert code == 0
+    assigned = [line.split(" = ")[0] for line in out.read_text().splitlines() if line and line[0].isalpha()]
+    assert assigned == ["model", "optim_wrapper", "param_scheduler", "train_cfg", "default_hooks"]
+    cfg = load(out)
+    assert cfg.model.backbone.type == "ResNetV1c" and cfg.model.auxiliary_head.type == "FCNHead"
+    assert dict(cfg.model.decode_head.loss_decode) == {"type": "CrossEntropyRewardLoss", "loss_weight": 1.0}
+
+
+def test_a_cross_entropy_loss_keeps_its_weights_and_drops_use_sigmoid(config, tmp_path, patched_tree):
+    src = write(tmp_path / "weighted.py", f"""
+_base_ = '{patched_tree / DEEPLABV3}'
+model = dict(decode_head=dict(loss_decode=[
+    dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.7, class_weight=[1.0] * 19,
+         avg_non_ignore=True),
+    dict(type='DiceLoss', loss_weight=0.3)]))
+""")
+    code, out, _, _ = config(src)
+    assert code == 0
+    losses = [dict(loss) for loss in load(out).model.decode_head.loss_decode]
+    assert losses == [
+        {"type": "CrossEntropyRewardLoss", "loss_weight": 0.7, "class_weight": [1.0] * 19, "avg_non_ignore": True},
+        {"type": "DiceLoss", "loss_weight": 0.3},
+    ]
+
+
+def test_a_sigmoid_cross_entropy_is_an_input_error(config, tmp_path, patched_tree):
+    src = write(tmp_path / "sigmoid.py", f"""
+_base_ = '{patched_tree / DEEPLABV3}'
+model = dict(decode_head=dict(loss_decode=dict(use_sigmoid=True)))
+""")
+    code, out, _, err = config(src)
+    assert code == 2
+    assert "use_sigmoid=True" in one_line_error(err)
+    assert not out.exists()
+
+
+def test_a_head_without_a_cross_entropy_loss_is_an_input_error(config, tmp_path, patched_tree):
+    src = write(tmp_path / "dice.py", f"""
+_base_ = '{patched_tree / DEEPLABV3}'
+model = dict(decode_head=dict(loss_decode=dict(_delete_=True, type='DiceLoss')))
+""")
+    code, _, _, err = config(src)
+    assert code == 2
+    assert "no CrossEntropyLoss" in one_line_error(err)
+
+
+def test_a_config_with_custom_imports_and_other_keys_keeps_them(config, tmp_path, patched_tree):
+    src = write(tmp_path / "custom.py", f"""
+_base_ = '{patched_tree / DEEPLABV3}'
+custom_imports = dict(imports=['json'], allow_failed_imports=False)
+other_tool = dict(enabled=True, threshold=0.5)
+""")
+    code, out, _, _ = config(src)
+    assert code == 0
+    cfg = load(out)
+    assert cfg.custom_imports == dict(imports=["json"], allow_failed_imports=False)
+    assert cfg.other_tool == dict(enabled=True, threshold=0.5)
+    assert "other_tool" not in out.read_text() and "custom_imports" not in out.read_text()
+
+
+# --- learning rate and schedule ---------------------------------------------------------
+
+
+def test_the_lr_defaults_to_where_the_source_schedule_ends(config):
+    _, out, _, _ = config(DEEPLABV3)
+    assert load(out).optim_wrapper.optimizer.lr == 1e-4  # PolyLR's eta_min
+
+
+@pytest.mark.parametrize(
+    "schedule, expected",
+    [
+        ("[dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=10),"
+         " dict(type='MultiStepLR', milestones=[60, 80], gamma=0.1, by_epoch=False, begin=0, end=100)]", 1e-4),
+        ("[dict(type='CosineAnnealingLR', T_max=100, eta_min=1e-3, by_epoch=False, begin=0, end=100)]",
+         1e-3 + (0.01 - 1e-3) * (1 + math.cos(math.pi * 99 / 100)) / 2),
+        ("[dict(type='ConstantLR', factor=0.5, by_epoch=False, begin=0, end=1000)]", 0.005),
+    ],
+    ids=["warmup-then-multistep", "cosine", "constant"],
+)
+def test_the_default_lr_follows_mmengines_schedulers(config, tiny, schedule, expected):
+    src = write(tiny.with_name("scheduled.py"), f"_base_ = './tiny.py'\nparam_scheduler = {schedule}\n")
+    code, out, _, _ = config(src)
+    assert code == 0
+    assert load(out).optim_wrapper.optimizer.lr == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_schedule_ending_at_zero_asks_for_lr(config):
+    code, _, _, err = config(SEGFORMER)
+    assert code == 2
+    assert "pass --lr" in one_line_error(err)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    ["dict(type='PolyLR', eta_min=1e-4, end=100)",  # by_epoch defaults to True
+     "dict(type='NoSuchLR', by_epoch=False)"],
+    ids=["by-epoch", "unknown"],
+)
+def test_a_schedule_it_cannot_evaluate_asks_for_lr(config, tiny, schedule):
+    src = write(tiny.with_name("odd.py"), f"_base_ = './tiny.py'\nparam_scheduler = [{schedule}]\n")
+    code, _, _, err = config(src)
+    assert code == 2
+    assert "pass --lr" in one_line_error(err)
+    assert config(src, "--lr", "1e-3")[0] == 0
+
+
+def test_lr_wins_over_the_source_schedule(config):
+    _, out, _, _ = config(DEEPLABV3, "--lr", "3e-4")
+    assert load(out).optim_wrapper.optimizer.lr == 3e-4
+
+
+@pytest.mark.parametrize(
+    "schedule, expected",
+    [
+        ("poly", dict(type="PolyLR", eta_min=0.0, power=0.9, begin=0, end=500, by_epoch=False)),
+        ("cosine", dict(type="CosineAnnealingLR", T_max=500, eta_min=0.0, begin=0, end=500, by_epoch=False)),
+    ],
+)
+def test_iters_sets_max_iters_and_the_end_of_the_schedule(config, schedule, expected):
+    _, out, _, _ = config(DEEPLABV3, "--iters", "500", "--schedule", schedule)
+    cfg = load(out)
+    assert cfg.train_cfg.max_iters == 500
+    assert [dict(s) for s in cfg.param_scheduler] == [expected]
+    assert cfg.train_cfg.val_interval == 500 and cfg.default_hooks.checkpoint.interval == 500
+
+
+def test_intervals_shorter_than_the_fine_tune_stay(config):
+    _, out, _, _ = config(DEEPLABV3, "--iters", "10000")
+    cfg = load(out)
+    assert cfg.train_cfg.val_interval == 4000 and cfg.default_hooks.checkpoint.interval == 4000
+
+
+@pytest.mark.parametrize("option, value", [("--lr", "0"), ("--lr", "fast"), ("--iters", "0")])
+def test_a_bad_lr_or_iters_is_a_usage_error(config, option, value):
+    code, out, _, err = config(DEEPLABV3, option, value)
+    assert code == 2
+    assert option in one_line_error(err)
+    assert not out.exists()
+
+
+def test_an_epoch_based_source_is_an_input_error(config, tiny):
+    src = write(tiny.with_name("epochs.py"), "_base_ = './tiny.py'\n"
+                "train_cfg = dict(_delete_=True, type='EpochBasedTrainLoop', max_epochs=12)\n")
+    code, _, _, err = config(src)
+    assert code == 2
+    assert "EpochBasedTrainLoop" in one_line_error(err)
+
+
+# --- reward_cfg ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [
+    ["--reward", "mode=weighted_ce", "--reward", "num_samples=4"],
+    ["--reward", "mode=weighted_ce,num_samples=4"],
+], ids=["repeated", "comma-separated"])
+def test_reward_options_become_the_heads_reward_cfg(config, options):
+    code, out, _, _ = config(DEEPLABV3, *options)
+    assert code == 0
+    cfg = load(out)
+    assert cfg.model.decode_head.reward_cfg == dict(mode="weighted_ce", num_samples=4)
+    assert build(cfg).decode_head.reward_cfg["mode"] == "weighted_ce"
+
+
+def test_reward_values_are_python_literals(config):
+    _, out, _, _ = config(DEEPLABV3, "--reward", "temperature=0.5,normalize_advantage=True,baseline='greedy'")
+    assert load(out).model.decode_head.reward_cfg == dict(temperature=0.5, normalize_advantage=True, baseline="greedy")
+
+
+@pytest.mark.parametrize("item, key", [("foo=1", "foo"), ("num_samples=0", "num_samples"),
+                                       ("mode=greedy", "mode"), ("temperature=-1", "temperature")])
+def test_a_bad_reward_option_is_an_input_error_naming_the_key(config, item, key):
+    code, out, _, err = config(DEEPLABV3, "--reward", item)
+    assert code == 2
+    assert key in one_line_error(err)
+    assert not out.exists()
+
+
+# --- the tree -----------------------------------------------------------------------------
+
+
+def test_a_head_without_a_reward_version_is_refused_with_the_apply_hint(make_tree, tmp_path, capsys):
+    tree = make_tree("1.2.2")
+    plan_apply(MMSegTree.open(tree), ["FCNHead"]).execute()
+    code, _, err = run(capsys, "config", tree / DEEPLABV3, "--tree", tree, "-o", tmp_path / "out.py")
+    assert code == 1
+    assert f"rewardpatch apply {tree} --heads ASPPHead" in one_line_error(err)
+    assert not (tmp_path / "out.py").exists()
+
+
+def test_an_unpatched_tree_is_refused(tree, tmp_path, capsys):
+    code, _, err = run(capsys, "config", tree / DEEPLABV3, "--tree", tree, "-o", tmp_path / "out.py")
+    assert code == 1
+    assert "not patched" in one_line_error(err)
+
+
+def test_a_missing_src_is_an_input_error(config, tmp_path):
+    code, _, _, err = config(tmp_path / "nope.py")
+    assert code == 2
+    assert "no such config file" in one_line_error(err)
+
+
+def test_a_src_that_does_not_load_is_an_input_error(config, tmp_path):
+    code, _, _, err = config(write(tmp_path / "broken.py", "model = dict(\n"))
+    assert code == 2
+    assert "cannot load the config" in one_line_error(err)
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+
+def test_a_weights_only_checkpoint_becomes_load_from(config, tiny, tmp_path):
+    import torch
+
+    checkpoint = tmp_path / "ce.pth"
+    torch.save({"state_dict": build(load(tiny)).state_dict(), "meta": {"iter": 100}}, checkpoint)
+    code, out, _, _ = config(tiny, "--checkpoint", checkpoint)
+    assert code == 0
+    assert load(out).load_from == str(checkpoint)
+
+
+def test_an_mmengine_checkpoint_is_refused_with_the_convert_hint(config, tiny, tmp_path):
+    checkpoint = mmengine_checkpoint(build(load(tiny)), tmp_path / "ce.pth")
+    code, out, _, err = config(tiny, "--checkpoint", checkpoint)
+    assert code == 1
+    message = one_line_error(err)
+    assert "weights_only=True" in message and "--convert-checkpoint" in message
+    assert "HistoryBuffer" in message
+    assert not out.exists()
+
+
+def test_convert_checkpoint_writes_a_weights_only_copy_that_mmengine_loads(config, tiny, tmp_path):
+    import torch
+    from mmengine.runner import load_checkpoint
+
+    source_model = build(load(tiny))
+    checkpoint = mmengine_checkpoint(source_model, tmp_path / "ce.pth")
+    code, out, stdout, _ = config(tiny, "--checkpoint", checkpoint, "--convert-checkpoint")
+    assert code == 0
+    copy = tmp_path / "reward_weights.pth"
+    cfg = load(out)
+    assert cfg.load_from == str(copy)
+    assert "message_hub" in stdout
+    loaded = torch.load(copy, weights_only=True)
+    assert loaded["meta"]["dataset_meta"]["classes"] == ("a", "b", "c")
+    model = build(cfg)
+    assert type(model.decode_head).__name__ == "RewardFCNHead"
+    load_checkpoint(model, str(copy), map_location="cpu", strict=True)
+    expected = source_model.state_dict()
+    assert all(torch.equal(value, expected[key]) for key, value in model.state_dict().items())
+
+
+def test_the_runner_loads_the_converted_copy_through_load_from_and_refuses_the_original(
+    config, tiny, tmp_path, patched_tree
+):
+    checkpoint = mmengine_checkpoint(build(load(tiny)), tmp_path / "ce.pth")
+    _, out, _, _ = config(tiny, "--checkpoint", checkpoint, "--convert-checkpoint")
+    code = f"""
+import pickle, torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+cfg = Config.fromfile({str(out)!r})
+def runner(load_from, name):
+    return Runner(model=cfg.model, work_dir={str(tmp_path)!r} + '/' + name, load_from=load_from,
+                  default_scope='mmseg')
+loaded = runner(cfg.load_from, 'copy')
+loaded.load_or_resume()
+weights = torch.load(cfg.load_from, weights_only=True)['state_dict']
+assert all(torch.equal(v, weights[k]) for k, v in loaded.model.state_dict().items())
+print('copy loaded into', type(loaded.model.decode_head).__name__)
+try:
+    runner({str(checkpoint)!r}, 'original').load_or_resume()
+except pickle.UnpicklingError:
+    print('original refused')
+"""
+    result = run_python(code, patched_tree)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "copy loaded into RewardFCNHead" in result.stdout
+    assert "original refused" in result.stdout
+
+
+def test_convert_checkpoint_leaves_a_weights_only_checkpoint_as_it_is(config, tiny, tmp_path):
+    import torch
+
+    checkpoint = tmp_path / "ce.pth"
+    torch.save({"state_dict": build(load(tiny)).state_dict()}, checkpoint)
+    code, out, _, err = config(tiny, "--checkpoint", checkpoint, "--convert-checkpoint")
+    assert code == 0 and "not converted" in err
+    assert load(out).load_from == str(checkpoint)
+    assert not (tmp_path / "reward_weights.pth").exists()
+
+
+@pytest.mark.parametrize("options, code, message", [
+    (["--checkpoint", "nope.pth"], 2, "no such checkpoint file"),
+    (["--convert-checkpoint"], 2, "--convert-checkpoint needs --checkpoint"),
+])
+def test_checkpoint_usage_errors(config, tiny, options, code, message):
+    got, _, _, err = config(tiny, *options)
+    assert got == code
+    assert message in one_line_error(err)
+
+
+def test_a_file_that_is_no_checkpoint_is_an_input_error(config, tiny):
+    code, _, _, err = config(tiny, "--checkpoint", tiny)
+    assert code == 2
+    assert "not a PyTorch checkpoint" in one_line_error(err)
+
+
+def test_check_weights_only_never_runs_pickled_code(patched_tree, tmp_path):
+    import torch
+
+    from rewardpatch.checkpoints import check_weights_only
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"state_dict": {}, "meta": Payload()}, tmp_path / "evil.pth")
+    check = check_weights_only(tmp_path / "evil.pth")
+    assert not check.ok and "pathlib" in check.reason.lower()
+    assert not marker.exists()
+
+
+def test_the_converted_meta_keeps_only_plain_values(patched_tree, tiny, tmp_path):
+    from rewardpatch.checkpoints import convert_to_weights_only
+
+    checkpoint = mmengine_checkpoint(build(load(tiny)), tmp_path / "ce.pth")
+    converted = convert_to_weights_only(checkpoint, tmp_path / "copy.pth")
+    assert set(converted.dropped) == {"message_hub", "optimizer", "param_schedulers", "meta.seed"}
+    import torch
+
+    meta = torch.load(converted.path, weights_only=True)["meta"]
+    json.dumps(meta)
+    assert meta["iter"] == 100 and "seed" not in meta
+
+
+def test_the_help_does_not_import_torch_or_mmengine():
+    code = ("import sys; from rewardpatch.cli import main; main(['config', '--help']); "
+            "assert 'torch' not in sys.modules and 'mmengine' not in sys.modules, 'heavy import'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "--convert-checkpoint" in result.stdout and "trust" in result.stdout
