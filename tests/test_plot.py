@@ -1,0 +1,300 @@
+"""`rewardpatch plot`: CSVs and PNGs from an mmengine run's scalars.json, and its one-line errors."""
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from rewardpatch.cli import main
+from rewardpatch.plot import (
+    ScalarLog, find_scalars, linear_trend, metric_columns, miou_figure, read_scalar_log, tensorboard_smoothing,
+)
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def training_line(step, reward=True):
+    line = {"lr": 0.01, "data_time": 0.01, "loss": 1.0 / step, "decode.loss_ce": 0.5 / step, "decode.acc_seg": 80.0}
+    if reward:
+        line.update({"decode.loss_ce_reward": -0.01, "decode.reward_mean": 0.5, "decode.reward_greedy": 0.55,
+                     "decode.adv_std": 0.05})
+    return {**line, "time": 0.3, "iter": step, "memory": 1024, "step": step}
+
+
+def validation_line(step, miou):
+    return {"aAcc": 90.0, "mIoU": miou, "mAcc": miou + 5, "data_time": 0.01, "time": 0.1, "step": step}
+
+
+def write_scalars(path, lines):
+    """Write JSON Lines the way mmengine's LocalVisBackend does; strings are written as they are."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+def mmengine_run(work_dir, timestamp, lines):
+    return write_scalars(work_dir / timestamp / "vis_data" / "scalars.json", lines)
+
+
+def make_work_dir(root):
+    """A work_dir with an older run and a newer one: 4 training lines, 2 validations, 1 malformed line."""
+    mmengine_run(root, "20240101_090000", [training_line(10), validation_line(10, 11.0)])
+    mmengine_run(root, "20240102_090000", [
+        training_line(50), training_line(100),
+        validation_line(100, 60.0),
+        '{"lr": 0.01, "loss": 0.3',
+        training_line(150, reward=False), training_line(200),
+        validation_line(200, 62.5),
+    ])
+    return root
+
+
+@pytest.fixture
+def work_dir(tmp_path):
+    return make_work_dir(tmp_path / "work_dirs" / "reward_deeplab")
+
+
+@dataclass
+class Plotted:
+    code: int
+    out: str
+    err: str
+    out_dir: Path
+
+
+@pytest.fixture(scope="module")
+def plotted(tmp_path_factory) -> Plotted:
+    """One full `plot` of the work_dir against a CE baseline; rendering is the slow part, so it is shared."""
+    root = tmp_path_factory.mktemp("plot")
+    work = make_work_dir(root / "work_dirs" / "reward_deeplab")
+    mmengine_run(root / "ce", "20231201_090000", [training_line(100, reward=False), validation_line(200, 58.0)])
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(["plot", str(work), "--baseline", str(root / "ce"), "-o", str(root / "plots")])
+    return Plotted(code, out.getvalue(), err.getvalue(), root / "plots")
+
+
+def read_csv(path):
+    with path.open(newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def plot(capsys, tmp_path, *args):
+    out_dir = tmp_path / "plots"
+    code, out, err = run(capsys, "plot", *args, "-o", out_dir)
+    return code, out, err, out_dir
+
+
+def test_loss_csv_has_step_and_a_column_per_loss_and_reward_statistic(plotted):
+    assert plotted.code == 0
+    rows = read_csv(plotted.out_dir / "loss.csv")
+    assert rows[0] == ["step", "loss", "decode.loss_ce", "decode.loss_ce_reward", "decode.reward_mean",
+                       "decode.reward_greedy", "decode.adv_std"]
+    assert [row[0] for row in rows[1:]] == ["50", "100", "150", "200"]
+    assert float(rows[1][1]) == pytest.approx(1 / 50)
+
+
+def test_loss_csv_leaves_a_cell_empty_where_a_line_lacks_the_key(plotted):
+    step_150 = read_csv(plotted.out_dir / "loss.csv")[3]
+    assert step_150[0] == "150" and step_150[3:] == ["", "", "", ""]
+
+
+def test_metrics_csv_has_a_row_per_validation_with_aacc_miou_macc(plotted):
+    assert read_csv(plotted.out_dir / "metrics.csv") == [
+        ["step", "aAcc", "mIoU", "mAcc"], ["100", "90", "60", "65"], ["200", "90", "62.5", "67.5"],
+    ]
+
+
+def test_other_validation_metrics_follow_the_usual_three(tmp_path):
+    scalars = write_scalars(tmp_path / "scalars.json", [
+        training_line(10), {**validation_line(10, 50.0), "mDice": 70.0, "mFscore": 68.0},
+    ])
+    assert metric_columns(read_scalar_log(scalars).validation) == ["aAcc", "mIoU", "mAcc", "mDice", "mFscore"]
+
+
+def test_the_plots_are_valid_png_images(plotted):
+    for name in ("miou.png", "losses.png", "rewards.png"):
+        with Image.open(plotted.out_dir / name) as image:
+            image.verify()
+            assert image.format == "PNG" and image.size[0] >= 800
+
+
+def test_every_file_written_is_listed(plotted):
+    listed = {line.split()[1] for line in plotted.out.splitlines() if line.startswith("wrote ")}
+    assert listed == {str(path) for path in plotted.out_dir.iterdir()}
+
+
+def test_malformed_lines_are_skipped_with_their_line_numbers(plotted):
+    warning = one_line_error(plotted.err)
+    assert "skipped 1 malformed line" in warning and "(line 4)" in warning
+
+
+def test_the_newest_timestamped_run_of_a_work_dir_is_read(plotted, work_dir):
+    assert find_scalars(work_dir) == work_dir / "20240102_090000" / "vis_data" / "scalars.json"
+    assert "20240102_090000/vis_data/scalars.json" in plotted.out
+
+
+def test_a_run_folder_without_a_timestamp_name_counts_by_modification_time(tmp_path):
+    older = mmengine_run(tmp_path / "work", "20240101_090000", [training_line(10)])
+    renamed = mmengine_run(tmp_path / "work", "resumed", [training_line(20)])
+    os.utime(renamed, (datetime(2023, 6, 1).timestamp(),) * 2)
+    assert find_scalars(tmp_path / "work") == older
+    os.utime(renamed, (datetime(2025, 6, 1).timestamp(),) * 2)
+    assert find_scalars(tmp_path / "work") == renamed
+
+
+def test_a_scalars_json_can_be_given_directly(work_dir):
+    older = work_dir / "20240101_090000" / "vis_data" / "scalars.json"
+    assert find_scalars(older) == older
+
+
+def test_a_run_without_validation_writes_the_losses_and_says_no_metrics_were_found(capsys, tmp_path):
+    scalars = write_scalars(tmp_path / "scalars.json", [training_line(10), training_line(20)])
+    code, _, err, out_dir = plot(capsys, tmp_path, scalars)
+    assert code == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == ["loss.csv", "losses.png", "rewards.png"]
+    assert "no validation metrics" in one_line_error(err)
+
+
+def test_an_older_csv_that_this_run_cannot_replace_is_left_alone_and_named(capsys, tmp_path):
+    scalars = write_scalars(tmp_path / "scalars.json", [validation_line(10, 5.0), validation_line(20, 6.0)])
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "loss.csv").write_text("from another run\n")
+    code, _, err, out_dir = plot(capsys, tmp_path, scalars)
+    assert code == 0
+    assert (out_dir / "loss.csv").read_text() == "from another run\n"
+    assert "the older loss.csv" in one_line_error(err)
+
+
+def test_a_run_without_reward_statistics_has_no_rewards_plot(capsys, tmp_path):
+    scalars = write_scalars(tmp_path / "scalars.json", [training_line(10, reward=False), validation_line(10, 5.0)])
+    code, _, err, out_dir = plot(capsys, tmp_path, scalars)
+    assert code == 0
+    assert not (out_dir / "rewards.png").exists()
+    assert "no reward statistics" in one_line_error(err)
+
+
+def test_the_baseline_is_named_in_the_listing(plotted):
+    assert "miou.png  (mIoU at 2 validations, baseline ce/20231201_090000)" in plotted.out
+
+
+def test_the_baseline_mIoU_is_drawn_on_the_same_axes(tmp_path, work_dir):
+    baseline = mmengine_run(tmp_path / "ce", "20231201_090000", [
+        training_line(100, reward=False), validation_line(100, 55.0), validation_line(200, 58.0)])
+    figure = miou_figure(read_scalar_log(work_dir / "20240102_090000/vis_data/scalars.json"),
+                         read_scalar_log(baseline), 0.6)
+    lines = {line.get_label(): list(line.get_ydata()) for line in figure.axes[0].get_lines()}
+    assert lines["baseline ce/20231201_090000"] == [55.0, 58.0]
+    assert lines["baseline final: 58.00"] == [58.0, 58.0]
+
+
+def test_a_baseline_with_one_validation_is_a_horizontal_reference_line(tmp_path, work_dir):
+    baseline = write_scalars(tmp_path / "ce_model.json", [validation_line(0, 57.25)])
+    figure = miou_figure(read_scalar_log(work_dir / "20240102_090000/vis_data/scalars.json"),
+                         read_scalar_log(baseline), 0.6)
+    reference = [line for line in figure.axes[0].get_lines() if line.get_label().startswith("baseline")]
+    assert [(line.get_label(), list(line.get_ydata())) for line in reference] == [
+        ("baseline ce_model: 57.25", [57.25, 57.25])]
+
+
+def test_the_miou_plot_has_raw_points_smoothed_curve_and_trend(tmp_path):
+    log = ScalarLog(tmp_path / "scalars.json", [], [validation_line(s, m) for s, m in [(1, 1.0), (2, 2.0), (3, 3.0)]], [])
+    ax = miou_figure(log, None, 0.5).axes[0]
+    lines = {line.get_label().split(":")[0]: list(line.get_ydata()) for line in ax.get_lines()}
+    assert lines[log.label] == [1.0, 2.0, 3.0]
+    assert lines["smoothed (EMA 0.5)"] == pytest.approx([1, 5 / 3, 17 / 7])
+    assert lines["linear trend"] == pytest.approx([1.0, 3.0])
+    assert ax.get_ylabel() == "mIoU (%)" and ax.get_xlabel() == "iteration"
+
+
+def test_tensorboard_smoothing_is_a_debiased_exponential_moving_average():
+    # last = 0.5 last + 0.5 x, divided by 1 - 0.5^n: 1, 1.25 / 0.75, 2.125 / 0.875.
+    assert tensorboard_smoothing([1.0, 2.0, 3.0], 0.5) == pytest.approx([1.0, 5 / 3, 17 / 7])
+
+
+def test_smoothing_weight_zero_leaves_values_as_they_are():
+    assert tensorboard_smoothing([3.0, 1.0, 2.0], 0.0) == [3.0, 1.0, 2.0]
+
+
+def test_smoothing_passes_nan_through_without_poisoning_later_values():
+    smoothed = tensorboard_smoothing([1.0, float("nan"), 1.0], 0.6)
+    assert smoothed[0] == smoothed[2] == pytest.approx(1.0)
+
+
+def test_the_linear_trend_is_the_least_squares_line():
+    slope, intercept = linear_trend([0, 1, 2, 3], [1.0, 3.0, 5.0, 7.0])
+    assert (slope, intercept) == pytest.approx((2.0, 1.0))
+    assert linear_trend([5], [1.0]) is None
+
+
+def test_the_command_does_not_import_matplotlib_until_it_runs():
+    code = "import sys, rewardpatch.plot; print(sorted({'numpy', 'matplotlib'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_missing_matplotlib_is_one_line_that_says_how_to_install_it(capsys, monkeypatch, tmp_path, work_dir):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    code, _, err, _ = plot(capsys, tmp_path, work_dir)
+    assert code == 2
+    assert "pip install matplotlib" in one_line_error(err)
+
+
+def test_a_missing_run_is_an_input_error(capsys, tmp_path):
+    code, _, err, out_dir = plot(capsys, tmp_path, tmp_path / "nope")
+    assert code == 2
+    assert "no such file or directory" in one_line_error(err)
+    assert not out_dir.exists()
+
+
+def test_a_work_dir_without_scalars_is_an_input_error(capsys, tmp_path):
+    (tmp_path / "work" / "20240101_090000" / "vis_data").mkdir(parents=True)
+    code, _, err, out_dir = plot(capsys, tmp_path, tmp_path / "work")
+    assert code == 2
+    assert "no */vis_data/scalars.json under" in one_line_error(err)
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "not json\n{also not\n"])
+def test_an_empty_run_is_an_input_error(capsys, tmp_path, content):
+    scalars = tmp_path / "work" / "20240101_090000" / "vis_data" / "scalars.json"
+    scalars.parent.mkdir(parents=True)
+    scalars.write_text(content)
+    code, _, err, out_dir = plot(capsys, tmp_path, tmp_path / "work")
+    assert code == 2
+    assert "holds no training or validation scalars" in one_line_error(err)
+    assert not out_dir.exists()
+
+
+def test_a_missing_baseline_is_an_input_error_and_writes_nothing(capsys, tmp_path, work_dir):
+    code, _, err, out_dir = plot(capsys, tmp_path, work_dir, "--baseline", tmp_path / "nope")
+    assert code == 2
+    assert "Traceback" not in err
+    assert "nope: no such file or directory" in err.strip().splitlines()[-1]
+    assert not out_dir.exists()
+
+
+def test_a_smoothing_weight_of_one_is_refused(capsys, tmp_path, work_dir):
+    code, _, err, _ = plot(capsys, tmp_path, work_dir, "--smooth", 1)
+    assert code == 2
+    assert "--smooth" in one_line_error(err)
