@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from .errors import EXIT_OK, InputError
+from .optional import require
 
 DEFAULT_SMOOTH = 0.6
 REWARD_STATISTICS = ("reward_mean", "reward_greedy", "adv_std")
@@ -49,18 +50,6 @@ class ScalarLog:
         if self.source.name == "scalars.json":
             return self.source.parent.name
         return self.source.stem
-
-
-def require(module: str, package: str):
-    """Import an optional dependency, or fail with the line that installs it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise InputError(
-            f"this command needs {package}: pip install {package} (or pip install 'rewardpatch[analysis]')"
-        ) from None
 
 
 def find_scalars(run: Path) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from .errors import EXIT_OK, InputError
+from .optional import require
 
 # 1 / (count + S * labelled) with S = 0.02 keeps a class with no pixels finite and bounds the
 # largest-to-smallest weight ratio by (1 + S) / S = 51; S = 0 is plain inverse frequency.
@@ -52,18 +53,6 @@ class ClassCounts:
     def frequencies(self) -> list[float]:
         labelled = self.labelled
         return [count / labelled for count in self.counts]
-
-
-def require(module: str, package: str):
-    """Import an optional dependency, or fail with the line that installs it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise InputError(
-            f"this command needs {package}: pip install {package} (or pip install 'rewardpatch[analysis]')"
-        ) from None
 
 
 def find_label_maps(ann_dir: Path, suffix: str) -> list[Path]:

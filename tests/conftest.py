@@ -109,3 +109,20 @@ def run_python(code: str, tree: Path, timeout: int = 600) -> subprocess.Complete
     return subprocess.run(
         [sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def run_cli(capsys, *args):
+    """Run the CLI in-process: (exit code, stdout, stderr)."""
+    from rewardpatch.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err: str) -> str:
+    """The error a user sees: exactly one line, no traceback."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_python
-from rewardpatch.cli import main
+from conftest import one_line_error, run_cli, run_python
 from rewardpatch.planner import plan_apply
 from rewardpatch.tree import MMSegTree
 
@@ -43,19 +42,6 @@ default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, inte
 load_from = None
 resume = False
 """
-
-
-def run(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def load(path):
@@ -94,7 +80,7 @@ def config(patched_tree, tmp_path, capsys):
     def call(src, *options, out=None):
         out = out or tmp_path / "reward.py"
         src = patched_tree / src if not Path(src).is_absolute() else src
-        code, stdout, stderr = run(capsys, "config", src, "--tree", patched_tree, "-o", out, *options)
+        code, stdout, stderr = run_cli(capsys, "config", src, "--tree", patched_tree, "-o", out, *options)
         return code, out, stdout, stderr
 
     return call
@@ -365,14 +351,14 @@ def test_a_bad_reward_option_is_an_input_error_naming_the_key(config, item, key)
 def test_a_head_without_a_reward_version_is_refused_with_the_apply_hint(make_tree, tmp_path, capsys):
     tree = make_tree("1.2.2")
     plan_apply(MMSegTree.open(tree), ["FCNHead"]).execute()
-    code, _, err = run(capsys, "config", tree / DEEPLABV3, "--tree", tree, "-o", tmp_path / "out.py")
+    code, _, err = run_cli(capsys, "config", tree / DEEPLABV3, "--tree", tree, "-o", tmp_path / "out.py")
     assert code == 1
     assert f"rewardpatch apply {tree} --heads ASPPHead" in one_line_error(err)
     assert not (tmp_path / "out.py").exists()
 
 
 def test_an_unpatched_tree_is_refused(tree, tmp_path, capsys):
-    code, _, err = run(capsys, "config", tree / DEEPLABV3, "--tree", tree, "-o", tmp_path / "out.py")
+    code, _, err = run_cli(capsys, "config", tree / DEEPLABV3, "--tree", tree, "-o", tmp_path / "out.py")
     assert code == 1
     assert "not patched" in one_line_error(err)
 

@@ -14,23 +14,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import one_line_error, run_cli
 from rewardpatch.cli import main
 from rewardpatch.plot import (
     ScalarLog, find_scalars, linear_trend, metric_columns, miou_figure, read_scalar_log, tensorboard_smoothing,
 )
-
-
-def run(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def training_line(step, reward=True):
@@ -101,7 +89,7 @@ def read_csv(path):
 
 def plot(capsys, tmp_path, *args):
     out_dir = tmp_path / "plots"
-    code, out, err = run(capsys, "plot", *args, "-o", out_dir)
+    code, out, err = run_cli(capsys, "plot", *args, "-o", out_dir)
     return code, out, err, out_dir
 
 

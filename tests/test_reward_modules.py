@@ -85,7 +85,6 @@ def test_per_image_miou_equals_mmseg_intersect_and_union(mm):
 
 
 def test_dice_and_pixel_accuracy_follow_the_mmseg_areas(mm):
-    torch = mm.torch
     pred, gt = random_batch(mm, seed=3)
     dice = mm.rewards.per_image_dice(pred, gt, 5, 255)
     accuracy = mm.rewards.per_image_pixel_accuracy(pred, gt, 5, 255)
@@ -106,7 +105,6 @@ def test_rewards_of_k_samples_share_one_ground_truth(mm):
 
 
 def test_an_image_without_labelled_pixels_gets_reward_zero(mm):
-    torch = mm.torch
     pred, gt = random_batch(mm)
     gt[1] = 255
     for reward in mm.rewards.REWARDS.values():

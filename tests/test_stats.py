@@ -12,21 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from rewardpatch.cli import main
+from conftest import one_line_error, run_cli
 from rewardpatch.stats import class_weights, count_values, weight_literal
-
-
-def run(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def save(path, pixels):
@@ -45,7 +32,7 @@ def table(out: str) -> list[list[str]]:
 
 def report(capsys, tmp_path, ann_dir, *options):
     out_file = tmp_path / "report.json"
-    code, out, err = run(capsys, "stats", ann_dir, *options, "-o", out_file)
+    code, out, err = run_cli(capsys, "stats", ann_dir, *options, "-o", out_file)
     assert code == 0, err
     return json.loads(out_file.read_text()), out, err
 
@@ -113,7 +100,7 @@ def test_smooth_zero_gives_plain_inverse_frequency():
 
 
 def test_the_class_weight_line_is_ready_to_paste_into_a_config(capsys, ann_dir):
-    code, out, _ = run(capsys, "stats", ann_dir, "--num-classes", 3, "--smooth", 0.1)
+    code, out, _ = run_cli(capsys, "stats", ann_dir, "--num-classes", 3, "--smooth", 0.1)
     assert code == 0
     assert "class_weight=[0.48, 0.84, 1.68]" in out.splitlines()
 
@@ -162,7 +149,7 @@ def test_reduce_zero_label_shifts_labels_as_mmseg_does(capsys, tmp_path):
 def test_class_names_appear_in_the_table(capsys, tmp_path, ann_dir):
     names = tmp_path / "names.txt"
     names.write_text("road\nsidewalk\nbuilding\n")
-    code, out, _ = run(capsys, "stats", ann_dir, "--num-classes", 3, "--names", names)
+    code, out, _ = run_cli(capsys, "stats", ann_dir, "--num-classes", 3, "--names", names)
     assert code == 0
     assert [row[:3] for row in table(out)] == [
         ["class", "name", "pixels"], ["0", "road", "6"], ["1", "sidewalk", "3"], ["2", "building", "1"]
@@ -170,7 +157,7 @@ def test_class_names_appear_in_the_table(capsys, tmp_path, ann_dir):
 
 
 def test_the_table_has_count_frequency_and_weight_per_class(capsys, ann_dir):
-    code, out, _ = run(capsys, "stats", ann_dir, "--num-classes", 3, "--smooth", 0.1)
+    code, out, _ = run_cli(capsys, "stats", ann_dir, "--num-classes", 3, "--smooth", 0.1)
     assert code == 0
     assert table(out)[:2] == [["class", "pixels", "frequency", "weight"], ["0", "6", "60.0000%", "0.4800"]]
 
@@ -213,14 +200,14 @@ def test_the_command_does_not_import_numpy_until_it_runs():
     (lambda root: save(root / "file.png", np.zeros((2, 2), np.uint8)), "not a directory"),
 ])
 def test_an_ann_dir_that_is_not_a_directory_is_an_input_error(capsys, tmp_path, make, message):
-    code, _, err = run(capsys, "stats", make(tmp_path), "--num-classes", 3)
+    code, _, err = run_cli(capsys, "stats", make(tmp_path), "--num-classes", 3)
     assert code == 2
     assert message in one_line_error(err)
 
 
 def test_a_folder_without_label_maps_names_the_suffix_it_searched(capsys, tmp_path):
     save(tmp_path / "a.png", np.zeros((2, 2), np.uint8))
-    code, _, err = run(capsys, "stats", tmp_path, "--num-classes", 3, "--suffix", "_labelTrainIds.png")
+    code, _, err = run_cli(capsys, "stats", tmp_path, "--num-classes", 3, "--suffix", "_labelTrainIds.png")
     assert code == 2
     assert "'_labelTrainIds.png'" in one_line_error(err)
 
@@ -229,7 +216,7 @@ def test_a_folder_without_label_maps_names_the_suffix_it_searched(capsys, tmp_pa
 def test_a_corrupt_label_map_is_named(capsys, tmp_path, ann_dir, workers):
     broken = ann_dir / "train" / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    code, _, err = run(capsys, "stats", ann_dir, "--num-classes", 3, "--workers", workers)
+    code, _, err = run_cli(capsys, "stats", ann_dir, "--num-classes", 3, "--workers", workers)
     assert code == 2
     assert f"cannot read label map {broken}" in one_line_error(err)
 
@@ -237,21 +224,21 @@ def test_a_corrupt_label_map_is_named(capsys, tmp_path, ann_dir, workers):
 def test_a_truncated_label_map_is_named(capsys, tmp_path):
     png = save(tmp_path / "cut.png", np.arange(64 * 64, dtype=np.uint32).reshape(64, 64).astype(np.uint8))
     png.write_bytes(png.read_bytes()[:-60])
-    code, _, err = run(capsys, "stats", tmp_path, "--num-classes", 3)
+    code, _, err = run_cli(capsys, "stats", tmp_path, "--num-classes", 3)
     assert code == 2
     assert f"cannot read label map {png}" in one_line_error(err)
 
 
 def test_a_multi_channel_label_map_is_named(capsys, tmp_path):
     save(tmp_path / "colour.png", np.zeros((2, 2, 3), np.uint8))
-    code, _, err = run(capsys, "stats", tmp_path, "--num-classes", 3)
+    code, _, err = run_cli(capsys, "stats", tmp_path, "--num-classes", 3)
     assert code == 2
     line = one_line_error(err)
     assert f"{tmp_path / 'colour.png'} has 3 channels" in line and "--suffix" in line
 
 
 def test_a_class_without_pixels_needs_a_positive_smooth(capsys, ann_dir):
-    code, _, err = run(capsys, "stats", ann_dir, "--num-classes", 4, "--smooth", 0)
+    code, _, err = run_cli(capsys, "stats", ann_dir, "--num-classes", 4, "--smooth", 0)
     assert code == 2
     assert "class 3 has no pixels" in one_line_error(err)
 
@@ -264,7 +251,7 @@ def test_a_class_without_pixels_gets_a_finite_weight_by_default(capsys, tmp_path
 
 def test_maps_without_labelled_pixels_are_an_input_error(capsys, tmp_path):
     save(tmp_path / "void.png", np.full((2, 2), 255, np.uint8))
-    code, _, err = run(capsys, "stats", tmp_path, "--num-classes", 3)
+    code, _, err = run_cli(capsys, "stats", tmp_path, "--num-classes", 3)
     assert code == 2
     assert "no labelled pixels" in one_line_error(err)
 
@@ -272,19 +259,19 @@ def test_maps_without_labelled_pixels_are_an_input_error(capsys, tmp_path):
 def test_a_names_file_with_the_wrong_number_of_names_is_an_input_error(capsys, tmp_path, ann_dir):
     names = tmp_path / "names.txt"
     names.write_text("road\nsidewalk\n")
-    code, _, err = run(capsys, "stats", ann_dir, "--num-classes", 3, "--names", names)
+    code, _, err = run_cli(capsys, "stats", ann_dir, "--num-classes", 3, "--names", names)
     assert code == 2
     assert "has 2 class names but --num-classes is 3" in one_line_error(err)
 
 
 def test_a_missing_pillow_is_one_line_that_says_how_to_install_it(capsys, monkeypatch, ann_dir):
     monkeypatch.setitem(sys.modules, "PIL.Image", None)
-    code, _, err = run(capsys, "stats", ann_dir, "--num-classes", 3)
+    code, _, err = run_cli(capsys, "stats", ann_dir, "--num-classes", 3)
     assert code == 2
     assert "pip install pillow" in one_line_error(err)
 
 
 def test_an_unwritable_report_is_an_input_error(capsys, tmp_path, ann_dir):
-    code, _, err = run(capsys, "stats", ann_dir, "--num-classes", 3, "-o", tmp_path / "missing" / "r.json")
+    code, _, err = run_cli(capsys, "stats", ann_dir, "--num-classes", 3, "-o", tmp_path / "missing" / "r.json")
     assert code == 2
     assert "cannot write" in one_line_error(err)
