@@ -664,10 +664,11 @@ def config_command(
         raise click.UsageError("--convert-checkpoint needs --checkpoint")
     if out_path.suffix != ".py":
         raise InputError(f"{out}: the output config must be a .py file")
-    if not out_path.parent.is_dir():
-        raise InputError(f"{out_path.parent}: no such directory for the output config")
+    if out_path.parent.exists() and not out_path.parent.is_dir():
+        raise InputError(f"{out_path.parent}: not a directory, cannot hold the output config")
     if not source_path.is_file():
         raise InputError(f"{src}: no such config file")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     if out_path.exists() and out_path.resolve() == source_path.resolve():
         raise InputError(f"{out}: the output would overwrite the source config")
 
