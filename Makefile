@@ -61,7 +61,7 @@ demo: $(STAMP)
 	$(RP) list-heads $(DEMO_TREE)
 	$(RP) apply $(DEMO_TREE)
 	$(RP) check $(DEMO_TREE)
-	$(RP) verify $(DEMO_TREE) --report $(DEMO_TREE)-verify.json
+	$(RP) verify $(DEMO_TREE)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
