@@ -99,8 +99,7 @@ def apply_command(tree: str, heads: str | None, dry_run: bool, allow_dirty: bool
 
     mmseg = MMSegTree.open(tree)
     plan = plan_apply(mmseg, _heads_option(heads), force=force, allow_dirty=allow_dirty or dry_run)
-    manifest_text = next((c.after for c in plan.changes if c.path.endswith(".rewardpatch.json")), None)
-    selected = json.loads(manifest_text)["heads"] if manifest_text else []
+    selected = plan.heads
     if dry_run:
         sys.stdout.write(plan.diff())
         _tell(f"dry run: apply would change {len(plan.changes)} files; nothing was written")

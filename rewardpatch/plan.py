@@ -46,6 +46,7 @@ class PatchPlan:
     tree: MMSegTree
     changes: list[FileChange] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    heads: list[str] = field(default_factory=list)  # the heads the patched tree has afterwards
 
     def add(self, path: str, before: str | None, after: str | None, note: str = "") -> None:
         self.tree.path(path)  # refuse a target outside the tree now, before anything is written

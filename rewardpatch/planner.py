@@ -172,7 +172,7 @@ def plan_apply(
     manifest, index = load_state(tree)
     selected = _select(index, manifest, heads)
     files, exports, notes = _desired_files(tree, index, selected)
-    plan = PatchPlan(tree, notes=notes)
+    plan = PatchPlan(tree, notes=notes, heads=selected)
     previous = manifest.files if manifest else {}
     conflicts, edited = [], []
 
