@@ -44,7 +44,7 @@ def test_default_verify_passes_on_the_patched_1_2_2_checkout(verified_tree, tmp_
     assert {"name", "ok", "loss", "seconds", "error"} <= set(report["heads"][0])
     fine = report["finetune"]
     assert {"ok", "iters", "miou_before", "miou_after", "reward_mean_first", "reward_mean_last"} <= set(fine)
-    assert fine["ok"] and fine["iters"] == 20 and fine["checkpoint_loads_weights_only"] is False
+    assert fine["ok"] and fine["iters"] == 40 and fine["checkpoint_loads_weights_only"] is False
     assert fine["load_from"].endswith("weights_only.pth")
     assert (tmp_path / "work" / "verify_curves.png").stat().st_size > 10_000
     assert "27/27 heads passed on cpu" in out

@@ -159,9 +159,9 @@ def _run_worker(tree: MMSegTree, workdir: Path, stages: str, options: list[str],
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where to run: auto is cuda when torch sees a GPU, else cpu.")
 @click.option("--heads", metavar="A,B", help="Check only these patched heads (default: every patched head).")
-@click.option("--iters", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--iters", type=click.IntRange(min=1), default=40, show_default=True,
               help="Reward iterations of the fine-tune.")
-@click.option("--ce-iters", type=click.IntRange(min=1), default=40, show_default=True,
+@click.option("--ce-iters", type=click.IntRange(min=1), default=150, show_default=True,
               help="Cross-entropy iterations before them; they save the checkpoint the reward phase starts from.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes for the fine-tune, under torchrun (gloo on CPU, nccl on GPU).")

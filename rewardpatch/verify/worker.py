@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--heads", default="")
     parser.add_argument("--finetune-head", default="FCNHead")
-    parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--ce-iters", type=int, default=40)
+    parser.add_argument("--iters", type=int, default=40)
+    parser.add_argument("--ce-iters", type=int, default=150)
     args = parser.parse_args(argv)
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
