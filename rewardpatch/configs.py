@@ -56,9 +56,6 @@ REMOVED = object()  # a key absent from the fine-tune config
 WHOLE_LINE = 200  # a changed-type dict this short is listed whole, a longer one key by key
 
 
-# --- changes: what differs between the source and the fine-tune config ---------------
-
-
 @dataclass(frozen=True)
 class Change:
     """One leaf that differs, as the header comment of OUT lists it."""
@@ -140,9 +137,6 @@ def merge_override(before, after):
             if not same(before.get(key, UNSET), value)
         }
     return after
-
-
-# --- the rewrite ---------------------------------------------------------------------
 
 
 @dataclass
@@ -418,9 +412,6 @@ def plan_finetune(source: dict, options: FinetuneOptions) -> FinetunePlan:
     return plan
 
 
-# --- reward_cfg: validated with the tree's own check_reward_cfg, without torch ----------
-
-
 def _module_of(tree, template: str) -> ast.Module:
     spec = next((t for t in tree.generation.templates if t.source == template), None)
     text = tree.read(spec.target) if spec else None
@@ -498,8 +489,6 @@ def parse_reward_options(values: tuple[str, ...]) -> dict:
             reward_cfg[key.strip()] = _literal(text)
     return reward_cfg
 
-
-# --- writing OUT -----------------------------------------------------------------------
 
 WIDTH = 100
 
@@ -593,9 +582,6 @@ def write_verified(out: Path, text: str, expected: dict) -> None:
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-# --- the command -----------------------------------------------------------------------
 
 
 def _prepare_checkpoint(checkpoint: str, convert: bool, out: Path) -> tuple[str, str | None]:

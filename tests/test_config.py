@@ -105,9 +105,6 @@ def mmengine_checkpoint(model, path: Path) -> Path:
     return path
 
 
-# --- the written config --------------------------------------------------------------
-
-
 @pytest.mark.parametrize(
     "src, options, decode, aux",
     [
@@ -228,9 +225,6 @@ other_tool = dict(enabled=True, threshold=0.5)
     assert "other_tool" not in out.read_text() and "custom_imports" not in out.read_text()
 
 
-# --- learning rate and schedule ---------------------------------------------------------
-
-
 def test_the_lr_defaults_to_where_the_source_schedule_ends(config):
     _, out, _, _ = config(DEEPLABV3)
     assert load(out).optim_wrapper.optimizer.lr == 1e-4  # PolyLR's eta_min
@@ -316,9 +310,6 @@ def test_an_epoch_based_source_is_an_input_error(config, tiny):
     assert "EpochBasedTrainLoop" in one_line_error(err)
 
 
-# --- reward_cfg ---------------------------------------------------------------------------
-
-
 @pytest.mark.parametrize("options", [
     ["--reward", "mode=weighted_ce", "--reward", "num_samples=4"],
     ["--reward", "mode=weighted_ce,num_samples=4"],
@@ -343,9 +334,6 @@ def test_a_bad_reward_option_is_an_input_error_naming_the_key(config, item, key)
     assert code == 2
     assert key in one_line_error(err)
     assert not out.exists()
-
-
-# --- the tree -----------------------------------------------------------------------------
 
 
 def test_a_head_without_a_reward_version_is_refused_with_the_apply_hint(make_tree, tmp_path, capsys):
@@ -373,9 +361,6 @@ def test_a_src_that_does_not_load_is_an_input_error(config, tmp_path):
     code, _, _, err = config(write(tmp_path / "broken.py", "model = dict(\n"))
     assert code == 2
     assert "cannot load the config" in one_line_error(err)
-
-
-# --- checkpoints ----------------------------------------------------------------------------
 
 
 def test_a_weights_only_checkpoint_becomes_load_from(config, tiny, tmp_path):

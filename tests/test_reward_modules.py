@@ -64,9 +64,6 @@ def random_batch(mm, batch=3, classes=5, size=(17, 23), ignore_fraction=0.2, see
     return pred, gt
 
 
-# rewards ---------------------------------------------------------------------------
-
-
 def mmseg_areas(mm, pred, gt, classes):
     return [mm.IoUMetric.intersect_and_union(p, g, classes, 255) for p, g in zip(pred, gt)]
 
@@ -120,9 +117,6 @@ def test_iou_metric_loss_is_one_minus_miou_for_logits_and_labels(mm):
     assert torch.equal(loss(logits, gt), expected)
     assert torch.equal(loss(pred, gt), expected)
     assert loss(pred, gt).shape == (3,)
-
-
-# the reward loss -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("options", [{}, {"avg_non_ignore": True}, {"loss_weight": 0.4}])
@@ -179,9 +173,6 @@ def test_no_gradient_flows_into_the_reward(mm):
 def test_a_sigmoid_reward_loss_is_refused_at_build_time(mm):
     with pytest.raises(ValueError, match="use_sigmoid"):
         mm.MODELS.build(dict(type="CrossEntropyRewardLoss", use_sigmoid=True))
-
-
-# the reward head -------------------------------------------------------------------
 
 
 def head_loss(mm, head, logits, gt, seed=0):
@@ -277,9 +268,6 @@ def test_a_binary_sigmoid_head_is_refused(mm):
         ))
 
 
-# unbiasedness ------------------------------------------------------------------------
-
-
 def exact_gradient_of_expected_miou(mm, logits, gt, classes):
     """d/dlogits of sum over all label maps y of p(y) * mIoU(y, gt), by enumeration."""
     torch = mm.torch
@@ -317,9 +305,6 @@ def test_reinforce_gradient_is_an_unbiased_estimate_of_the_expected_miou_gradien
     ratio = estimate.norm() / rounds / (exact.norm() / 4)
     assert cosine > 0.99, f"cosine {float(cosine):.4f}"
     assert 0.9 < ratio < 1.1, f"norm ratio {float(ratio):.3f}"
-
-
-# training through the patched tree ---------------------------------------------------
 
 
 @pytest.mark.parametrize(
