@@ -342,3 +342,15 @@ def test_a_patched_head_trains_a_few_steps_on_cpu(mm, reward_cfg):
         optimizer.step()
     assert not torch.equal(before, head.conv_seg.weight)
     assert 0.0 <= float(losses["reward_greedy"]) <= 1.0
+
+
+def test_sampled_labels_with_class_weights_and_ignored_pixels_work(mm):
+    # MMSeg 1.2.x's own CE indexes class weights with the ignore label; this path must not
+    torch = mm.torch
+    _, gt = random_batch(mm, ignore_fraction=0.3)
+    logits = torch.randn(3, 5, *gt.shape[1:], requires_grad=True)
+    labels = torch.stack([random_batch(mm, seed=s)[0] for s in (1, 2)]).masked_fill(gt == 255, 255)
+    loss = mm.CrossEntropyRewardLoss(class_weight=[0.5, 1.0, 2.0, 1.0, 0.7], avg_non_ignore=True)
+    value = loss(logits, labels, reward=torch.ones(2, 3), ignore_index=255)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(logits.grad).all()
