@@ -198,12 +198,18 @@ def verify_command(tree: str, device: str, heads: str | None, iters: int, ce_ite
             _run_worker(mmseg, workdir, "finetune", options, device, nproc, progress)
     except WorkerFailed as failure:
         progress.close()
-        report["error"] = str(failure)
-        _write_reports(report, workdir, report_path)
-        if failure.kind in ("device", "origin"):
-            raise InputError(str(failure)) from None
-        click.echo(f"rewardpatch: verify failed: {failure}", err=True)
-        return EXIT_REFUSED
+        complete = len(report["heads"]) == len(names) and (skip_finetune or report["finetune"] is not None)
+        if failure.kind == "crash" and complete:
+            # everything was checked and reported; only the process's exit went wrong
+            report["worker_exit"] = str(failure)
+            click.echo(f"rewardpatch: warning: {failure}", err=True)
+        else:
+            report["error"] = str(failure)
+            _write_reports(report, workdir, report_path)
+            if failure.kind in ("device", "origin"):
+                raise InputError(str(failure)) from None
+            click.echo(f"rewardpatch: verify failed: {failure}", err=True)
+            return EXIT_REFUSED
     progress.close()
 
     report["seconds"] = round(time.perf_counter() - started, 1)

@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     if distributed:
         import torch.distributed as dist
 
+        # every rank done before the group goes: tearing it down under a peer still in a
+        # collective aborts the process (seen with gloo)
+        dist.barrier()
         dist.destroy_process_group()
     return 0
 
