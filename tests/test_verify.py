@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from conftest import copy_checkout
-from rewardpatch.cli import main
+from conftest import copy_checkout, run_cli
 from rewardpatch.planner import plan_apply
 from rewardpatch.tree import MMSegTree
 
@@ -27,9 +26,7 @@ def fresh_patched(tmp_path, stack):
 
 
 def verify(capsys, *args):
-    code = main(["verify", *map(str, args)])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(capsys, "verify", *args)
 
 
 def test_default_verify_passes_on_the_patched_1_2_2_checkout(verified_tree, tmp_path, capsys):

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .events import EventWriter
-from .synthetic import write_dataset
+from .synthetic import classes, write_dataset
 
 NUM_CLASSES = 4
 IMAGE_SIZE = 64
@@ -159,8 +159,6 @@ def finetune(
         write_dataset(data_root, num_classes=NUM_CLASSES, size=IMAGE_SIZE, seed=0)
     if distributed:
         dist.barrier()
-    from .synthetic import classes
-
     names, palette = classes(NUM_CLASSES)
     metainfo = dict(classes=names, palette=palette)
     start = time.perf_counter()
