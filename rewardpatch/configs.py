@@ -420,54 +420,36 @@ def _module_of(tree, template: str) -> ast.Module:
     return ast.parse(text)
 
 
-def _assigned(module: ast.Module, name: str) -> ast.expr | None:
+def _literal_constants(module: ast.Module) -> dict:
+    """Every module-level `NAME = <literal>` (dict(...) calls of literals included)."""
+    constants = {}
     for node in module.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            return node.value
-    return None
-
-
-def _dict_keys(node: ast.expr | None) -> dict:
-    if not isinstance(node, ast.Dict):
-        raise ValueError("not a dict literal")
-    return dict.fromkeys(ast.literal_eval(k) for k in node.keys)
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            continue
+        try:
+            constants[node.targets[0].id] = eval(
+                compile(ast.Expression(node.value), node.targets[0].id, "eval"), {"__builtins__": {"dict": dict}}
+            )
+        except Exception:  # noqa: BLE001 - not a literal: the checker cannot use it
+            continue
+    return constants
 
 
 def reward_cfg_checker(tree) -> Callable[[dict], dict]:
-    """The tree's `check_reward_cfg`, run on the template's data without importing torch.
+    """The tree's `check_reward_cfg`, run without importing torch.
 
-    The inserted reward_decode_head.py imports torch; its validation only needs the
-    names of the modes, baselines and rewards. Those are read from the syntax tree and
-    the function itself is compiled alone. Should the template stop fitting that
-    shape, only the keys are checked, against REWARD_CFG_DEFAULTS.
+    The inserted reward_estimator.py imports torch; its validation reads only the
+    module's literal constants (modes, scopes, defaults). Those are evaluated from the
+    syntax tree and the function is compiled alone, so `config` checks what the tree's
+    own code will check when the model is built.
     """
-    head = _module_of(tree, "reward_decode_head.py")
-    defaults_node = _assigned(head, "REWARD_CFG_DEFAULTS")
-    try:
-        defaults = eval(compile(ast.Expression(defaults_node), "REWARD_CFG_DEFAULTS", "eval"),
-                        {"__builtins__": {"dict": dict}})
-    except Exception:  # noqa: BLE001 - unreadable defaults leave nothing to check against
-        raise StateError(f"{tree.root}: cannot read REWARD_CFG_DEFAULTS from reward_decode_head.py") from None
-
-    def keys_only(reward_cfg: dict) -> dict:
-        unknown = sorted(set(reward_cfg) - set(defaults))
-        if unknown:
-            raise ValueError(f"reward_cfg: unknown key {unknown[0]!r}; known keys: {', '.join(defaults)}")
-        return {**defaults, **reward_cfg}
-
-    try:
-        function = next(n for n in head.body if isinstance(n, ast.FunctionDef) and n.name == "check_reward_cfg")
-        namespace = {
-            "__builtins__": builtins,
-            "REWARD_CFG_DEFAULTS": defaults,
-            "MODES": ast.literal_eval(_assigned(head, "MODES")),
-            "BASELINES": _dict_keys(_assigned(head, "BASELINES")),
-            "REWARDS": _dict_keys(_assigned(_module_of(tree, "iou_metric_loss.py"), "REWARDS")),
-        }
-        exec(compile(ast.Module(body=[function], type_ignores=[]), "check_reward_cfg", "exec"), namespace)
-        return namespace["check_reward_cfg"]
-    except (StopIteration, ValueError, TypeError, SyntaxError):
-        return keys_only
+    module = _module_of(tree, "reward_estimator.py")
+    function = next((n for n in module.body if isinstance(n, ast.FunctionDef) and n.name == "check_reward_cfg"), None)
+    if function is None:
+        raise StateError(f"{tree.root}: reward_estimator.py defines no check_reward_cfg; run `rewardpatch apply`")
+    namespace = {"__builtins__": builtins, **_literal_constants(module)}
+    exec(compile(ast.Module(body=[function], type_ignores=[]), "check_reward_cfg", "exec"), namespace)
+    return namespace["check_reward_cfg"]
 
 
 def _literal(text: str):

@@ -1,11 +1,12 @@
 """Cross-entropy scaled per image by a reward (or a REINFORCE advantage).
 
-With `reward=1.0` it is MMSeg's own CrossEntropyLoss, to the bit: it subclasses it and
-hands the reward to it as a sample-wise weight, which MMSeg applies before reduction.
+With `reward=1.0` it is MMSeg's own CrossEntropyLoss, to the bit: it
+subclasses it and hands the reward to it as a sample-wise weight, which MMSeg
+applies before reduction.
 
-For REINFORCE, `label` may carry a leading dimension of K sampled label maps that share
-one set of logits: the log-softmax is then computed once and each sample only costs a
-gather, instead of K full cross-entropies.
+For REINFORCE, `label` may carry a leading dimension of K sampled label maps
+that share one set of logits: the log-softmax is then computed once and each
+sample only costs a gather, instead of K full cross-entropies.
 """
 import torch
 import torch.nn.functional as F
@@ -17,14 +18,16 @@ from .utils import weight_reduce_loss
 
 
 def _per_image(reward, like: Tensor) -> Tensor:
-    """A reward of shape [..., B] as a weight broadcastable to label maps [..., B, H, W]."""
+    """A reward of shape [..., B] as a weight broadcastable to label maps
+    [..., B, H, W]."""
     reward = torch.as_tensor(reward, dtype=torch.float32, device=like.device)
-    return reward.detach().reshape(*reward.shape, *([1] * (like.dim() - reward.dim())))
+    return reward.detach().reshape(*reward.shape,
+                                   *([1] * (like.dim() - reward.dim())))
 
 
 @MODELS.register_module()
 class CrossEntropyRewardLoss(CrossEntropyLoss):
-    """Softmax cross-entropy whose per-pixel terms are scaled by a per-image reward.
+    """Softmax cross-entropy, its pixel terms scaled by a per-image reward.
 
     Args:
         use_sigmoid (bool): Must be False: the reward scales a softmax
@@ -66,53 +69,71 @@ class CrossEntropyRewardLoss(CrossEntropyLoss):
                 avg_factor=None,
                 reduction_override=None,
                 ignore_index=255,
+                ground_truth=None,
                 **kwargs) -> Tensor:
         """Cross-entropy of `cls_score` [B, C, H, W] against `label`, per image
-        scaled by `reward` (a float, or a tensor [B]; no gradient flows into it).
+        scaled by `reward` (a float, or a tensor [B]; no gradient flows into
+        it).
 
-        `label` is [B, H, W], or [K, B, H, W] for K label maps sampled from the
-        same logits, with `reward` then of shape [K, B].
+        `label` is [B, H, W], or [K, B, H, W] for K label maps sampled from
+        the same logits, with `reward` then of shape [K, B] and the ground
+        truth [B, H, W] in `ground_truth`: class weights apply by the
+        ground-truth class of each pixel, never by the sampled one, which
+        would bias the REINFORCE estimate.
         """
         if label.dim() == cls_score.dim():
             return self._sampled(cls_score, label, reward, weight, avg_factor,
-                                 reduction_override, ignore_index)
+                                 reduction_override, ignore_index,
+                                 ground_truth)
         if isinstance(reward, (int, float)):
-            return reward * super().forward(
-                cls_score, label, weight, avg_factor, reduction_override,
-                ignore_index, **kwargs)
+            return reward * super().forward(cls_score, label, weight,
+                                            avg_factor, reduction_override,
+                                            ignore_index, **kwargs)
         scale = _per_image(reward, label).expand(label.shape)
         weight = scale if weight is None else scale * weight.float()
         return super().forward(cls_score, label, weight, avg_factor,
                                reduction_override, ignore_index, **kwargs)
 
     def _sampled(self, cls_score, labels, reward, weight, avg_factor,
-                 reduction_override, ignore_index):
+                 reduction_override, ignore_index, ground_truth):
         reduction = reduction_override or self.reduction
-        class_weight = (
-            cls_score.new_tensor(self.class_weight)
-            if self.class_weight is not None else None)
         log_probs = F.log_softmax(cls_score, dim=1)
         # a loop over the K samples only: each is one gather from log_probs
         losses = torch.stack([
             F.nll_loss(
-                log_probs,
-                sample,
-                weight=class_weight,
-                reduction='none',
-                ignore_index=ignore_index) for sample in labels
+                log_probs, sample, reduction='none', ignore_index=ignore_index)
+            for sample in labels
         ])
+        pixel = weight.float() if weight is not None else None
+        if self.class_weight is not None:
+            if ground_truth is None:
+                raise ValueError('class_weight: sampled labels need the '
+                                 'ground truth (ground_truth=...) to weight '
+                                 'by its class')
+            by_class = _class_weight_at(self.class_weight, ground_truth,
+                                        ignore_index)
+            pixel = by_class if pixel is None else pixel * by_class
         scale = _per_image(reward, labels)
-        if weight is not None:
-            scale = scale * weight.float()
+        if pixel is not None:
+            scale = scale * pixel
         if avg_factor is None and reduction == 'mean':
-            valid = labels != ignore_index
-            if class_weight is not None:
-                per_pixel = class_weight[labels.clamp(0, len(class_weight) - 1)]
-                avg_factor = (per_pixel * valid).sum() if \
-                    self.avg_non_ignore else float(labels.numel())
-            elif self.avg_non_ignore:
-                avg_factor = valid.sum()
-            else:
+            if not self.avg_non_ignore:
                 avg_factor = float(labels.numel())
+            elif self.class_weight is not None:
+                avg_factor = by_class.sum() * labels.shape[0]
+            else:
+                avg_factor = (labels != ignore_index).sum()
         return self.loss_weight * weight_reduce_loss(
             losses, scale.expand(losses.shape), reduction, avg_factor)
+
+
+def _class_weight_at(class_weight, ground_truth: Tensor,
+                     ignore_index: int) -> Tensor:
+    """Each pixel's class weight: 1 for a labelled value out of range, 0 for
+    an ignored pixel."""
+    weights = torch.as_tensor(
+        class_weight, dtype=torch.float32, device=ground_truth.device)
+    inside = (ground_truth >= 0) & (ground_truth < len(weights))
+    at = weights[ground_truth.clamp(0, len(weights) - 1)]
+    at = torch.where(inside, at, torch.ones_like(at))
+    return at.masked_fill(ground_truth == ignore_index, 0.0)

@@ -311,24 +311,27 @@ def test_an_epoch_based_source_is_an_input_error(config, tiny):
 
 
 @pytest.mark.parametrize("options", [
-    ["--reward", "mode=weighted_ce", "--reward", "num_samples=4"],
-    ["--reward", "mode=weighted_ce,num_samples=4"],
+    ["--reward", "mode=reinforce", "--reward", "num_samples=4"],
+    ["--reward", "mode=reinforce,num_samples=4"],
 ], ids=["repeated", "comma-separated"])
 def test_reward_options_become_the_heads_reward_cfg(config, options):
     code, out, _, _ = config(DEEPLABV3, *options)
     assert code == 0
     cfg = load(out)
-    assert cfg.model.decode_head.reward_cfg == dict(mode="weighted_ce", num_samples=4)
-    assert build(cfg).decode_head.reward_cfg["mode"] == "weighted_ce"
+    assert cfg.model.decode_head.reward_cfg == dict(mode="reinforce", num_samples=4)
+    assert build(cfg).decode_head.reward_cfg["mode"] == "reinforce"
 
 
 def test_reward_values_are_python_literals(config):
-    _, out, _, _ = config(DEEPLABV3, "--reward", "temperature=0.5,normalize_advantage=True,baseline='greedy'")
-    assert load(out).model.decode_head.reward_cfg == dict(temperature=0.5, normalize_advantage=True, baseline="greedy")
+    _, out, _, _ = config(DEEPLABV3, "--reward", "mode='reinforce',temperature=0.5,normalize_advantage=True,baseline='greedy'")
+    assert load(out).model.decode_head.reward_cfg == dict(
+        mode="reinforce", temperature=0.5, normalize_advantage=True, baseline="greedy")
 
 
 @pytest.mark.parametrize("item, key", [("foo=1", "foo"), ("num_samples=0", "num_samples"),
-                                       ("mode=greedy", "mode"), ("temperature=-1", "temperature")])
+                                       ("mode=greedy", "mode"), ("temperature=-1", "temperature"),
+                                       ("baseline=greedy", "baseline"), ("scope=dataset,mode=weighted_ce", "scope"),
+                                       ("decay=0.9", "decay")])
 def test_a_bad_reward_option_is_an_input_error_naming_the_key(config, item, key):
     code, out, _, err = config(DEEPLABV3, "--reward", item)
     assert code == 2

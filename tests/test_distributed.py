@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 WORKER = Path(__file__).parent / "workers" / "ddp_reward_training.py"
 
 
@@ -17,8 +19,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_a_reward_head_trains_under_ddp_with_two_cpu_processes(patched_tree, tmp_path):
-    out = tmp_path / "result.json"
+@pytest.fixture(scope="module")
+def report(patched_tree, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp") / "result.json"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
         f"--master_port={free_port()}", str(WORKER), str(patched_tree), str(out),
@@ -26,8 +29,23 @@ def test_a_reward_head_trains_under_ddp_with_two_cpu_processes(patched_tree, tmp
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("scope", ["image", "batch", "dataset"])
+def test_pooled_counts_equal_one_process_on_the_concatenated_batch(report, scope):
     assert report["world_size"] == 2
+    assert all(report["pooling"][scope]["counts_equal"])
+
+
+@pytest.mark.parametrize("scope", ["image", "batch", "dataset"])
+def test_ddp_gradients_equal_one_process_on_the_concatenated_batch(report, scope):
+    pooling = report["pooling"][scope]
+    for difference, norm in zip(pooling["max_grad_difference"], pooling["grad_norm"]):
+        assert norm > 0
+        assert difference <= 1e-5 * norm
+
+
+def test_a_reward_head_trains_under_ddp_with_two_cpu_processes(report):
     assert all(math.isfinite(v) for losses in report["losses"] for v in losses)
-    assert report["losses"][0] != report["losses"][1]  # each rank its own data
     assert report["parameters_agree"] and report["moved"]

@@ -6,6 +6,7 @@ user would build it.
 
 import itertools
 import math
+import re
 
 import pytest
 
@@ -18,6 +19,7 @@ def mm(patched_tree):
 
     import mmseg.models.decode_heads.reward_decode_head as head_module
     import mmseg.models.losses.iou_metric_loss as rewards
+    import mmseg.models.losses.reward_estimator as estimator
     from mmseg.evaluation.metrics import IoUMetric
     from mmseg.models.losses import CrossEntropyLoss, CrossEntropyRewardLoss
     from mmseg.registry import MODELS
@@ -31,6 +33,7 @@ def mm(patched_tree):
     ns.MODELS = MODELS
     ns.rewards = rewards
     ns.head_module = head_module
+    ns.estimator = estimator
     ns.IoUMetric = IoUMetric
     ns.CrossEntropyLoss = CrossEntropyLoss
     ns.CrossEntropyRewardLoss = CrossEntropyRewardLoss
@@ -47,10 +50,10 @@ def mm(patched_tree):
     return ns
 
 
-def build_head(mm, num_classes=4, **reward_cfg):
+def build_head(mm, num_classes=4, loss=None, **reward_cfg):
     return mm.MODELS.build(dict(
         type="RewardFCNHead", in_channels=4, channels=4, num_convs=1, num_classes=num_classes,
-        concat_input=False, dropout_ratio=0.0, loss_decode=dict(type="CrossEntropyRewardLoss"),
+        concat_input=False, dropout_ratio=0.0, loss_decode=dict(type="CrossEntropyRewardLoss", **(loss or {})),
         reward_cfg=reward_cfg,
     ))
 
@@ -180,13 +183,35 @@ def head_loss(mm, head, logits, gt, seed=0):
     return head.loss_by_feat(logits, mm.samples(gt))
 
 
-def test_the_loss_dict_keeps_the_loss_name_and_logs_reward_statistics(mm):
+@pytest.mark.parametrize(("reward_cfg", "keys"), [
+    ({}, {"reward_mean", "reward_greedy"}),
+    ({"mode": "reinforce"}, {"reward_mean", "reward_greedy", "adv_std"}),
+    ({"mode": "weighted_ce"}, {"reward_mean", "reward_greedy", "adv_std"}),
+], ids=["local", "reinforce", "weighted-ce"])
+def test_the_loss_dict_keeps_the_loss_name_and_logs_reward_statistics(mm, reward_cfg, keys):
     torch = mm.torch
-    head = build_head(mm)
+    head = build_head(mm, **reward_cfg)
     _, gt = random_batch(mm, classes=4)
     losses = head_loss(mm, head, torch.randn(3, 4, 9, 12), gt)
-    assert set(losses) == {"loss_ce_reward", "acc_seg", "reward_mean", "reward_greedy", "adv_std"}
+    assert set(losses) == {"loss_ce_reward", "acc_seg"} | keys
     assert [k for k in losses if "loss" in k] == ["loss_ce_reward"]
+
+
+def test_acc_seg_is_mmsegs_accuracy_of_the_argmax(mm):
+    torch = mm.torch
+    from mmseg.models.losses import accuracy
+
+    _, gt = random_batch(mm, classes=4)
+    gt[0, 0, :2] = 6  # out of range: labelled, never right
+    logits = torch.randn(3, 4, *gt.shape[1:])
+    losses = head_loss(mm, build_head(mm), logits, gt)
+    assert torch.allclose(losses["acc_seg"], accuracy(logits, gt, ignore_index=255))
+
+
+def test_the_default_is_local_per_pixel_credit_on_the_batchs_pooled_counts(mm):
+    head = build_head(mm)
+    assert head.reward_cfg == dict(mode="local", scope="batch", reward="miou", num_samples=1, temperature=1.0,
+                                   mle_weight=0.0)
 
 
 def test_weighted_ce_reproduces_the_manual_recipe_formula(mm):
@@ -206,15 +231,18 @@ def test_weighted_ce_reproduces_the_manual_recipe_formula(mm):
     assert torch.allclose(losses["reward_greedy"], miou.mean(), atol=1e-6)
 
 
-def test_ignored_pixels_change_neither_reward_nor_gradient(mm):
+@pytest.mark.parametrize("reward_cfg", [
+    {}, {"scope": "image", "num_samples": 3}, {"scope": "dataset"}, {"mode": "reinforce", "num_samples": 3},
+], ids=["local-batch", "local-image", "local-dataset", "reinforce"])
+def test_ignored_pixels_change_neither_reward_nor_gradient(mm, reward_cfg):
     torch = mm.torch
-    head = build_head(mm, num_classes=5, num_samples=3)
     _, gt = random_batch(mm, classes=5, ignore_fraction=0.3)
     ignored = (gt == 255).unsqueeze(1)
     base = torch.randn(3, 5, *gt.shape[1:])
     changed = torch.where(ignored, torch.randn_like(base) * 10, base)
     results = []
     for values in (base, changed):
+        head = build_head(mm, num_classes=5, **reward_cfg)
         logits = values.clone().requires_grad_(True)
         losses = head_loss(mm, head, logits, gt, seed=7)
         losses["loss_ce_reward"].backward()
@@ -231,24 +259,31 @@ def test_ignored_pixels_change_neither_reward_nor_gradient(mm):
     [
         ({"temprature": 1.0}, "unknown key 'temprature'"),
         ({"mode": "ppo"}, "reward_cfg.mode must be one of"),
+        ({"scope": "epoch"}, "reward_cfg.scope must be one of"),
         ({"num_samples": 0}, "reward_cfg.num_samples must be an integer >= 1"),
         ({"num_samples": 2.5}, "reward_cfg.num_samples must be an integer >= 1"),
-        ({"num_samples": 1}, "reward_cfg.num_samples must be >= 2 with baseline='loo'"),
-        ({"baseline": "mean"}, "reward_cfg.baseline must be one of"),
+        ({"mode": "reinforce", "num_samples": 1}, "reward_cfg.num_samples must be >= 2 with baseline='loo'"),
+        ({"mode": "reinforce", "baseline": "mean"}, "reward_cfg.baseline must be one of"),
+        ({"baseline": "loo"}, "reward_cfg.baseline does not apply to mode='local'"),
+        ({"normalize_advantage": True}, "reward_cfg.normalize_advantage does not apply to mode='local'"),
+        ({"mode": "weighted_ce", "num_samples": 2}, "reward_cfg.num_samples does not apply to mode='weighted_ce'"),
+        ({"mode": "weighted_ce", "scope": "batch"}, "reward_cfg.scope must be 'image' with mode='weighted_ce'"),
+        ({"scope": "batch", "decay": 0.9}, "reward_cfg.decay applies to scope='dataset' only"),
+        ({"scope": "dataset", "decay": 1.0}, "reward_cfg.decay must be a number in [0, 1)"),
         ({"reward": "iou"}, "reward_cfg.reward must be one of"),
         ({"temperature": 0}, "reward_cfg.temperature must be a number > 0"),
         ({"temperature": "hot"}, "reward_cfg.temperature must be a number > 0"),
-        ({"normalize_advantage": "yes"}, "reward_cfg.normalize_advantage must be True or False"),
+        ({"mode": "reinforce", "normalize_advantage": "yes"}, "reward_cfg.normalize_advantage must be True or False"),
         ({"mle_weight": -0.5}, "reward_cfg.mle_weight must be a number >= 0"),
     ],
 )
 def test_a_bad_reward_cfg_fails_at_build_time_naming_the_key(mm, reward_cfg, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         build_head(mm, **reward_cfg)
 
 
 def test_a_head_without_a_reward_loss_fails_at_build_time(mm):
-    with pytest.raises(ValueError, match="loss_decode: RewardFCNHead needs a CrossEntropyRewardLoss"):
+    with pytest.raises(ValueError, match="loss_decode: RewardFCNHead needs one CrossEntropyRewardLoss"):
         mm.MODELS.build(dict(type="RewardFCNHead", in_channels=4, channels=4, num_classes=3))
 
 
@@ -257,7 +292,7 @@ def test_a_config_that_only_swaps_type_and_loss_works_with_defaults(mm):
         type="RewardASPPHead", in_channels=8, channels=4, dilations=(1, 2), num_classes=3,
         loss_decode=dict(type="CrossEntropyRewardLoss", use_sigmoid=False, loss_weight=1.0),
     ))
-    assert head.reward_cfg == mm.head_module.REWARD_CFG_DEFAULTS
+    assert head.reward_cfg == mm.estimator.check_reward_cfg(None)
 
 
 def test_a_binary_sigmoid_head_is_refused(mm):
@@ -266,6 +301,201 @@ def test_a_binary_sigmoid_head_is_refused(mm):
             type="RewardFCNHead", in_channels=4, channels=4, num_classes=2, out_channels=1,
             loss_decode=dict(type="CrossEntropyRewardLoss"),
         ))
+
+
+# The table of count changes against brute force
+
+def reference_counts(mm, pred, gt, classes):
+    """(I, P, G) per image by MMSeg's own IoUMetric.intersect_and_union."""
+    rows = [mm.IoUMetric.intersect_and_union(p, g, classes, 255) for p, g in zip(pred, gt)]
+    return [(i.double(), ap.double(), ag.double()) for i, _, ap, ag in rows]
+
+
+def reference_reward(reward, intersect, predicted, truth):
+    """The reward of summed counts, written out as IoUMetric's formulas read."""
+    if reward == "pixel_acc":
+        return float(intersect.sum() / truth.sum()) if truth.sum() > 0 else 0.0
+    union = predicted + truth - intersect if reward == "miou" else predicted + truth
+    numerator = intersect if reward == "miou" else 2 * intersect
+    present = union > 0
+    return float((numerator[present] / union[present]).mean()) if present.any() else 0.0
+
+
+def random_problem(mm, seed, classes=4, size=(3, 4), batch=3):
+    """Ignored pixels, out-of-range ground truth, a class absent from an image."""
+    torch = mm.torch
+    generator = torch.Generator().manual_seed(seed)
+    gt = torch.randint(0, classes, (batch, *size), generator=generator)
+    gt[torch.rand(gt.shape, generator=generator) < 0.2] = 255
+    gt[0][torch.rand(size, generator=generator) < 0.2] = classes + 3
+    gt[1][gt[1] == 2] = 0
+    pred = torch.randint(0, classes, (batch, *size), generator=generator)
+    pred[2][pred[2] == 3] = 1
+    return pred, gt
+
+
+@pytest.mark.parametrize("reward", ["miou", "dice", "pixel_acc"])
+@pytest.mark.parametrize("scope", ["image", "batch", "dataset"])
+def test_every_table_entry_is_the_reward_recomputed_with_one_pixel_changed(mm, reward, scope):
+    torch = mm.torch
+    est = mm.estimator
+    classes = 4
+    for seed in range(3):
+        pred, gt = random_problem(mm, seed, classes)
+        estimator = est.RewardEstimator(dict(scope=scope, reward=reward), classes, 255)
+        keys = est.count_keys(est.label_rows(gt, classes, 255), classes)
+        history = None
+        if scope == "dataset":  # a first batch leaves its decayed counts behind
+            first, first_gt = random_problem(mm, seed + 100, classes)
+            first_keys = est.count_keys(est.label_rows(first_gt, classes, 255), classes)
+            estimator._score(est.confusion(torch.stack([first, first]), first_keys, classes))
+            history = [estimator.cfg["decay"] * sum(c[k] for c in reference_counts(mm, first, first_gt, classes))
+                       for k in range(3)]
+        scored, _, _ = estimator._score(est.confusion(torch.stack([pred, pred]), keys, classes))
+        delta = est.flip_table(reward, *est.class_counts(scored[0]))
+        units = [[b] for b in range(len(gt))] if scope == "image" else [list(range(len(gt)))]
+
+        def unit_reward(labels, images):
+            counts = reference_counts(mm, labels[images], gt[images], classes)
+            summed = [sum(c[k] for c in counts) + (history[k] if history else 0) for k in range(3)]
+            return reference_reward(reward, *summed)
+
+        for u, images in enumerate(units):
+            before = unit_reward(pred, images)
+            assert math.isclose(before, float(est.reward_of_counts(reward, *est.class_counts(scored[0]))[u]),
+                                abs_tol=1e-12)
+            for b, y, x in itertools.product(images, range(gt.shape[1]), range(gt.shape[2])):
+                if gt[b, y, x] == 255:
+                    continue
+                row = int(gt[b, y, x]) if gt[b, y, x] < classes else classes
+                for new in range(classes):
+                    changed = pred.clone()
+                    changed[b, y, x] = new
+                    expected = unit_reward(changed, images) - before
+                    entry = float(delta[u, pred[b, y, x], row, new])
+                    assert math.isclose(entry, expected, abs_tol=1e-12), (b, y, x, new)
+
+
+def test_the_dataset_scope_scores_the_decayed_sum_of_the_batches(mm):
+    torch = mm.torch
+    est = mm.estimator
+    estimator = est.RewardEstimator(dict(scope="dataset", decay=0.5), 4, 255)
+    tables = [torch.rand(3, 2, 6, 4).double() for _ in range(3)]  # 2 samples + argmax, 2 images
+    for table in tables:
+        scored, _, current = estimator._score(table)
+    pooled = [t.sum(1) for t in tables]
+    expected_samples = 0.25 * pooled[0][:2].mean(0) + 0.5 * pooled[1][:2].mean(0) + pooled[2][0]
+    assert torch.allclose(scored[0, 0], expected_samples)
+    assert torch.allclose(scored[2, 0], 0.25 * pooled[0][2] + 0.5 * pooled[1][2] + pooled[2][2])
+    assert torch.equal(current[:, 0], pooled[2])
+
+
+# Unbiasedness by exact enumeration: every label map, weighted by its probability
+
+def fix_samples(monkeypatch, mm, samples):
+    """The reward head draws `samples` [K, B, H, W] instead of random ones."""
+
+    def fixed(flat, num_samples, temperature, peak, probs=None):
+        if probs is not None:
+            probs.copy_(mm.torch.softmax(flat.float() / temperature, 1))
+        return samples.reshape(samples.shape[0], flat.shape[0], -1)
+
+    monkeypatch.setattr(mm.estimator, "sample_labels", fixed)
+
+
+def enumerate_maps(mm, gt, classes):
+    """Every label map over the labelled pixels (ignored ones stay 0)."""
+    torch = mm.torch
+    labelled = (gt != 255).nonzero(as_tuple=True)
+    for values in itertools.product(range(classes), repeat=len(labelled[0])):
+        labels = torch.zeros_like(gt)
+        labels[labelled] = torch.tensor(values)
+        yield labels
+
+
+def map_probability(mm, logits, labels, gt, temperature):
+    probs = mm.torch.softmax(logits.double() / temperature, 1)
+    chosen = probs.gather(1, labels[:, None]).squeeze(1)
+    return float(chosen[gt != 255].prod())
+
+
+def exact_expected_gradient(mm, logits, gt, classes, scope, reward, temperature, pixel_weights):
+    """d/dlogits of sum_u (M_u / Z) E[R_u], each pixel's gradient times its weight."""
+    torch = mm.torch
+    est = mm.estimator
+    maps = torch.stack(list(enumerate_maps(mm, gt, classes)))
+    param = logits.double().clone().requires_grad_(True)
+    probs = torch.softmax(param / temperature, 1)
+    chosen = probs[None].expand(len(maps), -1, -1, -1, -1).gather(2, maps[:, :, None]).squeeze(2)
+    log_p = torch.where(gt != 255, chosen.log(), torch.zeros_like(chosen)).flatten(1).sum(1)
+    tables = est.confusion(maps, est.count_keys(est.label_rows(gt, classes, 255), classes), classes)
+    if scope != "image":
+        tables = tables.sum(1, keepdim=True)
+    rewards = est.reward_of_counts(reward, *est.class_counts(tables))
+    scale = est.labelled_pixels(tables) / (gt != 255).sum()
+    ((log_p.exp() * (rewards * scale).sum(1)).sum()).backward()
+    return param.grad * pixel_weights[:, None]
+
+
+@pytest.mark.parametrize(("scope", "reward", "temperature", "class_weight"), [
+    ("image", "miou", 1.0, None),
+    ("batch", "miou", 1.0, None),
+    ("image", "dice", 1.5, [0.5, 2.0, 1.5]),
+    ("batch", "miou", 0.7, [0.5, 2.0, 1.5]),
+], ids=["image", "batch", "image-dice-T-weights", "batch-T-weights"])
+def test_the_local_estimate_is_unbiased_by_exact_enumeration(mm, monkeypatch, scope, reward, temperature,
+                                                              class_weight):
+    """Two images, three classes, five labelled pixels (one out of range): 243 label maps."""
+    torch = mm.torch
+    classes = 3
+    gt = torch.tensor([[[0, 1, 255]], [[2, 7, 1]]])
+    logits = torch.tensor([[[[1.0, -0.5, 0.0]], [[0.3, 0.8, 0.0]], [[-0.2, 0.1, 0.0]]],
+                           [[[0.2, 0.0, -1.0]], [[0.9, -0.3, 0.5]], [[0.0, 0.4, 0.3]]]])
+    loss = dict(avg_non_ignore=True, class_weight=class_weight)
+    head = build_head(mm, num_classes=classes, loss=loss, scope=scope, reward=reward, temperature=temperature)
+    expected = torch.zeros(logits.shape, dtype=torch.float64)
+    for labels in enumerate_maps(mm, gt, classes):
+        fix_samples(monkeypatch, mm, labels[None])
+        param = logits.clone().requires_grad_(True)
+        head.loss_by_feat(param, mm.samples(gt))["loss_ce_reward"].backward()
+        expected -= map_probability(mm, logits, labels, gt, temperature) * param.grad.double()
+    weights = torch.ones(classes + 2, dtype=torch.float64)
+    if class_weight:
+        weights[:classes] = torch.tensor(class_weight)
+    weights[classes + 1] = 0
+    pixel_weights = weights[mm.estimator.label_rows(gt, classes, 255)]
+    exact = exact_expected_gradient(mm, logits, gt, classes, scope, reward, temperature, pixel_weights)
+    assert torch.allclose(expected, exact, atol=1e-7), (expected - exact).abs().max()
+
+
+@pytest.mark.parametrize("scope", ["image", "batch"])
+def test_reinforce_weights_classes_by_the_ground_truth_and_stays_unbiased(mm, monkeypatch, scope):
+    """One sample, no baseline: E[estimate] = the class-weighted gradient, by exact enumeration."""
+    torch = mm.torch
+    classes = 3
+    class_weight = [0.5, 2.0, 1.5]
+    gt = torch.tensor([[[0, 1, 255]], [[2, 7, 1]]])
+    logits = torch.tensor([[[[1.0, -0.5, 0.0]], [[0.3, 0.8, 0.0]], [[-0.2, 0.1, 0.0]]],
+                           [[[0.2, 0.0, -1.0]], [[0.9, -0.3, 0.5]], [[0.0, 0.4, 0.3]]]])
+    head = build_head(mm, num_classes=classes, loss=dict(avg_non_ignore=True, class_weight=class_weight),
+                      mode="reinforce", scope=scope, num_samples=1, baseline="none")
+    expected = torch.zeros(logits.shape, dtype=torch.float64)
+    for labels in enumerate_maps(mm, gt, classes):
+        fix_samples(monkeypatch, mm, labels[None])
+        param = logits.clone().requires_grad_(True)
+        head.loss_by_feat(param, mm.samples(gt))["loss_ce_reward"].backward()
+        expected -= map_probability(mm, logits, labels, gt, 1.0) * param.grad.double()
+    weights = torch.tensor(class_weight + [1.0, 0.0], dtype=torch.float64)
+    pixel_weights = weights[mm.estimator.label_rows(gt, classes, 255)]
+    # REINFORCE's mean runs over the weighted labelled pixels; the local scale over units
+    exact = exact_expected_gradient(mm, logits, gt, classes, scope, "miou", 1.0, pixel_weights)
+    tables = mm.estimator.confusion(gt.clamp(max=classes - 1)[None], mm.estimator.count_keys(
+        mm.estimator.label_rows(gt, classes, 255), classes), classes)
+    if scope == "image":  # undo the local scale M_u / Z per image
+        per_image = mm.estimator.labelled_pixels(tables[0]) / (gt != 255).sum()
+        exact = exact / per_image.view(-1, 1, 1, 1)
+    exact = exact / pixel_weights.sum()
+    assert torch.allclose(expected, exact, atol=1e-7), (expected - exact).abs().max()
 
 
 def exact_gradient_of_expected_miou(mm, logits, gt, classes):
@@ -291,7 +521,7 @@ def test_reinforce_gradient_is_an_unbiased_estimate_of_the_expected_miou_gradien
     logits = torch.tensor([[[1.0, -0.5], [0.2, 0.0]], [[0.3, 0.8], [-1.0, 0.4]], [[-0.2, 0.1], [0.9, -0.3]]])
     exact = exact_gradient_of_expected_miou(mm, logits, gt, classes)
 
-    head = build_head(mm, num_classes=classes, baseline=baseline, num_samples=2)
+    head = build_head(mm, num_classes=classes, mode="reinforce", baseline=baseline, num_samples=2)
     copies = 4096  # independent draws per call: the same image repeated in one batch
     estimate = torch.zeros_like(logits)
     rounds = 12
@@ -307,16 +537,90 @@ def test_reinforce_gradient_is_an_unbiased_estimate_of_the_expected_miou_gradien
     assert 0.9 < ratio < 1.1, f"norm ratio {float(ratio):.3f}"
 
 
+# Direction on a problem too large to enumerate: the exact gradient from tests/exact_gradient.py
+
+def moderate_problem(mm, seed=1, batch=4, classes=5, size=24):
+    """Every class in every image's ground truth, a tenth of the pixels ignored, logits
+    that lean towards the truth with noise."""
+    torch = mm.torch
+    generator = torch.Generator().manual_seed(seed)
+    gt = torch.randint(0, classes, (batch, size, size), generator=generator)
+    gt[torch.rand(gt.shape, generator=generator) < 0.1] = 255
+    onehot = torch.nn.functional.one_hot(gt.clamp(max=classes - 1), classes).permute(0, 3, 1, 2).float()
+    logits = 1.5 * torch.randn(batch, classes, size, size, generator=generator) + 2.0 * onehot
+    return logits, gt
+
+
+def exact_direction(mm, logits, gt, classes, scope):
+    import numpy as np
+
+    from exact_gradient import expected_miou_gradient
+
+    torch = mm.torch
+    probs = torch.softmax(logits.double(), 1).permute(0, 2, 3, 1).numpy()
+    labels = gt.numpy()
+    units = [[b] for b in range(len(gt))] if scope == "image" else [list(range(len(gt)))]
+    total = np.zeros_like(probs)
+    labelled = (labels != 255).sum()
+    for images in units:
+        flat = probs[images].reshape(-1, classes)
+        grad = expected_miou_gradient(flat, labels[images].ravel(), classes)
+        scale = (labels[images] != 255).sum() / labelled
+        total[images] = (grad * scale).reshape(probs[images].shape)
+    return torch.from_numpy(total).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("scope", ["image", "batch"])
+def test_one_local_estimate_points_along_the_exact_gradient(mm, scope):
+    torch = mm.torch
+    classes = 5
+    logits, gt = moderate_problem(mm, classes=classes)
+    exact = exact_direction(mm, logits, gt, classes, scope)
+
+    def cosine(reward_cfg, seed):
+        head = build_head(mm, num_classes=classes, loss=dict(avg_non_ignore=True), **reward_cfg)
+        param = logits.clone().requires_grad_(True)
+        head_loss(mm, head, param, gt, seed=seed)["loss_ce_reward"].backward()
+        return float(torch.nn.functional.cosine_similarity(-param.grad.double().flatten(), exact.flatten(), dim=0))
+
+    local = [cosine(dict(scope=scope), seed) for seed in range(3)]
+    reinforce = [cosine(dict(mode="reinforce", scope=scope, num_samples=2), seed) for seed in range(3)]
+    print(f"\ncosine with the exact gradient, 4x24x24, 5 classes, scope={scope}: "
+          f"local (1 sample) {min(local):.4f}..{max(local):.4f}, "
+          f"reinforce (loo, 2 samples) {min(reinforce):.4f}..{max(reinforce):.4f}")
+    assert min(local) >= 0.95
+
+
+def test_the_local_gradient_scales_with_loss_weight_and_matches_cross_entropy_in_size(mm):
+    torch = mm.torch
+    classes = 5
+    logits, gt = moderate_problem(mm, classes=classes)
+    grads = {}
+    for name, loss in (("one", {}), ("two", {"loss_weight": 2.0})):
+        param = logits.clone().requires_grad_(True)
+        head_loss(mm, build_head(mm, num_classes=classes, loss=loss), param, gt, seed=3)["loss_ce_reward"].backward()
+        grads[name] = param.grad
+    assert torch.allclose(grads["two"], 2 * grads["one"])
+    param = logits.clone().requires_grad_(True)
+    mm.CrossEntropyLoss()(param, gt, ignore_index=255).backward()
+    ratio = float(grads["one"].norm() / param.grad.norm())
+    assert 0.2 < ratio < 5, ratio
+
+
 @pytest.mark.parametrize(
     "reward_cfg",
     [
         {},
-        {"baseline": "greedy", "num_samples": 1},
-        {"baseline": "batch_mean", "normalize_advantage": True, "temperature": 1.5},
+        {"scope": "image", "num_samples": 2, "temperature": 1.5},
+        {"scope": "dataset", "reward": "dice"},
+        {"mode": "reinforce"},
+        {"mode": "reinforce", "baseline": "greedy", "num_samples": 1, "scope": "batch"},
+        {"mode": "reinforce", "baseline": "batch_mean", "normalize_advantage": True, "temperature": 1.5},
         {"mode": "weighted_ce"},
-        {"reward": "dice", "mle_weight": 0.5},
+        {"mode": "reinforce", "reward": "dice", "mle_weight": 0.5},
     ],
-    ids=["reinforce-loo", "reinforce-greedy", "reinforce-batch-mean", "weighted-ce", "dice-with-mle"],
+    ids=["local-batch", "local-image-K2-T", "local-dataset-dice", "reinforce-loo", "reinforce-greedy-batch",
+         "reinforce-batch-mean", "weighted-ce", "dice-with-mle"],
 )
 def test_a_patched_head_trains_a_few_steps_on_cpu(mm, reward_cfg):
     torch = mm.torch
@@ -351,6 +655,15 @@ def test_sampled_labels_with_class_weights_and_ignored_pixels_work(mm):
     logits = torch.randn(3, 5, *gt.shape[1:], requires_grad=True)
     labels = torch.stack([random_batch(mm, seed=s)[0] for s in (1, 2)]).masked_fill(gt == 255, 255)
     loss = mm.CrossEntropyRewardLoss(class_weight=[0.5, 1.0, 2.0, 1.0, 0.7], avg_non_ignore=True)
-    value = loss(logits, labels, reward=torch.ones(2, 3), ignore_index=255)
+    value = loss(logits, labels, reward=torch.ones(2, 3), ignore_index=255, ground_truth=gt)
     value.backward()
     assert torch.isfinite(value) and torch.isfinite(logits.grad).all()
+
+
+def test_sampled_labels_with_class_weights_need_the_ground_truth(mm):
+    torch = mm.torch
+    _, gt = random_batch(mm)
+    labels = torch.stack([random_batch(mm, seed=s)[0] for s in (1, 2)])
+    loss = mm.CrossEntropyRewardLoss(class_weight=[0.5, 1.0, 2.0, 1.0, 0.7])
+    with pytest.raises(ValueError, match="class_weight: sampled labels need the ground truth"):
+        loss(torch.randn(3, 5, *gt.shape[1:]), labels, reward=torch.ones(2, 3), ignore_index=255)

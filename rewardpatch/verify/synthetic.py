@@ -7,7 +7,10 @@ Objects are rectangles and ellipses whose colour depends on their class, on a no
 background; a one-pixel band around each object is left unlabelled, as in VOC, so the
 ignore index is exercised. With `rare_small_class`, one class only appears as small
 objects, in half of the images: about 1% of the pixels, which cross-entropy weighs by
-their number while mIoU weighs the class like any other.
+their number while mIoU weighs the class like any other. With `thin_class`, one class
+only appears as thin lines (one or two pixels wide, like cracks, wires or lane
+markings), far below the resolution of an output-stride-8 feature map: where the line
+is uncertain, cross-entropy's argmax gives it up, while mIoU would rather widen it.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ def classes(num_classes: int) -> tuple[tuple[str, ...], list[list[int]]]:
     return names, [list(COLOURS[i % len(COLOURS)]) for i in range(num_classes)]
 
 
-def _draw(rng: np.random.Generator, size: int, num_classes: int, rare_small_class: int | None):
+def _draw(rng: np.random.Generator, size: int, num_classes: int, rare_small_class: int | None,
+          thin_class: int | None = None):
     image = rng.normal(COLOURS[0], 25, (size, size, 3))
     label = np.zeros((size, size), np.uint8)
     yy, xx = np.mgrid[:size, :size]
-    common = [c for c in range(1, num_classes) if c != rare_small_class]
+    common = [c for c in range(1, num_classes) if c not in (rare_small_class, thin_class)]
     for _ in range(rng.integers(1, 4)):
         cls = int(rng.choice(common))
         h, w = rng.integers(size // 6, size // 2, 2)
@@ -38,7 +42,24 @@ def _draw(rng: np.random.Generator, size: int, num_classes: int, rare_small_clas
         # one to two cells of an output-stride-8 feature map: small, but representable
         side = int(rng.integers(size // 8, size // 4 + 1))
         _paint(rng, image, label, yy, xx, rare_small_class, side, side)
+    if thin_class is not None:
+        for _ in range(rng.integers(1, 4)):
+            _line(rng, image, label, yy, xx, thin_class)
     return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def _line(rng, image, label, yy, xx, cls):
+    """A straight line one or two pixels wide from border to border."""
+    size = label.shape[0]
+    start, end = rng.uniform(0, size, 2), rng.uniform(0, size, 2)
+    start[rng.integers(2)] = 0
+    end[rng.integers(2)] = size - 1
+    direction = (end - start) / max(np.linalg.norm(end - start), 1e-6)
+    offset_y, offset_x = yy - start[0], xx - start[1]
+    distance = np.abs(offset_y * direction[1] - offset_x * direction[0])
+    mask = distance < rng.choice([0.5, 1.0])
+    label[mask] = cls
+    image[mask] = rng.normal(COLOURS[cls % len(COLOURS)], 30, (int(mask.sum()), 3))
 
 
 def _paint(rng, image, label, yy, xx, cls, h, w):
@@ -68,6 +89,7 @@ def write_dataset(
     num_classes: int = 4,
     seed: int = 0,
     rare_small_class: int | None = None,
+    thin_class: int | None = None,
 ) -> dict:
     """Write the dataset under `root`; returns its metainfo (classes, palette)."""
     root = Path(root)
@@ -76,7 +98,7 @@ def write_dataset(
         (root / "img_dir" / split).mkdir(parents=True, exist_ok=True)
         (root / "ann_dir" / split).mkdir(parents=True, exist_ok=True)
         for index in range(count):
-            image, label = _draw(rng, size, num_classes, rare_small_class)
+            image, label = _draw(rng, size, num_classes, rare_small_class, thin_class)
             Image.fromarray(image).save(root / "img_dir" / split / f"{index:04d}.png")
             Image.fromarray(label).save(root / "ann_dir" / split / f"{index:04d}.png")
     names, palette = classes(num_classes)

@@ -1,0 +1,606 @@
+"""Rewards computed from class counts, and estimators of their gradient.
+
+The rewards here (mean IoU, mean Dice, pixel accuracy) see a label map only
+through three counts per class c, as MMSeg's IoUMetric does: I_c, labelled
+pixels predicted c whose ground truth is c; P_c, labelled pixels predicted c;
+G_c, pixels whose ground truth is c. The conventions are IoUMetric's: pixels
+whose ground truth is `ignore_index` count nowhere; any other ground truth
+outside [0, C) counts in P but in no G or I; the mean runs over the classes
+whose union (Dice: P + G) is not empty; a unit without labelled pixels scores
+0. A scoring unit ('scope') pools the counts of one image, of the whole batch
+on every rank, or of the recent batches (a decayed sum, standing in for the
+dataset that IoUMetric scores).
+
+Moving one pixel whose ground truth is g from class a to class b changes the
+counts of a and b only, so every such move has its reward in a table
+T[a, g, b] per unit (O(C^3)), and one gather gives every pixel's R_i(b), the
+reward with pixel i set to b (O(N C)). With y ~ p, p_i = softmax(z_i / T)
+drawn independently per pixel, the local expectation gradient (Titsias and
+Lazaro-Gredilla, NeurIPS 2015)
+
+    g_ib = p_i(b) (R_i(b) - V_i) / T,    V_i = sum_b p_i(b) R_i(b)
+
+is an unbiased estimate of dE[R]/dz_ib: R_i(b) does not depend on y_i, so
+only the draw of the other pixels is random.
+
+Nothing here imports MMSeg: the heads of each MMSeg generation call it.
+"""
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+MODES = ('local', 'reinforce', 'weighted_ce')
+SCOPES = ('image', 'batch', 'dataset')
+REWARD_NAMES = ('miou', 'dice', 'pixel_acc')
+BASELINE_NAMES = ('loo', 'greedy', 'batch_mean', 'none')
+DEFAULT_MODE = 'local'
+# The keys each mode reads, with their defaults; `decay` belongs to
+# scope='dataset' alone.
+REWARD_CFG_DEFAULTS = dict(
+    local=dict(
+        scope='batch',
+        reward='miou',
+        num_samples=1,
+        temperature=1.0,
+        mle_weight=0.0),
+    reinforce=dict(
+        scope='image',
+        reward='miou',
+        num_samples=2,
+        temperature=1.0,
+        baseline='loo',
+        normalize_advantage=False,
+        mle_weight=0.0),
+    weighted_ce=dict(scope='image', reward='miou', mle_weight=0.0))
+DATASET_DECAY = 0.99
+# pixels per slab of the per-pixel passes: bounds their temporary memory
+SLAB_ELEMENTS = 1 << 22
+
+
+def check_reward_cfg(reward_cfg) -> dict:
+    """`reward_cfg` completed with its mode's defaults.
+
+    A ValueError names the first bad key: unknown, not read by the chosen
+    mode or scope, or of a bad value.
+    """
+    if reward_cfg is None:
+        reward_cfg = {}
+    if not isinstance(reward_cfg, dict):
+        raise TypeError('reward_cfg must be a dict, got '
+                        f'{type(reward_cfg).__name__}')
+    known = ['mode']
+    for keys in REWARD_CFG_DEFAULTS.values():
+        known += [key for key in keys if key not in known]
+    known.append('decay')
+    unknown = [key for key in reward_cfg if key not in known]
+    if unknown:
+        raise ValueError(f'reward_cfg: unknown key {unknown[0]!r}; '
+                         f'known keys: {", ".join(known)}')
+    mode = reward_cfg.get('mode', DEFAULT_MODE)
+    if mode not in MODES:
+        raise ValueError('reward_cfg.mode must be one of '
+                         f'{", ".join(map(repr, MODES))}, got {mode!r}')
+    defaults = REWARD_CFG_DEFAULTS[mode]
+    for key in reward_cfg:
+        if key not in defaults and key not in ('mode', 'decay'):
+            raise ValueError(f'reward_cfg.{key} does not apply to '
+                             f'mode={mode!r}')
+    cfg = dict(mode=mode, **defaults)
+    cfg.update(reward_cfg)
+
+    def bad(key, expected):
+        return ValueError(f'reward_cfg.{key} must be {expected}, '
+                          f'got {cfg[key]!r}')
+
+    def number(key):
+        value = cfg[key]
+        return not isinstance(value, bool) and isinstance(value, (int, float))
+
+    choices = dict(scope=SCOPES, reward=REWARD_NAMES, baseline=BASELINE_NAMES)
+    for key, allowed in choices.items():
+        if key in cfg and cfg[key] not in allowed:
+            raise bad(key, 'one of ' + ', '.join(map(repr, allowed)))
+    if mode == 'weighted_ce' and cfg['scope'] != 'image':
+        raise bad('scope', "'image' with mode='weighted_ce'")
+    if cfg['scope'] == 'dataset' and mode != 'weighted_ce':
+        cfg.setdefault('decay', DATASET_DECAY)
+        if not number('decay') or not 0 <= cfg['decay'] < 1:
+            raise bad('decay', 'a number in [0, 1)')
+    elif 'decay' in cfg:
+        raise ValueError("reward_cfg.decay applies to scope='dataset' only")
+    if 'num_samples' in cfg:
+        if type(cfg['num_samples']) is not int or cfg['num_samples'] < 1:
+            raise bad('num_samples', 'an integer >= 1')
+        if cfg.get('baseline') == 'loo' and cfg['num_samples'] < 2:
+            raise bad('num_samples', ">= 2 with baseline='loo'")
+    if 'temperature' in cfg and (not number('temperature')
+                                 or cfg['temperature'] <= 0):
+        raise bad('temperature', 'a number > 0')
+    if 'normalize_advantage' in cfg and not isinstance(
+            cfg['normalize_advantage'], bool):
+        raise bad('normalize_advantage', 'True or False')
+    if not number('mle_weight') or cfg['mle_weight'] < 0:
+        raise bad('mle_weight', 'a number >= 0')
+    return cfg
+
+
+def label_rows(gt: Tensor, num_classes: int, ignore_index: int) -> Tensor:
+    """The row of each pixel in a count table: its class when the ground
+    truth is in [0, C), C for any other labelled value, C + 1 when ignored.
+
+    int32: these passes over every pixel are bound by memory traffic.
+    """
+    gt = gt.int()
+    in_range = (gt >= 0) & (gt < num_classes)
+    rows = torch.where(in_range, gt, num_classes)
+    return rows.masked_fill_(gt == ignore_index, num_classes + 1)
+
+
+def count_keys(rows: Tensor, num_classes: int) -> Tensor:
+    """Histogram keys of the ground-truth side, shared by every prediction:
+    rows [B, H, W] -> rows * C + b * (C + 2) * C."""
+    cells = (num_classes + 2) * num_classes
+    image = torch.arange(
+        rows.shape[0], dtype=rows.dtype, device=rows.device) * cells
+    return torch.add(
+        image.view(-1, *[1] * (rows.dim() - 1)), rows, alpha=num_classes)
+
+
+def histogram(keys: Tensor, bins: int) -> Tensor:
+    """Counts of each value of the flat integer tensor `keys` in [0, bins)."""
+    if keys.is_cuda:
+        # bincount reads the largest key back to the host; this does not
+        keys = keys.long()
+        counts = torch.zeros(bins, dtype=torch.long, device=keys.device)
+        return counts.scatter_add_(0, keys, counts.new_ones(1).expand_as(keys))
+    return torch.bincount(keys, minlength=bins)
+
+
+def confusion(pred: Tensor, keys: Tensor, num_classes: int) -> Tensor:
+    """Per-image counts of (ground-truth row, predicted class) pairs.
+
+    Args:
+        pred (Tensor): Predicted classes, long [..., B, H, W]; leading
+            dimensions (e.g. K samples) share the ground truth.
+        keys (Tensor): `count_keys` of the ground truth, [B, H, W].
+
+    Returns:
+        Tensor: float64 [..., B, C + 2, C]; row C counts labelled pixels
+        whose ground truth is out of range, row C + 1 ignored ones.
+    """
+    cells = (num_classes + 2) * num_classes
+    lead = pred.shape[:-3]
+    copies = pred.numel() // keys.numel()
+    per_copy = cells * keys.shape[0]
+    flat = pred.to(keys.dtype) + keys
+    if copies > 1:
+        offset = torch.arange(copies, device=pred.device) * per_copy
+        flat = flat + offset.view(*lead, 1, 1, 1)
+    counts = histogram(flat.reshape(-1), copies * per_copy)
+    shape = (*lead, keys.shape[0], num_classes + 2, num_classes)
+    return counts.view(shape).double()
+
+
+def class_counts(table: Tensor):
+    """(I, P, G), each [..., C], from confusion tables [..., C + 2, C]."""
+    num_classes = table.shape[-1]
+    inside = table[..., :num_classes, :]
+    intersect = torch.diagonal(inside, dim1=-2, dim2=-1)
+    predicted = table[..., :num_classes + 1, :].sum(-2)
+    return intersect, predicted, inside.sum(-1)
+
+
+def labelled_pixels(table: Tensor) -> Tensor:
+    """Pixels counted by confusion tables [..., C + 2, C], ignored ones not."""
+    return table[..., :table.shape[-1] + 1, :].sum((-2, -1))
+
+
+def _terms(reward: str, intersect: Tensor, predicted: Tensor, truth: Tensor):
+    """Per class (numerator, denominator) whose sums' ratio is the reward."""
+    if reward == 'pixel_acc':
+        return intersect, truth
+    if reward == 'miou':
+        numerator, union = intersect, predicted + truth - intersect
+    else:
+        numerator, union = 2 * intersect, predicted + truth
+    present = union > 0
+    value = numerator / torch.where(present, union, torch.ones_like(union))
+    return value * present, present.to(value.dtype)
+
+
+def _ratio(numerator: Tensor, denominator: Tensor) -> Tensor:
+    positive = denominator > 0
+    safe = torch.where(positive, denominator, torch.ones_like(denominator))
+    return torch.where(positive, numerator / safe, torch.zeros_like(numerator))
+
+
+def reward_of_counts(reward: str, intersect: Tensor, predicted: Tensor,
+                     truth: Tensor) -> Tensor:
+    """The reward of counts [..., C] -> [...]."""
+    numerator, denominator = _terms(reward, intersect, predicted, truth)
+    return _ratio(numerator.sum(-1), denominator.sum(-1))
+
+
+def flip_table(reward: str, intersect: Tensor, predicted: Tensor,
+               truth: Tensor) -> Tensor:
+    """The change of the reward when one labelled pixel moves between classes.
+
+    Args:
+        intersect, predicted, truth (Tensor): I, P, G of the units, [..., C],
+            counting the pixel at its current class.
+
+    Returns:
+        Tensor: [..., C, C + 1, C]; entry [a, g, b] is R(after) - R(before)
+        when a pixel whose ground-truth row is g (C: out of range) moves from
+        class a to class b. Zero where a == b. Computed in the counts' dtype
+        (float64 keeps differences of order 1 / pixels exact enough).
+    """
+    num_classes = intersect.shape[-1]
+    numerator, denominator = _terms(reward, intersect, predicted, truth)
+    before = _ratio(numerator.sum(-1), denominator.sum(-1))
+    # a loses the pixel (and its intersection when g == a), b gains it (and
+    # the intersection when g == b); the other classes keep their terms
+    fewer = (predicted - 1).clamp(min=0)
+    lose_other = _terms(reward, intersect, fewer, truth)
+    lose_own = _terms(reward, (intersect - 1).clamp(min=0), fewer, truth)
+    gain_other = _terms(reward, intersect, predicted + 1, truth)
+    gain_own = _terms(reward, intersect + 1, predicted + 1, truth)
+    device = intersect.device
+    own = torch.eye(num_classes, num_classes + 1, device=device).bool()
+    after = []
+    for term, old in enumerate((numerator, denominator)):
+        # [..., a, g] and [..., g, b]
+        lose = torch.where(own, lose_own[term][..., :, None],
+                           lose_other[term][..., :, None])
+        gain = torch.where(own.t(), gain_own[term][..., None, :],
+                           gain_other[term][..., None, :])
+        lose = lose - old[..., :, None]
+        gain = gain - old[..., None, :]
+        total = old.sum(-1)[..., None, None, None]
+        after.append(total + lose[..., None] + gain[..., None, :, :])
+    delta = _ratio(*after) - before[..., None, None, None]
+    same = torch.eye(num_classes, device=device).bool()
+    return delta.masked_fill(same[:, None, :], 0)
+
+
+def _slabs(total: int, per_pixel: int):
+    step = max(1, SLAB_ELEMENTS // max(1, per_pixel))
+    return [slice(start, start + step) for start in range(0, total, step)]
+
+
+def sample_labels(logits: Tensor,
+                  num_samples: int,
+                  temperature: float,
+                  peak: Tensor,
+                  probs: Tensor = None) -> Tensor:
+    """K label maps drawn per pixel from softmax(logits / T).
+
+    Args:
+        logits (Tensor): [B, C, N], detached.
+        peak (Tensor): logits.max(1).values, [B, N]: the softmax's shift.
+        probs (Tensor, optional): [B, C, N] float32, filled with the
+            probabilities when given.
+
+    Returns:
+        Tensor: long [K, B, N], by inverse CDF: one uniform per pixel and
+        sample; the cumulative sums are one small matrix product per slab
+        (a cumsum across the channels of NCHW logits is far slower).
+    """
+    batch, classes, pixels = logits.shape
+    lower = torch.ones(
+        classes, classes, device=logits.device).tril_()[:classes - 1]
+    samples = torch.empty(
+        num_samples, batch, pixels, dtype=torch.long, device=logits.device)
+    for part in _slabs(pixels, batch * classes):
+        weights = logits[:, :, part].float() - peak[:, None, part]
+        if temperature != 1.0:
+            weights = weights.mul_(1.0 / temperature)
+        weights = weights.exp_()
+        total = weights.sum(1, keepdim=True)
+        below = torch.matmul(lower, weights)
+        draws = torch.rand(
+            num_samples, batch, 1, below.shape[-1], device=logits.device)
+        # the number of classes whose cumulative mass is <= u * total
+        samples[:, :, part] = (below <= draws.mul_(total)).sum(2)
+        if probs is not None:
+            probs[:, :, part] = weights.div_(total)
+    return samples
+
+
+def local_expectation(probs: Tensor, samples: Tensor, rows: Tensor,
+                      tables: Tensor) -> Tensor:
+    """The local expectation gradient, written over `probs`.
+
+    Args:
+        probs (Tensor): p = softmax(z / T), [B, C, N]; overwritten.
+        samples (Tensor): long [K, B, N], y ~ p.
+        rows (Tensor): long [B, N], `label_rows` of the ground truth.
+        tables (Tensor): [K, U, C, C * (C + 2)] with U = B (a unit per image)
+            or 1 (one for the batch): entry [k, u, b, a * (C + 2) + g] is the
+            reward change for sample k of a pixel of row g moving from a to b,
+            scaled as the gradient should be (rows C + 1 are zero).
+
+    Returns:
+        Tensor: `probs`, now p_i(b) (A_i(b) - sum_c p_i(c) A_i(c)) with
+        A_i(b) the table entry of pixel i summed over the K samples.
+    """
+    batch, classes, pixels = probs.shape
+    stride = classes + 2
+    index = samples * stride + rows
+    width = tables.shape[-1]
+    for part in _slabs(pixels, batch * classes):
+        shape = (batch, classes, index[0][:, part].shape[-1])
+        value = None
+        for k in range(samples.shape[0]):
+            entry = torch.gather(tables[k].expand(batch, classes, width), 2,
+                                 index[k][:, None, part].expand(shape))
+            value = entry if value is None else value.add_(entry)
+        chosen = probs[:, :, part]
+        expected = (chosen * value).sum(1, keepdim=True)
+        chosen.mul_(value.sub_(expected))
+    return probs
+
+
+class _LossWithGradient(torch.autograd.Function):
+    """A scalar with a chosen value whose gradient is a chosen tensor."""
+
+    @staticmethod
+    def forward(ctx, inputs, gradient, value):
+        ctx.save_for_backward(gradient)
+        return value.detach().clone()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        gradient, = ctx.saved_tensors
+        return gradient * grad_output, None, None
+
+
+def _mean_std(values: Tensor, mask: Tensor):
+    """Mean and standard deviation of `values` where `mask` (broadcast)."""
+    mask = mask.expand_as(values).to(values.dtype)
+    count = mask.sum().clamp(min=1)
+    mean = (values * mask).sum() / count
+    var = ((values - mean)**2 * mask).sum() / (count - 1).clamp(min=1)
+    return mean, var.sqrt()
+
+
+def _loo(rewards, greedy, labelled):
+    """Mean reward of the other samples of the same unit (K=2: Algorithm 2)."""
+    return (rewards.sum(0, keepdim=True) - rewards) / (rewards.shape[0] - 1)
+
+
+def _greedy(rewards, greedy, labelled):
+    """Reward of the argmax prediction of the same unit."""
+    return greedy.expand_as(rewards)
+
+
+def _batch_mean(rewards, greedy, labelled):
+    """Mean reward over all samples of the labelled units."""
+    return _mean_std(rewards, labelled)[0].expand_as(rewards)
+
+
+def _no_baseline(rewards, greedy, labelled):
+    return torch.zeros_like(rewards)
+
+
+BASELINES = dict(
+    loo=_loo, greedy=_greedy, batch_mean=_batch_mean, none=_no_baseline)
+
+
+def _world_size() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+class RewardEstimator:
+    """The reward loss of a decode head, for every mode and scope.
+
+    Args:
+        reward_cfg (dict | None): See `check_reward_cfg`.
+        num_classes (int): Number of classes.
+        ignore_index (int): Ground-truth value that counts nowhere.
+
+    Called with the logits at label resolution, the labels and the head's
+    CrossEntropyRewardLoss, it returns (loss, statistics). Under
+    DistributedDataParallel, scope 'batch' and 'dataset' pool the counts of
+    every rank with one all_reduce per call, so that the rewards are those of
+    the global batch and training on W ranks matches one process on their
+    concatenated batches.
+    """
+
+    def __init__(self, reward_cfg, num_classes: int, ignore_index: int):
+        self.cfg = check_reward_cfg(reward_cfg)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        # scope='dataset': decayed sums of the pooled confusion tables of the
+        # samples (their mean) and of the argmax, [2, C + 2, C]
+        self.history = None
+
+    def __call__(self,
+                 logits: Tensor,
+                 gt: Tensor,
+                 loss_module,
+                 pixel_weight: Tensor = None):
+        """Reward loss of `logits` [B, C, H, W] against `gt` [B, H, W].
+
+        `loss_module` is the head's CrossEntropyRewardLoss: its loss_weight,
+        class_weight and avg_non_ignore apply; `pixel_weight` [B, H, W] (a
+        pixel sampler's) scales each pixel's term.
+        """
+        cfg = self.cfg
+        classes = self.num_classes
+        rows = label_rows(gt, classes, self.ignore_index)
+        keys = count_keys(rows, classes)
+        flat = logits.detach().flatten(2)
+        with torch.no_grad():
+            peak, greedy = flat.max(1)
+            greedy = greedy.view_as(gt)
+            stats = dict(acc_seg=self._accuracy(greedy, gt, rows))
+        if cfg['mode'] == 'weighted_ce':
+            loss = self._weighted_ce(logits, gt, keys, greedy, loss_module,
+                                     pixel_weight, stats)
+        else:
+            with torch.no_grad():
+                probs = None
+                if cfg['mode'] == 'local':
+                    probs = torch.empty(
+                        flat.shape, dtype=torch.float32, device=flat.device)
+                samples = sample_labels(flat, cfg['num_samples'],
+                                        cfg['temperature'], peak, probs)
+                samples = samples.view(-1, *gt.shape)
+                tables = confusion(
+                    torch.cat([samples, greedy[None]]), keys, classes)
+                scored, world, current = self._score(tables)
+                rewards = reward_of_counts(cfg['reward'],
+                                           *class_counts(scored))
+                labelled = labelled_pixels(scored) > 0
+                stats['reward_mean'] = _mean_std(rewards[:-1],
+                                                 labelled[:-1])[0]
+                stats['reward_greedy'] = _mean_std(rewards[-1],
+                                                   labelled[-1])[0]
+            if cfg['mode'] == 'reinforce':
+                loss = self._reinforce(logits, gt, samples, rewards, labelled,
+                                       loss_module, pixel_weight, stats)
+            else:
+                loss = self._local(logits, probs, samples, rows, scored[:-1],
+                                   world, current, loss_module, pixel_weight,
+                                   stats)
+        if cfg['mle_weight']:
+            loss = loss + cfg['mle_weight'] * loss_module(
+                logits,
+                gt,
+                weight=pixel_weight,
+                ignore_index=self.ignore_index)
+        return loss, stats
+
+    def _accuracy(self, greedy: Tensor, gt: Tensor, rows: Tensor) -> Tensor:
+        """MMSeg's acc_seg (top-1, percent of labelled pixels), from the
+        argmax that the rewards use."""
+        labelled = rows != self.num_classes + 1
+        correct = (greedy == gt) & labelled
+        return correct.sum() * 100.0 / labelled.sum().clamp(min=1)
+
+    def _score(self, tables: Tensor):
+        """The confusion tables of the scoring units, [S, U, C + 2, C].
+
+        Returns (scored tables, world size, pooled tables of this batch);
+        the last table of `tables` is the argmax's.
+        """
+        scope = self.cfg['scope']
+        if scope == 'image':
+            return tables, 1, tables
+        pooled = tables.sum(1, keepdim=True)
+        world = _world_size()
+        if world > 1:
+            dist.all_reduce(pooled)
+        if scope == 'batch':
+            return pooled, world, pooled
+        decay = self.cfg['decay']
+        current = torch.stack([pooled[:-1, 0].mean(0), pooled[-1, 0]])
+        history = self.history
+        if history is None or history.device != current.device:
+            history = torch.zeros_like(current)
+        past = decay * history
+        scored = pooled + torch.cat(
+            [past[:1].expand(pooled.shape[0] - 1, -1, -1), past[1:]])[:, None]
+        self.history = past + current
+        return scored, world, pooled
+
+    def _local(self, logits, probs, samples, rows, scored, world, current,
+               loss_module, pixel_weight, stats) -> Tensor:
+        """A loss whose value is loss_weight x (1 - the samples' reward) and
+        whose gradient is minus the local expectation estimate, scaled.
+
+        Scale: each unit's reward is multiplied by its labelled pixels M_u
+        and the sum divided by Z, the labelled pixels of the local batch
+        (all its pixels unless avg_non_ignore, as CrossEntropyLoss divides;
+        pooled scopes: the global count over the world size). A pixel's
+        flip then changes M_u R_u by about 1 / (class frequency x classes),
+        so the gradient has the size of cross-entropy's and the learning
+        rate where a CE schedule ended suits it.
+        """
+        with torch.no_grad():
+            cfg = self.cfg
+            classes = self.num_classes
+            batch_tables = current[:-1]
+            if loss_module.avg_non_ignore:
+                normaliser = labelled_pixels(batch_tables[0]).sum()
+            else:
+                normaliser = batch_tables[0].sum()
+            normaliser = normaliser / world
+            count = samples.shape[0]
+            scale = labelled_pixels(scored) * loss_module.loss_weight / (
+                normaliser.clamp(min=1) * cfg['temperature'] * count)
+            delta = flip_table(cfg['reward'], *class_counts(scored))
+            delta = delta * scale[..., None, None, None]
+            weight = torch.ones(
+                classes + 2, dtype=delta.dtype, device=delta.device)
+            if loss_module.class_weight is not None:
+                # by the ground-truth class: a fixed positive scale per pixel,
+                # so the estimate stays unbiased for the weighted gradient
+                weight[:classes] = torch.as_tensor(
+                    loss_module.class_weight, dtype=delta.dtype)
+            delta = delta * weight[:classes + 1, None]
+            delta = F.pad(delta, (0, 0, 0, 1))
+            # [k, u, b, a * (C + 2) + g]: one gather per pixel and sample
+            tables = delta.permute(0, 1, 4, 2, 3).flatten(3).float()
+            gradient = local_expectation(probs, samples.flatten(2),
+                                         rows.flatten(1), tables)
+            if pixel_weight is not None:
+                gradient.mul_(pixel_weight.flatten(1)[:, None])
+        value = loss_module.loss_weight * (1 - stats['reward_mean'])
+        return _LossWithGradient.apply(
+            logits,
+            gradient.view_as(logits).neg_().to(logits.dtype),
+            value.to(logits.dtype))
+
+    def _reinforce(self, logits, gt, samples, rewards, labelled, loss_module,
+                   pixel_weight, stats) -> Tensor:
+        cfg = self.cfg
+        with torch.no_grad():
+            sampled, greedy = rewards[:-1], rewards[-1]
+            labelled = labelled[:-1]
+            baseline = BASELINES[cfg['baseline']](sampled, greedy, labelled)
+            advantage = (sampled - baseline) * labelled
+            adv_std = _mean_std(advantage, labelled)[1]
+            stats['adv_std'] = adv_std
+            if cfg['normalize_advantage']:
+                advantage = advantage / (adv_std + 1e-6)
+            advantage = advantage.float().expand(-1, gt.shape[0])
+            # ignored pixels carry no log-likelihood
+            targets = samples.masked_fill(gt == self.ignore_index,
+                                          self.ignore_index)
+        scale = 1.0 / cfg['temperature']
+        return loss_module(
+            logits * scale if scale != 1.0 else logits,
+            targets,
+            reward=advantage,
+            weight=pixel_weight,
+            ignore_index=self.ignore_index,
+            ground_truth=gt)
+
+    def _weighted_ce(self, logits, gt, keys, greedy, loss_module, pixel_weight,
+                     stats) -> Tensor:
+        """The earlier manual recipe: CE with the ground truth, per image
+        scaled by v = 1 - R(argmax) minus 0.1 x the mean v of the other
+        labelled images of the batch."""
+        with torch.no_grad():
+            scored = confusion(greedy, keys, self.num_classes)
+            greedy_reward = reward_of_counts(self.cfg['reward'],
+                                             *class_counts(scored))
+            labelled = labelled_pixels(scored) > 0
+            miss = (1.0 - greedy_reward) * labelled
+            others = (miss.sum() - miss) / (labelled.sum() -
+                                            labelled.long()).clamp(min=1)
+            weight = ((miss - 0.1 * others) * labelled).float()
+            stats['reward_mean'] = _mean_std(greedy_reward, labelled)[0]
+            stats['reward_greedy'] = stats['reward_mean']
+            stats['adv_std'] = _mean_std(weight, labelled)[1]
+        return loss_module(
+            logits,
+            gt,
+            reward=weight,
+            weight=pixel_weight,
+            ignore_index=self.ignore_index)
