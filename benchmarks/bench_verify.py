@@ -53,8 +53,10 @@ def main() -> int:
         "device": last["device"], "machine": machine, "median_s": round(statistics.median(times), 1),
         "runs_s": [round(t, 1) for t in times], "target_s": 120,
         "heads_s": round(sum(h["seconds"] for h in last["heads"]), 1),
-        "finetune_s": last["finetune"]["seconds"], "miou_before": last["finetune"]["miou_before"],
-        "miou_after": last["finetune"]["miou_after"], "all_ok": all(r["ok"] for r in reports),
+        "finetune_s": last["finetune"]["seconds"],
+        "dataset_miou_before": last["finetune"]["dataset_miou_before"],
+        "dataset_miou_after": last["finetune"]["dataset_miou_after"],
+        "reward_cfg": last["finetune"]["reward_cfg"], "all_ok": all(r["ok"] for r in reports),
     }
     out = HERE / "results" / f"verify_{last['device']}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

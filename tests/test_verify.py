@@ -5,6 +5,7 @@ import json
 import pytest
 
 from conftest import copy_checkout, run_cli
+from rewardpatch.configs import reward_cfg_checker
 from rewardpatch.planner import plan_apply
 from rewardpatch.tree import MMSegTree
 
@@ -40,8 +41,10 @@ def test_default_verify_passes_on_the_patched_1_2_2_checkout(verified_tree, tmp_
     assert len(report["heads"]) == 27
     assert {"name", "ok", "loss", "seconds", "error"} <= set(report["heads"][0])
     fine = report["finetune"]
-    assert {"ok", "iters", "miou_before", "miou_after", "reward_mean_first", "reward_mean_last"} <= set(fine)
+    assert {"ok", "iters", "dataset_miou_before", "dataset_miou_after", "reward_mean_first", "reward_mean_last",
+            "reward_cfg"} <= set(fine)
     assert fine["ok"] and fine["iters"] == 40 and fine["checkpoint_loads_weights_only"] is False
+    assert fine["reward_cfg"] == reward_cfg_checker(MMSegTree.open(verified_tree))({})  # the default
     assert fine["load_from"].endswith("weights_only.pth")
     assert (tmp_path / "work" / "verify_curves.png").stat().st_size > 10_000
     assert "27/27 heads passed on cpu" in out

@@ -149,6 +149,7 @@ def finetune(
     distributed: bool, events: EventWriter,
 ) -> dict:
     import torch.distributed as dist
+    from mmengine.model import is_model_wrapper
     from mmengine.runner import Runner
 
     from rewardpatch.checkpoints import convert_to_weights_only, loads_weights_only
@@ -191,19 +192,23 @@ def finetune(
         return result
 
     reward_record: dict = {}
+    # the default reward_cfg: what a config that only swaps the head's type trains with
     reward_model = model_config(
-        f"Reward{head}", head_args, dict(type="CrossEntropyRewardLoss", loss_weight=1.0), dict(num_samples=2)
+        f"Reward{head}", head_args, dict(type="CrossEntropyRewardLoss", loss_weight=1.0), None
     )
     reward = Runner.from_cfg(_cfg(runner_config(
         "reward", workdir / "reward", reward_model, str(data_root), metainfo, iters, REWARD_LR,
         distributed, device, load_from=load_from, schedule=False, val_interval=max(1, iters // 4),
     )))
     reward.register_hook(make_probe(events, "reward", ce_iters, reward_record, validate_first=True))
+    model = reward.model.module if is_model_wrapper(reward.model) else reward.model
+    result["reward_cfg"] = dict(model.decode_head.reward_cfg)
     reward.train()
 
-    result["miou_before"] = reward_record.get("miou_before")
-    result["miou_after"] = reward_record.get("val", [(None, None)])[-1][1]
-    result["miou_curve"] = [[0, result["miou_before"]]] + [list(p) for p in reward_record.get("val", [])]
+    # IoUMetric's mIoU: intersections and unions summed over the validation set
+    result["dataset_miou_before"] = reward_record.get("miou_before")
+    result["dataset_miou_after"] = reward_record.get("val", [(None, None)])[-1][1]
+    result["miou_curve"] = [[0, result["dataset_miou_before"]]] + [list(p) for p in reward_record.get("val", [])]
     rewards = reward_record.get("reward_mean", [])
     result["reward_mean_first"] = rewards[0] if rewards else None
     result["reward_mean_last"] = rewards[-1] if rewards else None
@@ -216,12 +221,12 @@ def finetune(
     failures = list(ce_record.get("nonfinite", [])) + list(reward_record.get("nonfinite", []))
     if not rewards:
         failures.append("no reward statistics were logged")
-    if result["miou_before"] is None or result["miou_after"] is None:
+    before, after = result["dataset_miou_before"], result["dataset_miou_after"]
+    if before is None or after is None:
         failures.append("mIoU was not evaluated before and after")
-    elif result["miou_after"] < result["miou_before"] - MIOU_TOLERANCE:
+    elif after < before - MIOU_TOLERANCE:
         failures.append(
-            f"mIoU fell from {result['miou_before']:.2f} to {result['miou_after']:.2f} "
-            f"(more than the {MIOU_TOLERANCE} points allowed)"
+            f"dataset mIoU fell from {before:.2f} to {after:.2f} (more than the {MIOU_TOLERANCE} points allowed)"
         )
     result["ok"] = not failures
     result["error"] = "; ".join(failures) or None

@@ -24,8 +24,8 @@ def print_summary(report: dict) -> None:
         echo(
             f"\nfine-tune {fine.get('head', '')}: {'ok' if fine.get('ok') else 'FAILED'}, "
             f"{fine.get('ce_iters')} CE + {fine.get('iters')} reward iterations on {report.get('device')}"
-            f" x{fine.get('world_size', 1)}, mIoU {_number(fine.get('miou_before'))} -> "
-            f"{_number(fine.get('miou_after'))}, reward_mean {_number(fine.get('reward_mean_first'))} -> "
+            f" x{fine.get('world_size', 1)}, dataset mIoU {_number(fine.get('dataset_miou_before'))} -> "
+            f"{_number(fine.get('dataset_miou_after'))}, reward_mean {_number(fine.get('reward_mean_first'))} -> "
             f"{_number(fine.get('reward_mean_last'))}, {_number(fine.get('seconds'), 3)} s"
         )
     passed = sum(h["ok"] for h in heads)
@@ -51,8 +51,9 @@ def write_plot(fine: dict, path: Path) -> Path:
     left.plot(steps, fine["reward_mean"], label="reward_mean (samples)")
     if fine.get("reward_greedy"):
         left.plot(steps, fine["reward_greedy"], label="reward_greedy (argmax)")
+    cfg = fine.get("reward_cfg") or {}
     left.set(title=f"Reward during the fine-tune of {fine.get('head', '')}", xlabel="reward iteration",
-             ylabel="per-image mIoU reward")
+             ylabel=f"{cfg.get('reward', 'miou')} reward, scope {cfg.get('scope', '?')}")
     left.legend()
     left.grid(alpha=0.3)
     curve = [(step, value) for step, value in fine.get("miou_curve", []) if value is not None]
@@ -60,7 +61,7 @@ def write_plot(fine: dict, path: Path) -> Path:
         right.plot([s for s, _ in curve], [v for _, v in curve], marker="o", color="#3a7bd5", label="reward fine-tune")
         right.axhline(curve[0][1], color="#888888", linestyle="--", label="CE checkpoint")
         right.legend()
-    right.set(title="Validation mIoU (MMSeg IoUMetric)", xlabel="reward iteration", ylabel="mIoU (%)")
+    right.set(title="Validation dataset mIoU (MMSeg IoUMetric)", xlabel="reward iteration", ylabel="mIoU (%)")
     right.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -11,6 +11,10 @@ their number while mIoU weighs the class like any other. With `thin_class`, one 
 only appears as thin lines (one or two pixels wide, like cracks, wires or lane
 markings), far below the resolution of an output-stride-8 feature map: where the line
 is uncertain, cross-entropy's argmax gives it up, while mIoU would rather widen it.
+With `ambiguous_class`, one class appears as small objects in every image whose labelled
+outline is the visible one grown or shrunk by up to two pixels, at random: the image
+cannot tell where the label's boundary lies, cross-entropy draws it where a pixel is
+more likely in than out, and the IoU of a small object gains from drawing it wider.
 """
 
 from __future__ import annotations
@@ -29,11 +33,11 @@ def classes(num_classes: int) -> tuple[tuple[str, ...], list[list[int]]]:
 
 
 def _draw(rng: np.random.Generator, size: int, num_classes: int, rare_small_class: int | None,
-          thin_class: int | None = None):
+          thin_class: int | None = None, ambiguous_class: int | None = None):
     image = rng.normal(COLOURS[0], 25, (size, size, 3))
     label = np.zeros((size, size), np.uint8)
     yy, xx = np.mgrid[:size, :size]
-    common = [c for c in range(1, num_classes) if c not in (rare_small_class, thin_class)]
+    common = [c for c in range(1, num_classes) if c not in (rare_small_class, thin_class, ambiguous_class)]
     for _ in range(rng.integers(1, 4)):
         cls = int(rng.choice(common))
         h, w = rng.integers(size // 6, size // 2, 2)
@@ -45,6 +49,10 @@ def _draw(rng: np.random.Generator, size: int, num_classes: int, rare_small_clas
     if thin_class is not None:
         for _ in range(rng.integers(1, 4)):
             _line(rng, image, label, yy, xx, thin_class)
+    if ambiguous_class is not None:
+        for _ in range(rng.integers(1, 4)):
+            side = int(rng.integers(size // 8, size // 4 + 1))
+            _paint(rng, image, label, yy, xx, ambiguous_class, side, side, grow=int(rng.integers(-2, 3)))
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
@@ -62,21 +70,30 @@ def _line(rng, image, label, yy, xx, cls):
     image[mask] = rng.normal(COLOURS[cls % len(COLOURS)], 30, (int(mask.sum()), 3))
 
 
-def _paint(rng, image, label, yy, xx, cls, h, w):
+def _paint(rng, image, label, yy, xx, cls, h, w, grow: int | None = None):
+    """A rectangle or ellipse. With `grow`, the label is the shape grown (or shrunk) by
+    that many pixels and carries no ignore band: its outline is not the visible one."""
     size = label.shape[0]
     top, left = rng.integers(0, size - h), rng.integers(0, size - w)
-    if rng.random() < 0.5:
-        mask = (yy >= top) & (yy < top + h) & (xx >= left) & (xx < left + w)
-    else:
+    rectangle = rng.random() < 0.5
+
+    def shape(extra):
+        if rectangle:
+            return (yy >= top - extra) & (yy < top + h + extra) & (xx >= left - extra) & (xx < left + w + extra)
         cy, cx = top + h / 2, left + w / 2
-        mask = ((yy - cy) / (h / 2)) ** 2 + ((xx - cx) / (w / 2)) ** 2 <= 1
-    grown = mask.copy()
-    grown[1:] |= mask[:-1]
-    grown[:-1] |= mask[1:]
-    grown[:, 1:] |= mask[:, :-1]
-    grown[:, :-1] |= mask[:, 1:]
-    label[grown & ~mask] = 255
-    label[mask] = cls
+        return ((yy - cy) / (h / 2 + extra)) ** 2 + ((xx - cx) / (w / 2 + extra)) ** 2 <= 1
+
+    mask = shape(0)
+    if grow is None:
+        grown = mask.copy()
+        grown[1:] |= mask[:-1]
+        grown[:-1] |= mask[1:]
+        grown[:, 1:] |= mask[:, :-1]
+        grown[:, :-1] |= mask[:, 1:]
+        label[grown & ~mask] = 255
+        label[mask] = cls
+    else:
+        label[shape(grow)] = cls
     image[mask] = rng.normal(COLOURS[cls % len(COLOURS)], 30, (int(mask.sum()), 3))
 
 
@@ -90,6 +107,7 @@ def write_dataset(
     seed: int = 0,
     rare_small_class: int | None = None,
     thin_class: int | None = None,
+    ambiguous_class: int | None = None,
 ) -> dict:
     """Write the dataset under `root`; returns its metainfo (classes, palette)."""
     root = Path(root)
@@ -98,7 +116,7 @@ def write_dataset(
         (root / "img_dir" / split).mkdir(parents=True, exist_ok=True)
         (root / "ann_dir" / split).mkdir(parents=True, exist_ok=True)
         for index in range(count):
-            image, label = _draw(rng, size, num_classes, rare_small_class, thin_class)
+            image, label = _draw(rng, size, num_classes, rare_small_class, thin_class, ambiguous_class)
             Image.fromarray(image).save(root / "img_dir" / split / f"{index:04d}.png")
             Image.fromarray(label).save(root / "ann_dir" / split / f"{index:04d}.png")
     names, palette = classes(num_classes)
