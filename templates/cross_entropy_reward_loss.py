@@ -32,6 +32,7 @@ class CrossEntropyRewardLoss(CrossEntropyLoss):
     Args:
         use_sigmoid (bool): Must be False: the reward scales a softmax
             cross-entropy. Default False.
+        use_mask (bool): Must be False, as `use_sigmoid`. Default False.
         reduction (str): 'mean', 'sum' or 'none'. Default 'mean'.
         class_weight (list[float] | str, optional): Weight of each class, or a
             file holding them (see `rewardpatch stats`). Default None.
@@ -44,15 +45,18 @@ class CrossEntropyRewardLoss(CrossEntropyLoss):
 
     def __init__(self,
                  use_sigmoid=False,
+                 use_mask=False,
                  reduction='mean',
                  class_weight=None,
                  loss_weight=1.0,
                  loss_name='loss_ce_reward',
                  avg_non_ignore=False):
-        if use_sigmoid:
-            raise ValueError('use_sigmoid: CrossEntropyRewardLoss scales a '
-                             'softmax cross-entropy; use_sigmoid=True is not '
-                             'supported')
+        for option, value in (('use_sigmoid', use_sigmoid), ('use_mask',
+                                                             use_mask)):
+            if value:
+                raise ValueError(f'{option}: CrossEntropyRewardLoss scales a '
+                                 f'softmax cross-entropy; {option}=True is '
+                                 'not supported')
         super().__init__(
             use_sigmoid=False,
             reduction=reduction,

@@ -23,16 +23,25 @@ Modes, chosen by the head argument `reward_cfg=dict(mode=...)`:
 'batch' (counts pooled over the batch of every rank) or 'dataset' (a decayed
 sum of the recent batches' counts, as MMSeg's IoUMetric pools a dataset).
 
+Reward heads are drop-in: `Reward<X>` takes X's arguments. Without a
+CrossEntropyRewardLoss in `loss_decode`, the first CrossEntropyLoss there (or
+in BaseDecodeHead's default) is built as a CrossEntropyRewardLoss with the
+same arguments, which is the same loss at reward 1; other losses are kept.
+
 Pixels whose ground truth is `ignore_index` add nothing, so sparse labels
 work. Reward statistics are returned under keys without "loss"
 (reward_mean, reward_greedy, and adv_std for 'reinforce' and 'weighted_ce'):
 mmengine logs them and does not backpropagate them.
 """
+import inspect
+from collections.abc import Mapping
 from typing import List
 
 import torch
+from mmengine.logging import print_log
 from torch import Tensor
 
+from ..losses.cross_entropy_loss import CrossEntropyLoss
 from ..losses.cross_entropy_reward_loss import CrossEntropyRewardLoss
 from ..losses.reward_estimator import RewardEstimator
 from ..utils import resize
@@ -51,13 +60,17 @@ class RewardDecodeHead(BaseDecodeHead):
             baseline and normalize_advantage ('reinforce'), decay ('dataset'),
             mle_weight. Defaults and checks: `check_reward_cfg` in
             reward_estimator.py.
-        All other arguments are BaseDecodeHead's. `loss_decode` must hold one
-        CrossEntropyRewardLoss; other losses in it are computed as usual.
+        All other arguments are BaseDecodeHead's. `loss_decode` holds one
+        CrossEntropyRewardLoss, or a CrossEntropyLoss that becomes one (see
+        the module docstring); other losses in it are computed as usual.
     """
 
     def __init__(self, *args, reward_cfg=None, **kwargs):
-        super().__init__(*args, **kwargs)
         name = type(self).__name__
+        if 'loss_decode' not in kwargs:
+            kwargs['loss_decode'] = _default_loss_decode()
+        kwargs['loss_decode'] = _with_reward_loss(kwargs['loss_decode'], name)
+        super().__init__(*args, **kwargs)
         if self.out_channels == 1:
             raise ValueError(f'{name}: out_channels=1 (sigmoid binary '
                              'segmentation) is not supported; use '
@@ -69,8 +82,8 @@ class RewardDecodeHead(BaseDecodeHead):
         if len(reward_losses) != 1:
             found = ', '.join(type(m).__name__ for m in self._loss_modules())
             raise ValueError(f'loss_decode: {name} needs one '
-                             'CrossEntropyRewardLoss for the reward to scale, '
-                             f'got {found}')
+                             'CrossEntropyLoss or CrossEntropyRewardLoss for '
+                             f'the reward to scale, got {found}')
         self.reward_estimator = RewardEstimator(reward_cfg, self.num_classes,
                                                 self.ignore_index)
         self.reward_cfg = self.reward_estimator.cfg
@@ -111,6 +124,65 @@ class RewardDecodeHead(BaseDecodeHead):
             loss[name] = loss[name] + value if name in loss else value
         loss.update({key: value.float() for key, value in stats.items()})
         return loss
+
+
+def _default_loss_decode():
+    parameters = inspect.signature(BaseDecodeHead.__init__).parameters
+    return parameters['loss_decode'].default
+
+
+_ANNOUNCED = set()
+
+
+def _loss_type(cfg) -> str:
+    """'CrossEntropyLoss' for type='CrossEntropyLoss', 'mmseg.CrossEntropyLoss'
+    or the class itself."""
+    loss_type = cfg.get('type')
+    if isinstance(loss_type, str):
+        return loss_type.rpartition('.')[2]
+    return getattr(loss_type, '__name__', '')
+
+
+def _with_reward_loss(loss_decode, head: str):
+    """`loss_decode` with its first CrossEntropyLoss a CrossEntropyRewardLoss
+    of the same arguments, unless it already holds a CrossEntropyRewardLoss.
+    """
+    many = isinstance(loss_decode, (list, tuple))
+    configs = list(loss_decode) if many else [loss_decode]
+    types = [_loss_type(c) if isinstance(c, Mapping) else '' for c in configs]
+    if CrossEntropyRewardLoss.__name__ in types:
+        return loss_decode
+    found = [
+        c for c, t in zip(configs, types) if t == CrossEntropyLoss.__name__
+    ]
+    softmax = [
+        c for c in found
+        if not c.get('use_sigmoid', False) and not c.get('use_mask', False)
+    ]
+    if found and not softmax:
+        raise ValueError(f'loss_decode: {head} samples from a softmax, but '
+                         'its CrossEntropyLoss has use_sigmoid=True (or '
+                         'use_mask=True); set them to False')
+    if not softmax:
+        return loss_decode
+    at = next(i for i, c in enumerate(configs) if c is softmax[0])
+    cfg = configs[at]
+    loss_type = cfg['type']
+    if isinstance(loss_type, str):
+        scope = loss_type.rpartition('.')[0]
+        new_type = '.'.join(filter(None, [scope, 'CrossEntropyRewardLoss']))
+    else:
+        new_type = CrossEntropyRewardLoss
+    configs[at] = type(cfg)({**cfg, 'type': new_type})
+    if head not in _ANNOUNCED:
+        _ANNOUNCED.add(head)
+        print_log(
+            f'{head}: loss_decode CrossEntropyLoss is used as '
+            'CrossEntropyRewardLoss with the same arguments',
+            logger='current')
+    if not many:
+        return configs[0]
+    return type(loss_decode)(configs)
 
 
 class RewardCascadeDecodeHead(RewardDecodeHead, BaseCascadeDecodeHead):

@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rewardpatch.codemods.export_record import missing_exports
+from rewardpatch.codemods.export_record import ExportRecord, missing_exports
 from rewardpatch.codemods.exports import add_exports, remove_exports
 from rewardpatch.planner import plan_apply, plan_revert
 from rewardpatch.tree import MMSegTree, sha256
@@ -191,7 +191,8 @@ def test_exports_are_added_in_isort_order_and_taken_out_byte_for_byte():
     assert lines[lines.index("# a comment between imports") - 1] == (
         "from .iou_metric_loss import IoUMetricLoss, per_image_miou"
     )
-    assert "    'mask_cross_entropy', 'CrossEntropyLoss', 'reduce_loss',\n    'IoUMetricLoss', 'per_image_miou'\n]" in text
+    # the last line is filled up to 79 columns first, as yapf fills it
+    assert "    'mask_cross_entropy', 'CrossEntropyLoss', 'reduce_loss', 'IoUMetricLoss',\n    'per_image_miou'\n]" in text
     assert not missing_exports(text, record)
     assert remove_exports(text, record) == MMSEG_STYLE
 
@@ -305,3 +306,22 @@ def test_apply_then_revert_on_a_small_tree_restores_every_byte(tmp_path):
     plan_revert(tree).execute()
     after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_an_element_whose_new_comma_does_not_fit_moves_to_the_next_line_and_back():
+    source = (
+        "__all__ = [\n"
+        "    'FirstHead', 'SecondHead', 'ThirdHead', 'FourthHead', 'FifthHead1234',\n"
+        "    'LightHamHead', 'PIDHead', 'DDRHead', 'VPDDepthHead', 'SideAdapterCLIPHead'\n"
+        "]\n"
+    )
+    assert max(len(line) for line in source.splitlines()) == 79
+    text, record = add_exports(source, [], ["RewardFCNHead"])
+    assert text.splitlines()[2:] == [
+        "    'LightHamHead', 'PIDHead', 'DDRHead', 'VPDDepthHead',",
+        "    'SideAdapterCLIPHead', 'RewardFCNHead'",
+        "]",
+    ]
+    assert record.rewrapped
+    assert remove_exports(text, record) == source
+    assert remove_exports(text, ExportRecord.from_json(record.as_json())) == source

@@ -282,9 +282,70 @@ def test_a_bad_reward_cfg_fails_at_build_time_naming_the_key(mm, reward_cfg, mes
         build_head(mm, **reward_cfg)
 
 
-def test_a_head_without_a_reward_loss_fails_at_build_time(mm):
-    with pytest.raises(ValueError, match="loss_decode: RewardFCNHead needs one CrossEntropyRewardLoss"):
+def test_a_reward_head_built_with_the_originals_defaults_uses_its_cross_entropy_as_the_reward_loss(mm):
+    head = mm.MODELS.build(dict(type="RewardFCNHead", in_channels=4, channels=4, num_classes=3))
+    original = mm.MODELS.build(dict(type="FCNHead", in_channels=4, channels=4, num_classes=3))
+    assert type(head.loss_decode) is mm.CrossEntropyRewardLoss
+    assert (head.loss_decode.loss_weight, head.loss_decode.use_sigmoid) == (
+        original.loss_decode.loss_weight, original.loss_decode.use_sigmoid)
+    torch = mm.torch
+    gt = torch.randint(0, 3, (2, 8, 8))
+    losses = head.loss_by_feat(torch.randn(2, 3, 8, 8, requires_grad=True), mm.samples(gt))
+    assert torch.isfinite(losses["loss_ce_reward"])
+
+
+def test_a_converted_cross_entropy_keeps_its_arguments_and_other_losses_stay(mm):
+    ce = dict(type="CrossEntropyLoss", class_weight=[1.0, 2.0, 0.5], loss_weight=0.4, avg_non_ignore=True,
+              loss_name="loss_ce")
+    head = mm.MODELS.build(dict(
+        type="RewardFCNHead", in_channels=4, channels=4, num_classes=3,
+        loss_decode=[ce, dict(type="DiceLoss", loss_weight=0.5)],
+    ))
+    converted, dice = head.loss_decode
+    assert type(converted) is mm.CrossEntropyRewardLoss and type(dice).__name__ == "DiceLoss"
+    reference = mm.MODELS.build(ce)
+    for attribute in ("class_weight", "loss_weight", "avg_non_ignore", "loss_name", "reduction"):
+        assert getattr(converted, attribute) == getattr(reference, attribute)
+    torch = mm.torch
+    # no ignored pixel: MMSeg's own CrossEntropyLoss indexes class_weight with them when avg_non_ignore
+    logits, gt = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8))
+    assert torch.equal(converted(logits, gt), reference(logits, gt))
+
+
+def test_a_scoped_or_class_typed_cross_entropy_is_converted_too(mm):
+    for loss_type in ("mmseg.CrossEntropyLoss", mm.CrossEntropyLoss):
+        head = mm.MODELS.build(dict(type="RewardFCNHead", in_channels=4, channels=4, num_classes=3,
+                                    loss_decode=dict(type=loss_type, loss_weight=0.7)))
+        assert type(head.loss_decode) is mm.CrossEntropyRewardLoss and head.loss_decode.loss_weight == 0.7
+
+
+def test_a_reward_loss_in_the_config_is_used_as_given_and_nothing_is_converted(mm):
+    head = mm.MODELS.build(dict(
+        type="RewardFCNHead", in_channels=4, channels=4, num_classes=3,
+        loss_decode=[dict(type="CrossEntropyLoss", loss_name="loss_aux_ce"),
+                     dict(type="CrossEntropyRewardLoss", loss_weight=0.3)],
+    ))
+    assert [type(m) for m in head.loss_decode] == [mm.CrossEntropyLoss, mm.CrossEntropyRewardLoss]
+
+
+def test_the_conversion_is_logged_once_per_head_class(mm, monkeypatch):
+    said = []
+    monkeypatch.setattr(mm.head_module, "print_log", lambda message, **_: said.append(message))
+    monkeypatch.setattr(mm.head_module, "_ANNOUNCED", set())
+    for _ in range(3):
         mm.MODELS.build(dict(type="RewardFCNHead", in_channels=4, channels=4, num_classes=3))
+    assert said == ["RewardFCNHead: loss_decode CrossEntropyLoss is used as CrossEntropyRewardLoss with the same arguments"]
+
+
+def test_a_head_whose_losses_hold_no_cross_entropy_fails_at_build_time(mm):
+    with pytest.raises(ValueError, match="loss_decode: RewardFCNHead needs one CrossEntropyLoss or CrossEntropyRewardLoss"):
+        mm.MODELS.build(dict(type="RewardFCNHead", in_channels=4, channels=4, num_classes=3,
+                             loss_decode=dict(type="DiceLoss")))
+
+
+def test_use_mask_is_refused_by_name(mm):
+    with pytest.raises(ValueError, match="use_mask: CrossEntropyRewardLoss"):
+        mm.MODELS.build(dict(type="CrossEntropyRewardLoss", use_mask=True))
 
 
 def test_a_config_that_only_swaps_type_and_loss_works_with_defaults(mm):

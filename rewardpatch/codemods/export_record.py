@@ -12,17 +12,23 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ExportRecord:
-    """What `add_exports` added to one file: the statements verbatim, and the names."""
+    """What `add_exports` added to one file: the statements verbatim, and the names.
+
+    `rewrapped`: the last original `__all__` element moved to a new line, because the
+    comma it gained did not fit on its own (the inverse moves it back).
+    """
 
     imports: tuple[str, ...]
     names: tuple[str, ...]
+    rewrapped: bool = False
 
     def as_json(self) -> dict:
-        return {"imports": list(self.imports), "names": list(self.names)}
+        data = {"imports": list(self.imports), "names": list(self.names)}
+        return data | ({"rewrapped": True} if self.rewrapped else {})
 
     @classmethod
     def from_json(cls, data: dict) -> "ExportRecord":
-        return cls(tuple(data.get("imports", ())), tuple(data.get("names", ())))
+        return cls(tuple(data.get("imports", ())), tuple(data.get("names", ())), bool(data.get("rewrapped", False)))
 
 
 def missing_exports(source: str, record: ExportRecord) -> list[str]:

@@ -86,7 +86,30 @@ def _newline_indent(value: cst.List | cst.Tuple) -> cst.ParenthesizedWhitespace 
     )
 
 
-def _append_names(value: cst.List | cst.Tuple, names: Sequence[str]) -> cst.List | cst.Tuple:
+def _closing_whitespace(value: cst.List | cst.Tuple):
+    if isinstance(value, cst.List):
+        return value.rbracket.whitespace_before
+    return value.rpar[0].whitespace_before if value.rpar else None
+
+
+def _end_column(statement: cst.SimpleStatementLine, value: cst.List | cst.Tuple) -> int:
+    """The column where the last element of `__all__` ends (its comma excluded)."""
+    last = value.elements[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+    closed = value.with_changes(elements=[*value.elements[:-1], last])
+    if isinstance(closed, cst.List):
+        closed = closed.with_changes(rbracket=cst.RightSquareBracket())
+    elif closed.rpar:
+        closed = closed.with_changes(rpar=[cst.RightParen()])
+    else:
+        return len(_statement_code(statement).splitlines()[-1])
+    text = _statement_code(statement.with_changes(body=[statement.body[0].with_changes(value=closed)]))
+    return len(text.rstrip("\n").splitlines()[-1]) - 1
+
+
+def _append_names(
+    statement: cst.SimpleStatementLine, value: cst.List | cst.Tuple, names: Sequence[str]
+) -> tuple[cst.List | cst.Tuple, bool]:
+    """`value` with `names` appended, and whether its last element moved to a new line."""
     elements = list(value.elements)
     quote = "'"
     for element in elements:
@@ -97,35 +120,51 @@ def _append_names(value: cst.List | cst.Tuple, names: Sequence[str]) -> cst.List
     if not elements:
         for i in range(len(new) - 1):
             new[i] = new[i].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
-        return value.with_changes(elements=new)
+        return value.with_changes(elements=new), False
 
     last = elements[-1]
     original_comma = last.comma
     line_break = _newline_indent(value)
     same_line = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+    rewrapped = False
     if line_break is None:
         separators = [same_line] * len(new)
     elif isinstance(original_comma, cst.Comma):
         # a magic trailing comma: one item per line, as black writes it
         separators = [cst.Comma(whitespace_after=line_break)] * len(new)
     else:
-        separators = _packed_separators(line_break, [quote + n + quote for n in names], same_line)
+        column = _end_column(statement, value)
+        before = elements[-2].comma if len(elements) > 1 else None
+        if column + 1 > LINE_WIDTH and before is not None and before.deep_equals(same_line):
+            # its new comma does not fit: yapf would move the element to the next line
+            elements[-2] = elements[-2].with_changes(comma=cst.Comma(whitespace_after=line_break))
+            column = len(line_break.last_line.value) + len(code(last.value))
+            rewrapped = True
+        closing_here = not isinstance(_closing_whitespace(value), cst.ParenthesizedWhitespace)
+        separators = _packed_separators(line_break, column, [quote + n + quote for n in names], same_line,
+                                        closing_here)
     elements[-1] = last.with_changes(comma=separators[0])
     for i in range(len(new) - 1):
         new[i] = new[i].with_changes(comma=separators[i + 1])
     new[-1] = new[-1].with_changes(comma=original_comma)
-    return value.with_changes(elements=elements + new)
+    return value.with_changes(elements=elements + new), rewrapped
 
 
 def _packed_separators(
-    line_break: cst.ParenthesizedWhitespace, items: list[str], same_line: cst.Comma
+    line_break: cst.ParenthesizedWhitespace, column: int, items: list[str], same_line: cst.Comma,
+    closing_here: bool,
 ) -> list[cst.Comma]:
-    """Separators that start a new line, then fill lines up to LINE_WIDTH as yapf does."""
+    """The separator before each item: fill lines up to LINE_WIDTH as yapf does.
+
+    `column` is where the line before the first item ends; every item but the last needs
+    room for its comma, the last for the closing bracket when that stays on its line.
+    """
     indent = len(line_break.last_line.value)
-    separators = [cst.Comma(whitespace_after=line_break)]
-    column = indent + len(items[0]) + 1
-    for item in items[1:]:
-        if column + 1 + len(item) + 1 > LINE_WIDTH:
+    separators = []
+    column += 1  # the comma after the element before the first item
+    for position, item in enumerate(items):
+        tail = 1 if position < len(items) - 1 or closing_here else 0
+        if column + 1 + len(item) + tail > LINE_WIDTH:
             separators.append(cst.Comma(whitespace_after=line_break))
             column = indent + len(item) + 1
         else:
@@ -152,14 +191,16 @@ def add_exports(
         bound.update(fresh)
 
     added_names: list[str] = []
+    rewrapped = False
     found = _find_all(body)
     if found is not None:
         index, value = found
         present = {_string_value(e) for e in value.elements}
         added_names = [n for n in dict.fromkeys(names) if n not in present]
         if added_names:
-            _with_all(body, index, _append_names(value, added_names))
-    return module.with_changes(body=body).code, ExportRecord(tuple(added_imports), tuple(added_names))
+            appended, rewrapped = _append_names(body[index], value, added_names)
+            _with_all(body, index, appended)
+    return module.with_changes(body=body).code, ExportRecord(tuple(added_imports), tuple(added_names), rewrapped)
 
 
 def remove_exports(source: str, record: ExportRecord) -> str:
@@ -191,5 +232,7 @@ def remove_exports(source: str, record: ExportRecord) -> str:
             if i == len(elements) - 1 and i > 0:
                 elements[i - 1] = elements[i - 1].with_changes(comma=elements[i].comma)
             del elements[i]
+        if record.rewrapped and len(elements) > 1:
+            elements[-2] = elements[-2].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
         _with_all(body, position, value.with_changes(elements=elements))
     return module.with_changes(body=body).code

@@ -53,8 +53,9 @@ def _classifier(head):
     return classifier if classifier is not None else head
 
 
-def check_head(name: str, verify: dict, device: str, loss_name: str = "loss_ce_reward") -> dict:
-    """Build Reward<name> and <name> alike, run loss and backward; a result row."""
+def check_head(name: str, verify: dict, device: str) -> dict:
+    """Build Reward<name> with exactly <name>'s arguments (a drop-in: its default
+    CrossEntropyLoss becomes the reward loss), run loss and backward; a result row."""
     import torch
     from mmengine.config import ConfigDict
     from mmengine.structures import PixelData
@@ -84,9 +85,7 @@ def check_head(name: str, verify: dict, device: str, loss_name: str = "loss_ce_r
             samples.append(sample)
 
         original = MODELS.build(dict(type=name, **spec["args"])).to(device).train()
-        rewarded = MODELS.build(
-            dict(type=f"Reward{name}", **spec["args"], loss_decode=dict(type="CrossEntropyRewardLoss", loss_name=loss_name))
-        ).to(device).train()
+        rewarded = MODELS.build(dict(type=f"Reward{name}", **spec["args"])).to(device).train()
         with torch.no_grad():
             expected = _shapes(original(features, *extra))
             produced = _shapes(rewarded(features, *extra))
@@ -94,8 +93,10 @@ def check_head(name: str, verify: dict, device: str, loss_name: str = "loss_ce_r
             raise AssertionError(f"output shape {produced} differs from {name}'s {expected}")
 
         losses = rewarded.loss(features, *extra, samples, ConfigDict())
-        if not any(key.endswith(loss_name) for key in losses):
-            raise AssertionError(f"no {loss_name} in the loss dict ({', '.join(losses)})")
+        if type(rewarded.loss_decode).__name__ != "CrossEntropyRewardLoss":
+            raise AssertionError(f"its default loss became {type(rewarded.loss_decode).__name__}, not the reward loss")
+        if not any(key.endswith("reward_mean") for key in losses):
+            raise AssertionError(f"no reward statistics in the loss dict ({', '.join(losses)})")
         total = _loss_total(losses)
         if total is None or not torch.isfinite(total):
             raise AssertionError(f"loss is not finite ({total})")

@@ -110,4 +110,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Everything is reported and the group is gone, but gloo's threads can still be
+        # joinable when the interpreter's teardown destroys them, and under load std::terminate
+        # aborts the process ("terminate called without an active exception"). Leave without
+        # that teardown: the exit status is then the worker's own, every time.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
