@@ -167,7 +167,8 @@ def finetune(
               "miou_tolerance": MIOU_TOLERANCE, "world_size": dist.get_world_size() if distributed else 1}
 
     ce_record: dict = {}
-    ce_model = model_config(head, head_args, dict(type="CrossEntropyLoss", loss_weight=1.0), None)
+    ce_loss = dict(type="CrossEntropyLoss", loss_weight=1.0)
+    ce_model = model_config(head, head_args, ce_loss, None)
     ce = Runner.from_cfg(_cfg(runner_config("ce", workdir / "ce", ce_model, str(data_root), metainfo, ce_iters,
                                              CE_LR, distributed, device)))
     ce.register_hook(make_probe(events, "ce", 0, ce_record))
@@ -192,10 +193,9 @@ def finetune(
         return result
 
     reward_record: dict = {}
-    # the default reward_cfg: what a config that only swaps the head's type trains with
-    reward_model = model_config(
-        f"Reward{head}", head_args, dict(type="CrossEntropyRewardLoss", loss_weight=1.0), None
-    )
+    # a config that only swaps the head's type: its CrossEntropyLoss becomes the reward
+    # loss, with the default reward_cfg
+    reward_model = model_config(f"Reward{head}", head_args, ce_loss, None)
     reward = Runner.from_cfg(_cfg(runner_config(
         "reward", workdir / "reward", reward_model, str(data_root), metainfo, iters, REWARD_LR,
         distributed, device, load_from=load_from, schedule=False, val_interval=max(1, iters // 4),
