@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import gitstate
+from .bindings import parse_python
 from .errors import InputError, StateError
 from .generation import TemplateSpec
 from .heads import (
@@ -199,6 +200,7 @@ def plan_apply(
         current = tree.read(init)
         if current is None:
             raise InputError(f"{init} is missing: not an MMSegmentation 1.x tree")
+        parse_python(current, init)  # one line naming file:line, rather than libcst's report
         owned = previous.get(init)
         pristine = remove_exports(current, owned.exports) if owned and owned.exports else current
         names = [n for _, group in imports for n in group]
@@ -268,6 +270,7 @@ def plan_revert(tree: MMSegTree, force: bool = False) -> PatchPlan:
         if current is None:
             plan.notes.append(f"{path} is missing: nothing to take out of it")
             continue
+        parse_python(current, path)
         plan.add(path, current, remove_exports(current, record.exports), note="exports")
     plan.add(MANIFEST_NAME, tree.read(MANIFEST_NAME), None, note="manifest")
     return plan
@@ -308,6 +311,7 @@ def check_tree(tree: MMSegTree) -> list[Problem]:
         if current is None:
             problems.append(Problem(path, "missing", f"{path}: missing"))
             continue
+        parse_python(current, path)
         for what in missing_exports(current, record.exports):
             problems.append(Problem(path, "missing-export", f"{path}: missing {what}"))
     return problems
