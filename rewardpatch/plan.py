@@ -67,23 +67,30 @@ class PatchPlan:
         current = None
         try:
             for change, current in targets:
-                if change.after is None:
-                    current.unlink()
-                else:
-                    _write_atomically(current, change.after)
+                _put(current, change.after, self.tree.root)
                 done.append((change, current))
         except OSError as exc:
             for written, path in reversed(done):
-                _restore(path, written.before)
+                _put(path, written.before, self.tree.root)
             failed = self.tree.rel(current) if current is not None else "the tree"
             reason = exc.strerror or str(exc)
             raise StateError(f"could not write {failed}: {reason}; the tree was left unchanged") from None
 
 
-def _restore(path: Path, content: str | None) -> None:
+def _put(path: Path, content: str | None, root: Path) -> None:
+    """Make `path` hold `content` (None: absent), with the folders that takes.
+
+    A folder only a removed file needed goes too (the backups' folder after revert), so
+    that a reverted tree holds nothing rewardpatch made.
+    """
     if content is None:
         path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder == root or not folder.is_relative_to(root) or any(folder.iterdir()):
+                break
+            folder.rmdir()
     else:
+        path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(path, content)
 
 
