@@ -1,11 +1,14 @@
-"""What a package's files import from each other, read with ast, never by importing.
+"""What a module binds at top level, and what a package's files import from each other.
 
-The head index uses it to tell which files a package's `__init__` reaches.
+Read with the standard library's ast, never by importing: the head index uses it to tell
+which files a package's `__init__` reaches, and apply and check use it to make sure every
+name an `__init__` imports from a module rewardpatch writes is defined there.
 """
 
 from __future__ import annotations
 
 import ast
+from pathlib import PurePosixPath
 
 from .errors import InputError
 
@@ -18,6 +21,16 @@ def parse_python(source: str, file: str) -> ast.Module:
         raise InputError(f"{file}:{exc.lineno}: cannot parse: {exc.msg}") from None
 
 
+def package_of(init: str) -> str:
+    """'mmseg/models/losses/__init__.py' -> 'mmseg.models.losses'."""
+    return ".".join(PurePosixPath(init).parent.parts)
+
+
+def sibling_path(init: str, stem: str) -> str:
+    """The file of module `stem` in the package whose `__init__.py` is `init`."""
+    return (PurePosixPath(init).parent / f"{stem}.py").as_posix()
+
+
 def module_level_statements(body: list[ast.stmt]):
     """Top-level statements, looking inside try/if blocks (optional-import fallbacks)."""
     for node in body:
@@ -28,6 +41,31 @@ def module_level_statements(body: list[ast.stmt]):
         elif isinstance(node, ast.If):
             yield from module_level_statements(node.body)
             yield from module_level_statements(node.orelse)
+
+
+def bound_names(tree: ast.Module) -> set[str] | None:
+    """Every name `from module import name` finds, or None when that is not known statically.
+
+    A star import or a module-level `__getattr__` can provide any name: such a module is
+    taken on trust rather than refused.
+    """
+    names: set[str] = set()
+    for node in module_level_statements(tree.body):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name == "__getattr__":
+                return None
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+        elif isinstance(node, ast.Import):
+            names.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if any(alias.name == "*" for alias in node.names):
+                return None
+            names.update(alias.asname or alias.name for alias in node.names)
+    return names
 
 
 def _absolute(node: ast.ImportFrom, package: str) -> str | None:
@@ -68,3 +106,21 @@ def package_imports(tree: ast.Module, package: str) -> dict[str, set[str]]:
                     names.update(alias.name for alias in node.names if alias.name != "*")
     return found
 
+
+def unbound_imports(init: str, init_source: str, module_source) -> list[tuple[str, list[str]]]:
+    """(module stem, names) for each module whose names the `__init__` imports and it lacks.
+
+    `module_source(path)` gives a module's text, or None for modules not in question.
+    """
+    imports = package_imports(parse_python(init_source, init), package_of(init))
+    unbound = []
+    for stem, names in sorted(imports.items()):
+        path = sibling_path(init, stem)
+        source = module_source(path) if names else None
+        if source is None:
+            continue
+        defined = bound_names(parse_python(source, path))
+        missing = sorted(names - defined) if defined is not None else []
+        if missing:
+            unbound.append((stem, missing))
+    return unbound

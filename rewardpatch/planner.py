@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import gitstate
-from .bindings import parse_python
+from .bindings import parse_python, sibling_path, unbound_imports
 from .errors import InputError, StateError
 from .generation import TemplateSpec
 from .heads import (
@@ -215,6 +215,7 @@ def plan_apply(
         text, record = add_exports(pristine, imports, names)
         plan.add(init, current, text, note="exports")
         records[init] = FileRecord(EDITED, sha256(text), "exports", exports=record)
+        _refuse_unbound_imports(init, text, files)
 
     if conflicts and not force:
         raise StateError(
@@ -237,6 +238,21 @@ def plan_apply(
     if not plan.empty or (manifest and manifest.to_text() != new_manifest.to_text()):
         plan.add(MANIFEST_NAME, tree.read(MANIFEST_NAME), new_manifest.to_text(), note="manifest")
     return plan
+
+
+def _refuse_unbound_imports(init: str, text: str, files: dict[str, tuple[str, FileRecord]]) -> None:
+    """Refuse a patch after which `init` imports a name that a module apply writes lacks.
+
+    --force does not help: overwriting such a module breaks `import mmseg.models`.
+    """
+    unbound = unbound_imports(init, text, lambda path: files[path][0] if path in files else None)
+    if unbound:
+        stem, names = unbound[0]
+        them = "it" if len(names) == 1 else "them"
+        raise StateError(
+            f"{init} imports {', '.join(names)} from .{stem}, but the {stem}.py that apply writes "
+            f"does not define {them}; import {them} from another module first"
+        )
 
 
 def _keep(tree: MMSegTree, plan: PatchPlan, backups: dict[str, Backup], path: str, text: str, kind: str) -> None:
@@ -354,6 +370,10 @@ def check_tree(tree: MMSegTree) -> list[Problem]:
             problems.append(
                 Problem(backup.copy, "backup", f"{backup.copy}: {state}, the copy of {backup.path} kept by apply --force")
             )
+
+    def managed(module: str) -> str | None:  # the modules whose names check vouches for
+        return tree.read(module) if module in manifest.files else None
+
     for path, record in sorted(manifest.edited().items()):
         current = tree.read(path)
         if current is None:
@@ -362,4 +382,9 @@ def check_tree(tree: MMSegTree) -> list[Problem]:
         parse_python(current, path)
         for what in missing_exports(current, record.exports):
             problems.append(Problem(path, "missing-export", f"{path}: missing {what}"))
+        for stem, names in unbound_imports(path, current, managed):
+            module = sibling_path(path, stem)
+            problems.append(
+                Problem(path, "unbound-import", f"{path}: imports {', '.join(names)} from .{stem}, which {module} does not define")
+            )
     return problems
