@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import StateError
+from .errors import Interrupted, StateError
 from .tree import MMSegTree
 
 
@@ -69,10 +69,12 @@ class PatchPlan:
             for change, current in targets:
                 _put(current, change.after, self.tree.root)
                 done.append((change, current))
-        except OSError as exc:
+        except (OSError, KeyboardInterrupt) as exc:
             for written, path in reversed(done):
                 _put(path, written.before, self.tree.root)
             failed = self.tree.rel(current) if current is not None else "the tree"
+            if isinstance(exc, KeyboardInterrupt):
+                raise Interrupted(f"interrupted while writing {failed}; the tree was left unchanged") from None
             reason = exc.strerror or str(exc)
             raise StateError(f"could not write {failed}: {reason}; the tree was left unchanged") from None
 
