@@ -43,6 +43,16 @@ def module_level_statements(body: list[ast.stmt]):
             yield from module_level_statements(node.orelse)
 
 
+def defined_names(node: ast.stmt) -> set[str]:
+    """The names a def, class or assignment statement binds (imports are not definitions)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return {n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name)}
+    return set()
+
+
 def bound_names(tree: ast.Module) -> set[str] | None:
     """Every name `from module import name` finds, or None when that is not known statically.
 
@@ -51,21 +61,14 @@ def bound_names(tree: ast.Module) -> set[str] | None:
     """
     names: set[str] = set()
     for node in module_level_statements(tree.body):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            if node.name == "__getattr__":
-                return None
-            names.add(node.name)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for target in targets:
-                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
-        elif isinstance(node, ast.Import):
+        names |= defined_names(node)
+        if isinstance(node, ast.Import):
             names.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if any(alias.name == "*" for alias in node.names):
                 return None
             names.update(alias.asname or alias.name for alias in node.names)
-    return names
+    return None if "__getattr__" in names else names
 
 
 def _absolute(node: ast.ImportFrom, package: str) -> str | None:

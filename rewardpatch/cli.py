@@ -17,6 +17,7 @@ import click
 
 from . import __version__
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Interrupted, RewardpatchError
+from .optional import require_stack
 from .tree import MMSegTree
 
 TREE = click.argument("tree", type=click.Path(file_okay=True, dir_okay=True, path_type=str))
@@ -54,7 +55,7 @@ def _exit_code(run) -> int:
         _tell(f"rewardpatch: error: {exc.format_message()}")
         return exc.exit_code
     except click.Abort:  # Ctrl-C outside a verb (click turns it into Abort)
-        _tell("rewardpatch: interrupted")
+        _tell("rewardpatch: error: interrupted")
         return EXIT_INTERRUPTED
     except OSError as exc:
         _tell(f"rewardpatch: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
@@ -77,10 +78,9 @@ class Verbs(click.Group):
             raise Interrupted("interrupted") from None
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        parent = super()
-        code = _exit_code(
-            lambda: parent.main(args, prog_name or "rewardpatch", complete_var, standalone_mode=False, **extra)
-        )
+        code = _exit_code(functools.partial(
+            super().main, args, prog_name or "rewardpatch", complete_var, standalone_mode=False, **extra
+        ))
         if standalone_mode:
             sys.exit(code)
         return code
@@ -229,8 +229,6 @@ STACK_NEEDS = {"config": ("mmengine", "torch"), "verify": ("torch", "mmengine")}
 
 
 def _needing_stack(command: click.Command) -> click.Command:
-    from .optional import require_stack
-
     run = command.callback
 
     @functools.wraps(run)

@@ -12,7 +12,7 @@ import ast
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from .bindings import module_level_statements, package_imports, parse_python
+from .bindings import defined_names, module_level_statements, package_imports, parse_python
 from .errors import InputError
 from .generation import Generation
 from .notice import warn
@@ -158,18 +158,6 @@ def _module_imports(tree: ast.Module, package: str) -> dict[str, ImportedName]:
     return imports
 
 
-def _top_level_definitions(tree: ast.Module) -> set[str]:
-    defined: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            defined.add(node.name)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for target in targets:
-                defined.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
-    return defined
-
-
 def _is_super_call(node: ast.expr, class_name: str) -> bool:
     if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "super"):
         return False
@@ -266,7 +254,7 @@ class HeadIndex:
             }
             self.modules[path.stem] = ModuleInfo(
                 path.stem, file, source, _module_imports(module, package), classes,
-                _top_level_definitions(module),
+                {name for node in module.body for name in defined_names(node)},
             )
         if unparsable:
             self._skip_unreached(unparsable, parsed, package)
