@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import difflib
 import os
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,16 +70,38 @@ class PatchPlan:
         current = None
         try:
             for change, current in targets:
-                _put(current, change.after, self.tree.root)
+                # recorded first: Ctrl-C can land between the rename and the next line
                 done.append((change, current))
+                _put(current, change.after, self.tree.root)
         except (OSError, KeyboardInterrupt) as exc:
-            for written, path in reversed(done):
-                _put(path, written.before, self.tree.root)
+            with _ctrl_c_held_off():
+                for written, path in reversed(done):
+                    if not _holds(path, written.before):
+                        _put(path, written.before, self.tree.root)
             failed = self.tree.rel(current) if current is not None else "the tree"
             if isinstance(exc, KeyboardInterrupt):
                 raise Interrupted(f"interrupted while writing {failed}; the tree was left unchanged") from None
             reason = exc.strerror or str(exc)
             raise StateError(f"could not write {failed}: {reason}; the tree was left unchanged") from None
+
+
+@contextmanager
+def _ctrl_c_held_off():
+    """Ignore Ctrl-C while rolling back: a second one must not leave half a rollback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives SIGINT
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _holds(path: Path, content: str | None) -> bool:
+    if content is None:
+        return not path.exists()
+    return path.is_file() and path.read_bytes() == content.encode("utf-8")
 
 
 def _put(path: Path, content: str | None, root: Path) -> None:

@@ -1,6 +1,7 @@
 """The documented exit codes hold however the CLI is run, after Ctrl-C and without the stack."""
 
 import os
+import signal
 import sys
 import types
 
@@ -90,6 +91,27 @@ def test_ctrl_c_during_revert_rolls_back_and_exits_130(capsys, tree, monkeypatch
     assert code == 130
     assert "the tree was left unchanged" in one_line_error(err)
     assert snapshot(tree) == before
+
+
+def test_a_second_ctrl_c_cannot_interrupt_the_rollback(capsys, tree, monkeypatch):
+    real_replace = os.replace
+    during_rollback = []
+
+    def replace(src, dst):
+        if str(dst).endswith("__init__.py"):
+            if not during_rollback:
+                during_rollback.append(None)
+                real_replace(src, dst)
+                raise KeyboardInterrupt  # right after the rename of the heads' __init__: it must be put back
+            during_rollback.append(signal.getsignal(signal.SIGINT))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr("rewardpatch.plan.os.replace", replace)
+    code, _, _ = run_cli(capsys, "apply", tree)
+    assert code == 130
+    assert during_rollback[1:] == [signal.SIG_IGN]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert git_status(tree) == ""
 
 
 def test_ctrl_c_through_the_click_runner_exits_130_too(tree, monkeypatch):
