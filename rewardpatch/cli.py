@@ -1,19 +1,23 @@
 """The `rewardpatch` command line.
 
 Exit codes: 0 success; 1 a check failed or the tree's state refused the operation
-(dirty file, conflict, hand-edited file, drift); 2 usage or input error. Errors a user
-can cause print one line on stderr, never a traceback.
+(dirty file, conflict, hand-edited file, drift); 2 usage or input error; 130 interrupted
+(Ctrl-C; a half-written patch is rolled back). Errors a user can cause print one line on
+stderr, never a traceback, however the CLI is run: the console script, `main()`, or
+click's own `cli.main()` and `CliRunner().invoke(cli, ...)`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 
 import click
 
 from . import __version__
-from .errors import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, RewardpatchError
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Interrupted, RewardpatchError
+from .optional import require_stack
 from .tree import MMSegTree
 
 TREE = click.argument("tree", type=click.Path(file_okay=True, dir_okay=True, path_type=str))
@@ -36,14 +40,60 @@ def _tell(message: str) -> None:
     click.echo(message, err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _exit_code(run) -> int:
+    """Run the CLI; every user-caused error becomes one line on stderr and its exit code."""
+    try:
+        result = run()
+    except RewardpatchError as exc:
+        _tell(f"rewardpatch: error: {exc}")
+        return exc.exit_code
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        _tell(f"rewardpatch: error: {exc.format_message()}{hint}")
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        _tell(f"rewardpatch: error: {exc.format_message()}")
+        return exc.exit_code
+    except click.Abort:  # Ctrl-C outside a verb (click turns it into Abort)
+        _tell("rewardpatch: error: interrupted")
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        _tell(f"rewardpatch: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+        return EXIT_USAGE
+    return result if isinstance(result, int) else EXIT_OK
+
+
+class Verbs(click.Group):
+    """The verbs, ending the same way however they are run.
+
+    click's own `main` drops a command's return value (a failed check would exit 0) and
+    lets other exceptions through as tracebacks; this one routes every outcome through
+    `_exit_code`, then exits (standalone mode, the default) or returns the code.
+    """
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # caught before click makes it an Abort: it has its own exit code
+            raise Interrupted("interrupted") from None
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        code = _exit_code(functools.partial(
+            super().main, args, prog_name or "rewardpatch", complete_var, standalone_mode=False, **extra
+        ))
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+@click.group(cls=Verbs, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="rewardpatch")
 def cli() -> None:
     """Teach an MMSegmentation 1.x checkout to fine-tune decode heads with task rewards.
 
     \b
     Exit codes: 0 success; 1 a check failed or the tree's state refused the
-    operation; 2 usage or input error.
+    operation; 2 usage or input error; 130 interrupted.
     """
 
 
@@ -174,6 +224,22 @@ def check_command(tree: str, as_json: bool) -> int:
     return EXIT_REFUSED if problems else EXIT_OK
 
 
+# What a verb needs beyond click, libcst and gitpython, looked up before it starts.
+STACK_NEEDS = {"config": ("mmengine", "torch"), "verify": ("torch", "mmengine")}
+
+
+def _needing_stack(command: click.Command) -> click.Command:
+    run = command.callback
+
+    @functools.wraps(run)
+    def checked(*args, **kwargs):
+        require_stack(command.name, STACK_NEEDS[command.name])
+        return run(*args, **kwargs)
+
+    command.callback = checked
+    return command
+
+
 def _register_verbs() -> None:
     # Each verb below lives in its own module; heavy imports (torch, mmengine,
     # matplotlib) happen inside the commands, so `rewardpatch --help` stays fast.
@@ -183,33 +249,15 @@ def _register_verbs() -> None:
     from .verify.command import verify_command
 
     for command in (verify_command, config_command, stats_command, plot_command):
-        cli.add_command(command)
+        cli.add_command(_needing_stack(command) if command.name in STACK_NEEDS else command)
 
 
 _register_verbs()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI and turn every user-caused error into one line and an exit code."""
-    try:
-        result = cli.main(args=argv, prog_name="rewardpatch", standalone_mode=False)
-    except RewardpatchError as exc:
-        _tell(f"rewardpatch: error: {exc}")
-        return exc.exit_code
-    except click.UsageError as exc:
-        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-        _tell(f"rewardpatch: error: {exc.format_message()}{hint}")
-        return EXIT_USAGE
-    except click.ClickException as exc:
-        _tell(f"rewardpatch: error: {exc.format_message()}")
-        return exc.exit_code
-    except click.Abort:
-        _tell("rewardpatch: aborted")
-        return EXIT_REFUSED
-    except OSError as exc:
-        _tell(f"rewardpatch: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
-        return EXIT_USAGE
-    return result if isinstance(result, int) else EXIT_OK
+    """Run the CLI and return its exit code (see Verbs)."""
+    return cli.main(args=argv, prog_name="rewardpatch", standalone_mode=False)
 
 
 def run() -> None:

@@ -1,12 +1,13 @@
 """Errors a user can cause, each carrying the exit code the CLI documents.
 
 0 success; 1 a check failed or the tree's state refused the operation;
-2 usage or input error.
+2 usage or input error; 130 interrupted (Ctrl-C), as shells report SIGINT.
 """
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 class RewardpatchError(Exception):
@@ -25,3 +26,9 @@ class StateError(RewardpatchError):
     """The tree's state refuses the operation: dirty file, conflict, drift."""
 
     exit_code = EXIT_REFUSED
+
+
+class Interrupted(RewardpatchError):
+    """Ctrl-C: whatever was half written has been rolled back."""
+
+    exit_code = EXIT_INTERRUPTED

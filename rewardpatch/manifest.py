@@ -19,6 +19,11 @@ SCHEMA = 1
 CREATED = "create"
 EDITED = "edit"
 
+# What a backup holds: the user's own file that stood at a target path before the patch
+# (revert puts it back), or a generated file's hand edits (kept, not put back).
+ORIGINAL = "original"
+HAND_EDITED = "hand-edited"
+
 
 @dataclass
 class FileRecord:
@@ -45,6 +50,19 @@ class FileRecord:
         return record
 
 
+@dataclass(frozen=True)
+class Backup:
+    """A file `apply --force` replaced, kept byte for byte under BACKUP_DIR."""
+
+    path: str  # where it stood in the tree
+    copy: str  # where its bytes are kept
+    sha256: str
+    kind: str  # ORIGINAL or HAND_EDITED
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
 @dataclass
 class Manifest:
     generation: str
@@ -53,6 +71,7 @@ class Manifest:
     templates: dict[str, str]  # template name -> sha256 of the template applied
     files: dict[str, FileRecord]
     tool_version: str = __version__
+    backups: list[Backup] = field(default_factory=list)
 
     @property
     def reward_classes(self) -> set[str]:
@@ -63,6 +82,9 @@ class Manifest:
 
     def edited(self) -> dict[str, FileRecord]:
         return {p: r for p, r in self.files.items() if r.action == EDITED}
+
+    def originals(self) -> dict[str, Backup]:
+        return {b.path: b for b in self.backups if b.kind == ORIGINAL}
 
     def to_text(self) -> str:
         data = {
@@ -75,6 +97,8 @@ class Manifest:
             "templates": self.templates,
             "files": {path: self.files[path].as_json() for path in sorted(self.files)},
         }
+        if self.backups:  # absent otherwise: a manifest without backups reads as before
+            data["backups"] = [b.as_json() for b in sorted(self.backups, key=lambda b: b.copy)]
         return json.dumps(data, indent=2) + "\n"
 
     @classmethod
@@ -93,6 +117,7 @@ class Manifest:
                 templates=dict(data["templates"]),
                 files={p: FileRecord.from_json(r) for p, r in data["files"].items()},
                 tool_version=data["tool_version"],
+                backups=[Backup(**b) for b in data.get("backups", [])],
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise StateError(f"{MANIFEST_NAME} is not a valid rewardpatch manifest ({exc})") from None

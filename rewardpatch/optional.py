@@ -1,8 +1,10 @@
-"""Optional dependencies of the analysis verbs (stats, plot): numpy, Pillow, matplotlib."""
+"""Optional dependencies: numpy, Pillow, matplotlib for stats and plot; torch and mmengine
+(the verification stack) for config and verify."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from .errors import InputError
 
@@ -15,3 +17,21 @@ def require(module: str, package: str):
         raise InputError(
             f"this command needs {package}: pip install {package} (or pip install 'rewardpatch[analysis]')"
         ) from None
+
+
+def require_stack(verb: str, modules: tuple[str, ...]) -> None:
+    """Before `verb` starts, fail with one line naming the first of `modules` not installed.
+
+    Looked up, not imported: verify imports them only in its worker, where a missing one
+    would end in a traceback in a log file.
+    """
+    for module in modules:
+        try:
+            missing = importlib.util.find_spec(module) is None
+        except ValueError:  # in sys.modules without a spec: importable all the same
+            missing = False
+        if missing:
+            raise InputError(
+                f"{verb} needs {module}, which cannot be imported here: "
+                "`make setup` installs the verification stack (README, Set-up)"
+            )

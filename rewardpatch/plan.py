@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import difflib
 import os
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import StateError
+from .errors import Interrupted, StateError
 from .tree import MMSegTree
 
 
@@ -67,23 +70,54 @@ class PatchPlan:
         current = None
         try:
             for change, current in targets:
-                if change.after is None:
-                    current.unlink()
-                else:
-                    _write_atomically(current, change.after)
+                # recorded first: Ctrl-C can land between the rename and the next line
                 done.append((change, current))
-        except OSError as exc:
-            for written, path in reversed(done):
-                _restore(path, written.before)
+                _put(current, change.after, self.tree.root)
+        except (OSError, KeyboardInterrupt) as exc:
+            with _ctrl_c_held_off():
+                for written, path in reversed(done):
+                    if not _holds(path, written.before):
+                        _put(path, written.before, self.tree.root)
             failed = self.tree.rel(current) if current is not None else "the tree"
+            if isinstance(exc, KeyboardInterrupt):
+                raise Interrupted(f"interrupted while writing {failed}; the tree was left unchanged") from None
             reason = exc.strerror or str(exc)
             raise StateError(f"could not write {failed}: {reason}; the tree was left unchanged") from None
 
 
-def _restore(path: Path, content: str | None) -> None:
+@contextmanager
+def _ctrl_c_held_off():
+    """Ignore Ctrl-C while rolling back: a second one must not leave half a rollback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives SIGINT
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _holds(path: Path, content: str | None) -> bool:
+    if content is None:
+        return not path.exists()
+    return path.is_file() and path.read_bytes() == content.encode("utf-8")
+
+
+def _put(path: Path, content: str | None, root: Path) -> None:
+    """Make `path` hold `content` (None: absent), with the folders that takes.
+
+    A folder only a removed file needed goes too (the backups' folder after revert), so
+    that a reverted tree holds nothing rewardpatch made.
+    """
     if content is None:
         path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder == root or not folder.is_relative_to(root) or any(folder.iterdir()):
+                break
+            folder.rmdir()
     else:
+        path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(path, content)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import gitstate
+from .bindings import parse_python, sibling_path, unbound_imports
 from .errors import InputError, StateError
 from .generation import TemplateSpec
 from .heads import (
@@ -20,9 +21,9 @@ from .heads import (
     reward_name,
     reward_stem,
 )
-from .manifest import CREATED, EDITED, FileRecord, Manifest
+from .manifest import CREATED, EDITED, HAND_EDITED, ORIGINAL, Backup, FileRecord, Manifest
 from .plan import PatchPlan
-from .tree import MANIFEST_NAME, MMSegTree, sha256
+from .tree import BACKUP_DIR, MANIFEST_NAME, MMSegTree, sha256
 
 
 def _header(origin: str, digest: str) -> list[str]:
@@ -176,6 +177,9 @@ def plan_apply(
     previous = manifest.files if manifest else {}
     conflicts, edited = [], []
 
+    backups = {b.copy: b for b in manifest.backups} if manifest else {}
+    originals = manifest.originals() if manifest else {}
+
     records: dict[str, FileRecord] = {}
     for path, (text, record) in files.items():
         current = tree.read(path)
@@ -183,8 +187,10 @@ def plan_apply(
         if current is not None and current != text:
             if owned is None:
                 conflicts.append(path)
+                _keep(tree, plan, backups, path, current, ORIGINAL)
             elif sha256(current) != owned.sha256:
                 edited.append(path)
+                _keep(tree, plan, backups, path, current, HAND_EDITED)
         plan.add(path, current, text, note=", ".join(record.classes) if record.kind == "head" else "template")
         records[path] = record
 
@@ -193,18 +199,23 @@ def plan_apply(
             current = tree.read(path)
             if current is not None and sha256(current) != owned.sha256:
                 edited.append(path)
-            plan.add(path, current, None, note="no longer generated")
+                _keep(tree, plan, backups, path, current, HAND_EDITED)
+            original = originals.get(path)
+            after = _put_back(tree, plan, backups, original) if original else None
+            plan.add(path, current, after, note="no longer generated")
 
     for init, imports in exports.items():
         current = tree.read(init)
         if current is None:
             raise InputError(f"{init} is missing: not an MMSegmentation 1.x tree")
+        parse_python(current, init)  # one line naming file:line, rather than libcst's report
         owned = previous.get(init)
         pristine = remove_exports(current, owned.exports) if owned and owned.exports else current
         names = [n for _, group in imports for n in group]
         text, record = add_exports(pristine, imports, names)
         plan.add(init, current, text, note="exports")
         records[init] = FileRecord(EDITED, sha256(text), "exports", exports=record)
+        _refuse_unbound_imports(init, text, files)
 
     if conflicts and not force:
         raise StateError(
@@ -222,10 +233,50 @@ def plan_apply(
         heads=selected,
         templates={s.source: s.sha256 for s in tree.generation.templates},
         files=records,
+        backups=list(backups.values()),
     )
     if not plan.empty or (manifest and manifest.to_text() != new_manifest.to_text()):
         plan.add(MANIFEST_NAME, tree.read(MANIFEST_NAME), new_manifest.to_text(), note="manifest")
     return plan
+
+
+def _refuse_unbound_imports(init: str, text: str, files: dict[str, tuple[str, FileRecord]]) -> None:
+    """Refuse a patch after which `init` imports a name that a module apply writes lacks.
+
+    --force does not help: overwriting such a module breaks `import mmseg.models`.
+    """
+    unbound = unbound_imports(init, text, lambda path: files[path][0] if path in files else None)
+    if unbound:
+        stem, names = unbound[0]
+        them = "it" if len(names) == 1 else "them"
+        raise StateError(
+            f"{init} imports {', '.join(names)} from .{stem}, but the {stem}.py that apply writes "
+            f"does not define {them}; import {them} from another module first"
+        )
+
+
+def _keep(tree: MMSegTree, plan: PatchPlan, backups: dict[str, Backup], path: str, text: str, kind: str) -> None:
+    """Copy `text`, which the plan replaces at `path`, under BACKUP_DIR, in the same plan."""
+    digest = sha256(text)
+    copy = f"{BACKUP_DIR}/{kind}/{path}"
+    if kind == HAND_EDITED:
+        copy += f".{digest[:12]}"  # each version of the hand edits apart: none overwrites another
+    existing = tree.read(copy)
+    if existing is not None and existing != text:
+        raise StateError(f"{copy} already exists and is not a copy of {path}; move it away")
+    plan.add(copy, existing, text, note=f"copy of {path}")
+    backups[copy] = Backup(path, copy, digest, kind)
+
+
+def _put_back(tree: MMSegTree, plan: PatchPlan, backups: dict[str, Backup], backup: Backup) -> str:
+    """The kept bytes of `backup.path`; the plan removes their copy."""
+    text = tree.read(backup.copy)
+    if text is None or sha256(text) != backup.sha256:
+        state = "missing" if text is None else "changed"
+        raise StateError(f"cannot put back {backup.path}: its copy {backup.copy} is {state}")
+    plan.add(backup.copy, text, None, note=f"copy of {backup.path}, put back")
+    del backups[backup.copy]
+    return text
 
 
 def _refuse_dirty(tree: MMSegTree, plan: PatchPlan, previous: dict[str, FileRecord]) -> None:
@@ -250,15 +301,23 @@ def plan_revert(tree: MMSegTree, force: bool = False) -> PatchPlan:
     if manifest is None:
         raise StateError(f"{tree.root} is not patched (no {MANIFEST_NAME}): nothing to revert")
     plan = PatchPlan(tree)
+    backups = {b.copy: b for b in manifest.backups}
+    originals = manifest.originals()
     edited = []
     for path, record in sorted(manifest.created().items()):
         current = tree.read(path)
-        if current is None:
+        original = originals.get(path)
+        after = _put_back(tree, plan, backups, original) if original else None
+        if current is None and after is None:
             plan.notes.append(f"{path} was already removed")
             continue
-        if sha256(current) != record.sha256:
+        if current is not None and sha256(current) != record.sha256:
             edited.append(path)
-        plan.add(path, current, None, note=record.kind)
+        plan.add(path, current, after, note=record.kind if after is None else "your file, put back")
+    for copy, backup in sorted(backups.items()):  # hand edits that apply --force replaced
+        if backup.kind == HAND_EDITED:
+            edited.append(copy)
+            plan.add(copy, tree.read(copy), None, note=f"hand edits of {backup.path}")
     if edited and not force:
         raise StateError(
             f"hand-edited generated file(s): {', '.join(edited)}; use --force to remove them anyway"
@@ -268,6 +327,7 @@ def plan_revert(tree: MMSegTree, force: bool = False) -> PatchPlan:
         if current is None:
             plan.notes.append(f"{path} is missing: nothing to take out of it")
             continue
+        parse_python(current, path)
         plan.add(path, current, remove_exports(current, record.exports), note="exports")
     plan.add(MANIFEST_NAME, tree.read(MANIFEST_NAME), None, note="manifest")
     return plan
@@ -303,11 +363,28 @@ def check_tree(tree: MMSegTree) -> list[Problem]:
                 problems.append(
                     Problem(path, "stale", f"{path}: stale, template {record.source} changed; run `rewardpatch apply`")
                 )
+    for backup in manifest.backups:
+        current = tree.read(backup.copy)
+        if current is None or sha256(current) != backup.sha256:
+            state = "missing" if current is None else "changed"
+            problems.append(
+                Problem(backup.copy, "backup", f"{backup.copy}: {state}, the copy of {backup.path} kept by apply --force")
+            )
+
+    def managed(module: str) -> str | None:  # the modules whose names check vouches for
+        return tree.read(module) if module in manifest.files else None
+
     for path, record in sorted(manifest.edited().items()):
         current = tree.read(path)
         if current is None:
             problems.append(Problem(path, "missing", f"{path}: missing"))
             continue
+        parse_python(current, path)
         for what in missing_exports(current, record.exports):
             problems.append(Problem(path, "missing-export", f"{path}: missing {what}"))
+        for stem, names in unbound_imports(path, current, managed):
+            module = sibling_path(path, stem)
+            problems.append(
+                Problem(path, "unbound-import", f"{path}: imports {', '.join(names)} from .{stem}, which {module} does not define")
+            )
     return problems

@@ -11,6 +11,8 @@ from .errors import InputError, StateError
 from .generation import Generation, generation_for
 
 MANIFEST_NAME = ".rewardpatch.json"
+# Beside the manifest: byte-for-byte copies of the files `apply --force` replaced.
+BACKUP_DIR = ".rewardpatch"
 
 
 def sha256(data: bytes | str) -> str:

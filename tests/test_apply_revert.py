@@ -126,9 +126,10 @@ def test_check_reports_each_kind_of_drift(tree, capsys):
     assert ("reward_psp_head.py", "missing") in kinds
     assert ("reward_fcn_head.py", "stale") in kinds
     assert ("__init__.py", "missing-export") in kinds
+    assert ("__init__.py", "unbound-import") in kinds  # RewardASPPHead, gone with the hand edit
     assert rp("check", tree, "--json") == 1
     report = json.loads(capsys.readouterr().out)
-    assert report["ok"] is False and len(report["problems"]) == 4
+    assert report["ok"] is False and len(report["problems"]) == 5
 
 
 def test_check_on_an_unpatched_tree_fails_saying_so(tree, capsys):
@@ -145,7 +146,7 @@ def test_a_template_change_after_an_upgrade_refreshes_untouched_files(tree, tmp_
         (upgraded / source.name).write_text(source.read_text() + "\n# new in the next release\n")
     real = generation.data_dir
     monkeypatch.setattr(generation, "data_dir", lambda name: upgraded if name == "templates" else real(name))
-    assert {p.kind for p in check_tree(MMSegTree.open(tree))} == {"stale", "hand-edited"}
+    assert {p.kind for p in check_tree(MMSegTree.open(tree))} == {"stale", "hand-edited", "unbound-import"}
     assert rp("apply", tree) == 1
     assert "hand-edited generated file(s): mmseg/models/decode_heads/reward_aspp_head.py" in capsys.readouterr().err
     (tree / HEADS / "reward_aspp_head.py").unlink()

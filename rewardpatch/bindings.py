@@ -1,0 +1,129 @@
+"""What a module binds at top level, and what a package's files import from each other.
+
+Read with the standard library's ast, never by importing: the head index uses it to tell
+which files a package's `__init__` reaches, and apply and check use it to make sure every
+name an `__init__` imports from a module rewardpatch writes is defined there.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import PurePosixPath
+
+from .errors import InputError
+
+
+def parse_python(source: str, file: str) -> ast.Module:
+    """The module's syntax tree; a file that does not parse is an input error naming file:line."""
+    try:
+        return ast.parse(source, filename=file)
+    except SyntaxError as exc:
+        raise InputError(f"{file}:{exc.lineno}: cannot parse: {exc.msg}") from None
+
+
+def package_of(init: str) -> str:
+    """'mmseg/models/losses/__init__.py' -> 'mmseg.models.losses'."""
+    return ".".join(PurePosixPath(init).parent.parts)
+
+
+def sibling_path(init: str, stem: str) -> str:
+    """The file of module `stem` in the package whose `__init__.py` is `init`."""
+    return (PurePosixPath(init).parent / f"{stem}.py").as_posix()
+
+
+def module_level_statements(body: list[ast.stmt]):
+    """Top-level statements, looking inside try/if blocks (optional-import fallbacks)."""
+    for node in body:
+        yield node
+        if isinstance(node, ast.Try):
+            for block in (node.body, *(h.body for h in node.handlers), node.orelse, node.finalbody):
+                yield from module_level_statements(block)
+        elif isinstance(node, ast.If):
+            yield from module_level_statements(node.body)
+            yield from module_level_statements(node.orelse)
+
+
+def defined_names(node: ast.stmt) -> set[str]:
+    """The names a def, class or assignment statement binds (imports are not definitions)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return {n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name)}
+    return set()
+
+
+def bound_names(tree: ast.Module) -> set[str] | None:
+    """Every name `from module import name` finds, or None when that is not known statically.
+
+    A star import or a module-level `__getattr__` can provide any name: such a module is
+    taken on trust rather than refused.
+    """
+    names: set[str] = set()
+    for node in module_level_statements(tree.body):
+        names |= defined_names(node)
+        if isinstance(node, ast.Import):
+            names.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if any(alias.name == "*" for alias in node.names):
+                return None
+            names.update(alias.asname or alias.name for alias in node.names)
+    return None if "__getattr__" in names else names
+
+
+def _absolute(node: ast.ImportFrom, package: str) -> str | None:
+    """The dotted module a `from ... import` reads, seen from a file of `package`."""
+    if not node.level:
+        return node.module or ""
+    parts = package.split(".")
+    if node.level > len(parts):
+        return None
+    base = parts[: len(parts) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def package_imports(tree: ast.Module, package: str) -> dict[str, set[str]]:
+    """{module stem of `package`: names imported from it} for a file of that package.
+
+    Relative and absolute imports count, anywhere in the file: an import inside a function
+    runs too, only later. `from . import x` and `import package.x` import the module x
+    itself (an empty set of names), as does an import from a submodule of x.
+    """
+    prefix = package + "."
+    found: dict[str, set[str]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith(prefix):
+                    found.setdefault(alias.name[len(prefix) :].split(".")[0], set())
+        elif isinstance(node, ast.ImportFrom):
+            dotted = _absolute(node, package)
+            if dotted == package:
+                for alias in node.names:
+                    if alias.name != "*":
+                        found.setdefault(alias.name, set())
+            elif dotted and dotted.startswith(prefix):
+                stem, _, submodule = dotted[len(prefix) :].partition(".")
+                names = found.setdefault(stem, set())
+                if not submodule:
+                    names.update(alias.name for alias in node.names if alias.name != "*")
+    return found
+
+
+def unbound_imports(init: str, init_source: str, module_source) -> list[tuple[str, list[str]]]:
+    """(module stem, names) for each module whose names the `__init__` imports and it lacks.
+
+    `module_source(path)` gives a module's text, or None for modules not in question.
+    """
+    imports = package_imports(parse_python(init_source, init), package_of(init))
+    unbound = []
+    for stem, names in sorted(imports.items()):
+        path = sibling_path(init, stem)
+        source = module_source(path) if names else None
+        if source is None:
+            continue
+        defined = bound_names(parse_python(source, path))
+        missing = sorted(names - defined) if defined is not None else []
+        if missing:
+            unbound.append((stem, missing))
+    return unbound

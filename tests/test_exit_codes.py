@@ -1,0 +1,138 @@
+"""The documented exit codes hold however the CLI is run, after Ctrl-C and without the stack."""
+
+import os
+import signal
+import sys
+import types
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import git_status, one_line_error, run_cli
+from rewardpatch.cli import cli
+
+HEADS = "mmseg/models/decode_heads"
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def snapshot(tree):
+    return {p.relative_to(tree): p.read_bytes() for p in tree.rglob("*") if p.is_file() and ".git" not in p.parts}
+
+
+def test_click_runner_gets_0_on_success(pristine):
+    assert invoke("list-heads", pristine("1.2.2")).exit_code == 0
+
+
+def test_click_runner_gets_1_when_a_check_fails(pristine):
+    result = invoke("check", pristine("1.2.2"))
+    assert result.exit_code == 1
+    assert "not patched" in result.stderr
+
+
+def test_click_runner_gets_1_with_one_line_when_the_tree_refuses(tree):
+    (tree / "mmseg/models/losses/iou_metric_loss.py").write_text("# mine\n")
+    result = invoke("apply", tree)
+    assert result.exit_code == 1
+    assert "already exists" in one_line_error(result.stderr)
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("args", [["check", "/no/such/tree"], ["apply", ".", "--frobnicate"], ["no-such-verb"]])
+def test_click_runner_gets_2_with_one_line_for_usage_and_input_errors(args):
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert one_line_error(result.stderr).startswith("rewardpatch: error: ")
+
+
+def test_standalone_mode_exits_with_the_documented_code(pristine, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["check", str(pristine("1.2.2"))], standalone_mode=True)
+    assert exited.value.code == 1
+
+
+def test_without_standalone_mode_the_code_is_returned(pristine, capsys):
+    assert cli.main(["check", str(pristine("1.2.2"))], standalone_mode=False) == 1
+    assert cli.main(["list-heads", str(pristine("1.2.2"))], standalone_mode=False) == 0
+
+
+def interrupt_on_replace(monkeypatch, call):
+    """Ctrl-C arriving during the `call`-th atomic rename of a plan's execution."""
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def replace(src, dst):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr("rewardpatch.plan.os.replace", replace)
+
+
+def test_ctrl_c_during_apply_rolls_back_and_exits_130(capsys, tree, monkeypatch):
+    before = snapshot(tree)
+    interrupt_on_replace(monkeypatch, 5)
+    code, _, err = run_cli(capsys, "apply", tree)
+    assert code == 130
+    assert "interrupted while writing" in one_line_error(err)
+    assert "the tree was left unchanged" in err
+    assert snapshot(tree) == before
+    assert git_status(tree) == ""
+
+
+def test_ctrl_c_during_revert_rolls_back_and_exits_130(capsys, tree, monkeypatch):
+    run_cli(capsys, "apply", tree)
+    before = snapshot(tree)
+    interrupt_on_replace(monkeypatch, 2)  # one __init__ rewritten, the created files removed
+    code, _, err = run_cli(capsys, "revert", tree)
+    assert code == 130
+    assert "the tree was left unchanged" in one_line_error(err)
+    assert snapshot(tree) == before
+
+
+def test_a_second_ctrl_c_cannot_interrupt_the_rollback(capsys, tree, monkeypatch):
+    real_replace = os.replace
+    during_rollback = []
+
+    def replace(src, dst):
+        if str(dst).endswith("__init__.py"):
+            if not during_rollback:
+                during_rollback.append(None)
+                real_replace(src, dst)
+                raise KeyboardInterrupt  # right after the rename of the heads' __init__: it must be put back
+            during_rollback.append(signal.getsignal(signal.SIGINT))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr("rewardpatch.plan.os.replace", replace)
+    code, _, _ = run_cli(capsys, "apply", tree)
+    assert code == 130
+    assert during_rollback[1:] == [signal.SIG_IGN]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert git_status(tree) == ""
+
+
+def test_ctrl_c_through_the_click_runner_exits_130_too(tree, monkeypatch):
+    interrupt_on_replace(monkeypatch, 3)
+    result = invoke("apply", tree)
+    assert result.exit_code == 130
+    assert git_status(tree) == ""
+
+
+@pytest.mark.parametrize("verb, args, module", [
+    ("config", ["src.py", "--tree", "tree", "-o", "out.py"], "mmengine"),
+    ("config", ["src.py", "--tree", "tree", "-o", "out.py"], "torch"),
+    ("verify", ["tree"], "torch"),
+    ("verify", ["tree"], "mmengine"),
+])
+def test_config_and_verify_without_the_stack_end_in_one_line_naming_the_package(
+    capsys, monkeypatch, verb, args, module
+):
+    for other in ("torch", "mmengine"):  # present or not on this machine, only `module` is missing
+        monkeypatch.setitem(sys.modules, other, types.ModuleType(other))
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now fails
+    code, _, err = run_cli(capsys, verb, *args)
+    assert code == 2
+    assert one_line_error(err).startswith(f"rewardpatch: error: {verb} needs {module}, which cannot be imported")
