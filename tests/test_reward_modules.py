@@ -208,10 +208,12 @@ def test_acc_seg_is_mmsegs_accuracy_of_the_argmax(mm):
     assert torch.allclose(losses["acc_seg"], accuracy(logits, gt, ignore_index=255))
 
 
-def test_the_default_is_local_per_pixel_credit_on_the_batchs_pooled_counts(mm):
+def test_the_default_is_what_the_learning_benchmark_selected(mm):
+    # local per-pixel credit on the decayed counts of recent batches, sampled at T = 0.5:
+    # benchmarks/results/learning.json, "selection"
     head = build_head(mm)
-    assert head.reward_cfg == dict(mode="local", scope="batch", reward="miou", num_samples=1, temperature=1.0,
-                                   mle_weight=0.0)
+    assert head.reward_cfg == dict(mode="local", scope="dataset", reward="miou", num_samples=1, temperature=0.5,
+                                   mle_weight=0.0, decay=0.99)
 
 
 def test_weighted_ce_reproduces_the_manual_recipe_formula(mm):
@@ -644,7 +646,7 @@ def test_one_local_estimate_points_along_the_exact_gradient(mm, scope):
         head_loss(mm, head, param, gt, seed=seed)["loss_ce_reward"].backward()
         return float(torch.nn.functional.cosine_similarity(-param.grad.double().flatten(), exact.flatten(), dim=0))
 
-    local = [cosine(dict(scope=scope), seed) for seed in range(3)]
+    local = [cosine(dict(scope=scope, temperature=1.0), seed) for seed in range(3)]
     reinforce = [cosine(dict(mode="reinforce", scope=scope, num_samples=2), seed) for seed in range(3)]
     print(f"\ncosine with the exact gradient, 4x24x24, 5 classes, scope={scope}: "
           f"local (1 sample) {min(local):.4f}..{max(local):.4f}, "
