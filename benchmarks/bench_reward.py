@@ -36,11 +36,11 @@ CLASSES, IGNORE = 19, 255
 SHAPE = (8, CLASSES, 512, 1024)
 VARIANTS = {
     "plain CE (FCNHead)": ("FCNHead", None),
-    "default (local, batch, K=1)": ("RewardFCNHead", {}),
-    "local, image, K=1": ("RewardFCNHead", {"scope": "image"}),
-    "local, dataset, K=1": ("RewardFCNHead", {"scope": "dataset"}),
-    "local, batch, K=2": ("RewardFCNHead", {"num_samples": 2}),
-    "local, batch, K=4": ("RewardFCNHead", {"num_samples": 4}),
+    "default reward_cfg (local, dataset, T=0.5, K=1)": ("RewardFCNHead", {}),
+    "local, image": ("RewardFCNHead", {"scope": "image"}),
+    "local, batch": ("RewardFCNHead", {"scope": "batch"}),
+    "default with K=2": ("RewardFCNHead", {"num_samples": 2}),
+    "default with K=4": ("RewardFCNHead", {"num_samples": 4}),
     "reinforce, image, K=2": ("RewardFCNHead", {"mode": "reinforce"}),
 }
 
@@ -132,12 +132,20 @@ def peak_memory(variant: str, device: str) -> float:
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated()
     else:
-        import resource
-
-        base = int(Path("/proc/self/statm").read_text().split()[1]) * 4096
+        # the kernel's high-water mark of resident memory, reset just before the step
+        # (getrusage's ru_maxrss cannot be reset, so an earlier peak would mask the step's)
+        Path("/proc/self/clear_refs").write_text("5")
+        base = _status_bytes("VmRSS")
         loss_step(head, logits, samples)()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = _status_bytes("VmHWM")
     return (peak - base) / (logits.numel() * 4)
+
+
+def _status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def _crop(samples, size):
@@ -167,6 +175,7 @@ def main() -> int:
     import torch
 
     from mmseg.models.losses.iou_metric_loss import per_image_miou
+    from mmseg.models.losses.reward_estimator import check_reward_cfg
 
     device, repeats = args.device, args.repeats
     logits, gt, samples = inputs(device)
@@ -203,7 +212,7 @@ def main() -> int:
     machine = describe(gpu)
     result = {
         "benchmark": "reward computation, loss_by_feat cost and memory", "device": device, "machine": machine,
-        "shape": list(SHAPE), "repeats": repeats,
+        "shape": list(SHAPE), "repeats": repeats, "default_reward_cfg": check_reward_cfg(None),
         "miou_8x19x512x1024_s": {k: round(v, 4) for k, v in reward.items()},
         "loss_by_feat_fwd_bwd_s": {k: round(v, 4) for k, v in loss.items()},
         "over_ce": ratios, "default_over_ce_target": 2.0,
@@ -218,7 +227,7 @@ def main() -> int:
     print("loss_by_feat forward + backward, logits at label resolution; peak memory above the inputs "
           "(logits-sized tensors)")
     for name, seconds in loss.items():
-        print(f"  {name:<32}{seconds * 1000:>9.1f} ms  {ratios[name]:>5.2f}x CE   memory {memory[name]:5.2f} "
+        print(f"  {name:<50}{seconds * 1000:>9.1f} ms  {ratios[name]:>5.2f}x CE   memory {memory[name]:5.2f} "
               f"({extra[name]:+.2f} vs CE)")
     return 0
 
