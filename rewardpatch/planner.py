@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from . import gitstate
 from .bindings import parse_python, sibling_path, unbound_imports
 from .errors import InputError, StateError
+from .adopt import KEEP_OLD_BEHAVIOUR, HandMadeFile, adopted_heads, find_hand_made
 from .generation import TemplateSpec
 from .heads import (
     COMPATIBLE,
@@ -49,10 +50,11 @@ class Problem:
         return {"path": self.path, "kind": self.kind, "message": self.message}
 
 
-def load_state(tree: MMSegTree) -> tuple[Manifest | None, HeadIndex]:
+def load_state(tree: MMSegTree, skip_files: frozenset[str] = frozenset()) -> tuple[Manifest | None, HeadIndex]:
+    """The manifest, and the index of the heads apply can copy: neither its own files nor `skip_files`."""
     manifest = Manifest.load(tree)
-    owned = set(manifest.files) if manifest else set()
-    return manifest, HeadIndex(tree, skip_files={p for p in owned if manifest.files[p].action == CREATED})
+    created = set(manifest.created()) if manifest else set()
+    return manifest, HeadIndex(tree, skip_files=created | skip_files)
 
 
 def list_heads(tree: MMSegTree) -> list[HeadInfo]:
@@ -162,16 +164,32 @@ def _desired_files(tree: MMSegTree, index: HeadIndex, selected: list[str]):
     return files, exports, notes
 
 
+def _hand_made(tree: MMSegTree, adopt: bool) -> list[HandMadeFile]:
+    """The files of the old recipe that apply --adopt replaces; refuses them without --adopt."""
+    head_files, at_targets = find_hand_made(tree, Manifest.load(tree))
+    if head_files and not adopt:
+        paths = ", ".join(f.path for f in head_files)
+        raise StateError(
+            f"{paths} look{'s' if len(head_files) == 1 else ''} made by hand (Reward<X> classes rewardpatch "
+            "did not generate); use --adopt to replace them with managed versions (revert puts them back)"
+        )
+    return head_files + at_targets if adopt else []
+
+
 def plan_apply(
     tree: MMSegTree,
     heads: list[str] | None = None,
     force: bool = False,
     allow_dirty: bool = False,
+    adopt: bool = False,
 ) -> PatchPlan:
-    from .codemods.exports import add_exports, remove_exports
+    """The plan that patches `tree`; `adopt` takes over a patch made by hand first (see adopt.py)."""
+    from .codemods.exports import add_exports, drop_imports_from, remove_exports
 
-    manifest, index = load_state(tree)
-    selected = _select(index, manifest, heads)
+    hand_made = {f.path: f for f in _hand_made(tree, adopt)}
+    manifest, index = load_state(tree, frozenset(hand_made))
+    adopted = adopted_heads([f for f in hand_made.values() if f.package == index.gen.heads_dir], index)
+    selected = sorted(set(_select(index, manifest, heads)) | set(adopted))
     files, exports, notes = _desired_files(tree, index, selected)
     plan = PatchPlan(tree, notes=notes, heads=selected)
     previous = manifest.files if manifest else {}
@@ -184,7 +202,10 @@ def plan_apply(
     for path, (text, record) in files.items():
         current = tree.read(path)
         owned = previous.get(path)
-        if current is not None and current != text:
+        if path in hand_made:
+            copy = _keep(tree, plan, backups, path, current, ORIGINAL)
+            plan.adopted.append(f"{path}: replaced by the managed version; yours is kept at {copy}")
+        elif current is not None and current != text:
             if owned is None:
                 conflicts.append(path)
                 _keep(tree, plan, backups, path, current, ORIGINAL)
@@ -204,6 +225,14 @@ def plan_apply(
             after = _put_back(tree, plan, backups, original) if original else None
             plan.add(path, current, after, note="no longer generated")
 
+    for path, hand in sorted(hand_made.items()):
+        if path not in files:  # a Reward<X> in a file apply does not write: generated elsewhere now
+            current = tree.read(path)
+            copy = _keep(tree, plan, backups, path, current, ORIGINAL)
+            plan.add(path, current, None, note="made by hand, adopted")
+            where = ", ".join(sorted(p for p, (_, r) in files.items() if set(r.classes) & set(hand.classes)))
+            plan.adopted.append(f"{path}: removed, {', '.join(hand.classes)} generated in {where}; yours is kept at {copy}")
+
     for init, imports in exports.items():
         current = tree.read(init)
         if current is None:
@@ -211,12 +240,21 @@ def plan_apply(
         parse_python(current, init)  # one line naming file:line, rather than libcst's report
         owned = previous.get(init)
         pristine = remove_exports(current, owned.exports) if owned and owned.exports else current
+        replaced = {f.stem for f in hand_made.values() if sibling_path(init, f.stem) == f.path}
+        if replaced:
+            stripped = drop_imports_from(pristine, replaced)
+            if stripped != pristine and owned is None:
+                copy = _keep(tree, plan, backups, init, current, ORIGINAL)
+                plan.adopted.append(f"{init}: the hand-made imports replaced; yours is kept at {copy}")
+            pristine = stripped
         names = [n for _, group in imports for n in group]
         text, record = add_exports(pristine, imports, names)
         plan.add(init, current, text, note="exports")
         records[init] = FileRecord(EDITED, sha256(text), "exports", exports=record)
         _refuse_unbound_imports(init, text, files)
 
+    if plan.adopted:
+        plan.notes.append(KEEP_OLD_BEHAVIOUR)
     if conflicts and not force:
         raise StateError(
             f"{', '.join(conflicts)} already exist{'s' if len(conflicts) == 1 else ''} and "
@@ -255,8 +293,8 @@ def _refuse_unbound_imports(init: str, text: str, files: dict[str, tuple[str, Fi
         )
 
 
-def _keep(tree: MMSegTree, plan: PatchPlan, backups: dict[str, Backup], path: str, text: str, kind: str) -> None:
-    """Copy `text`, which the plan replaces at `path`, under BACKUP_DIR, in the same plan."""
+def _keep(tree: MMSegTree, plan: PatchPlan, backups: dict[str, Backup], path: str, text: str, kind: str) -> str:
+    """Copy `text`, which the plan replaces at `path`, under BACKUP_DIR, in the same plan; the copy's path."""
     digest = sha256(text)
     copy = f"{BACKUP_DIR}/{kind}/{path}"
     if kind == HAND_EDITED:
@@ -266,6 +304,7 @@ def _keep(tree: MMSegTree, plan: PatchPlan, backups: dict[str, Backup], path: st
         raise StateError(f"{copy} already exists and is not a copy of {path}; move it away")
     plan.add(copy, existing, text, note=f"copy of {path}")
     backups[copy] = Backup(path, copy, digest, kind)
+    return copy
 
 
 def _put_back(tree: MMSegTree, plan: PatchPlan, backups: dict[str, Backup], backup: Backup) -> str:
@@ -328,7 +367,31 @@ def plan_revert(tree: MMSegTree, force: bool = False) -> PatchPlan:
             plan.notes.append(f"{path} is missing: nothing to take out of it")
             continue
         parse_python(current, path)
+        original = originals.get(path)  # the hand-made imports apply --adopt replaced
+        if original is not None and sha256(current) == record.sha256:
+            plan.add(path, current, _put_back(tree, plan, backups, original), note="your file, put back")
+            continue
+        if original is not None:
+            if not force:
+                raise StateError(
+                    f"{path} changed since apply --adopt replaced its hand-made imports (kept at "
+                    f"{original.copy}); use --force to take out only rewardpatch's exports"
+                )
+            _put_back(tree, plan, backups, original)
+            plan.add(path, current, remove_exports(current, record.exports), note="exports")
+            plan.notes.append(f"{path}: the hand-made imports apply --adopt replaced are not put back")
+            continue
         plan.add(path, current, remove_exports(current, record.exports), note="exports")
+    for copy, backup in sorted(backups.items()):  # hand-made files apply --adopt removed
+        if backup.kind == ORIGINAL:
+            current = tree.read(backup.path)
+            text = _put_back(tree, plan, backups, backup)
+            if current is not None and current != text:
+                raise StateError(
+                    f"{backup.path} exists again; move it away so that revert can put back the file "
+                    f"apply --adopt removed (kept at {copy})"
+                )
+            plan.add(backup.path, current, text, note="your file, put back")
     plan.add(MANIFEST_NAME, tree.read(MANIFEST_NAME), None, note="manifest")
     return plan
 
