@@ -14,7 +14,7 @@ from functools import cached_property
 
 from .bindings import defined_names, module_level_statements, package_imports, parse_python
 from .errors import InputError
-from .generation import Generation
+from .mmseg_generations import Generation
 from .notice import warn
 from .tree import MMSegTree
 

@@ -11,7 +11,7 @@ from . import __version__, gitstate
 from .bindings import parse_python, sibling_path, unbound_imports
 from .errors import InputError, StateError
 from .adopt import KEEP_OLD_BEHAVIOUR, HandMadeFile, adopted_heads, find_hand_made
-from .generation import TemplateSpec
+from .mmseg_generations import TemplateSpec
 from .heads import (
     COMPATIBLE,
     INCOMPATIBLE,

@@ -117,7 +117,7 @@ def test_a_non_editable_install_carries_templates_and_patches(tmp_path):
         check=True, capture_output=True, cwd=tmp_path,
     )
     code = (
-        "import rewardpatch.generation as g, sys;"
+        "import rewardpatch.mmseg_generations as g, sys;"
         "assert g.data_dir('templates').is_relative_to(sys.argv[1]);"
         "assert g.data_dir('patches').is_relative_to(sys.argv[1]);"
         "print(sorted(p.name for p in g.data_dir('templates').glob('*.py')))"

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     register_all_modules(init_default_scope=False)
 
-    from rewardpatch.generation import generation_for
+    from rewardpatch.mmseg_generations import generation_for
 
     generation = generation_for(mmseg.__version__)
     stages = args.stages.split(",")
