@@ -249,7 +249,7 @@ def _needing_stack(command: click.Command) -> click.Command:
 def _register_verbs() -> None:
     # Each verb below lives in its own module; heavy imports (torch, mmengine,
     # matplotlib) happen inside the commands, so `rewardpatch --help` stays fast.
-    from .configs import config_command
+    from .configs.command import config_command
     from .plot import plot_command
     from .stats import stats_command
     from .verify.command import verify_command
