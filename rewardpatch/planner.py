@@ -245,8 +245,8 @@ def plan_apply(
         replaced = {f.stem for f in hand_made.values() if sibling_path(init, f.stem) == f.path}
         if replaced:
             stripped = drop_imports_from(pristine, replaced)
-            if stripped != pristine and owned is None:
-                copy = _keep(tree, plan, backups, init, current, ORIGINAL)
+            if stripped != pristine:  # kept without rewardpatch's own exports: what revert gives back
+                copy = _keep(tree, plan, backups, init, pristine, ORIGINAL)
                 plan.adopted.append(f"{init}: the hand-made imports replaced; yours is kept at {copy}")
             pristine = stripped
         names = [n for _, group in imports for n in group]
@@ -260,7 +260,8 @@ def plan_apply(
     if conflicts and not force:
         raise StateError(
             f"{', '.join(conflicts)} already exist{'s' if len(conflicts) == 1 else ''} and "
-            "was not created by rewardpatch; move it away or use --force to overwrite"
+            "was not created by rewardpatch; move it away, use --force to overwrite, or --adopt if the old "
+            "recipe made it by hand"
         )
     if edited and not force:
         raise StateError(f"hand-edited generated file(s): {', '.join(edited)}; use --force to overwrite")

@@ -215,3 +215,26 @@ def test_the_adopted_tree_builds_a_config_naming_the_hand_made_class(capsys, han
     result = run_python(code, hand_patched)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1].split() == ["RewardFCNHead", "mmseg.models.decode_heads.reward_fcn_head"]
+
+
+def test_adopt_on_a_patched_tree_gives_back_the_hand_made_lines_without_rewardpatch_exports(capsys, tree):
+    init = tree / HEADS / "__init__.py"
+    unpatched = init.read_text()
+    assert run_cli(capsys, "apply", tree, "--heads", "PSPHead")[0] == 0
+    fcn = (tree / HEADS / "fcn_head.py").read_text()
+    (tree / HEADS / "reward_fcn_head.py").write_text(fcn.replace("class FCNHead(", "class RewardFCNHead("))
+    vpd = "from .vpd_depth_head import VPDDepthHead\n"
+    init.write_text(init.read_text().replace(vpd, vpd + "from .reward_fcn_head import RewardFCNHead\n"))
+    assert run_cli(capsys, "apply", tree, "--adopt", "--allow-dirty")[0] == 0
+    assert run_cli(capsys, "check", tree)[0] == 0
+    assert run_cli(capsys, "revert", tree)[0] == 0
+    assert init.read_text() == unpatched.replace(vpd, vpd + "from .reward_fcn_head import RewardFCNHead\n")
+    assert (tree / HEADS / "reward_fcn_head.py").read_text() == fcn.replace("class FCNHead(", "class RewardFCNHead(")
+
+
+def test_a_hand_made_loss_alone_is_refused_with_force_and_adopt_as_the_ways_out(capsys, tree):
+    (tree / LOSSES / "iou_metric_loss.py").write_text(IOU_METRIC_LOSS)
+    code, _, err = run_cli(capsys, "apply", tree, "--allow-dirty")
+    assert code == 1
+    line = one_line_error(err)
+    assert f"{LOSSES}/iou_metric_loss.py already exists" in line and "--force" in line and "--adopt" in line
