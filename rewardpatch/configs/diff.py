@@ -5,11 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-
 UNSET = object()  # a key absent from the source
-
 REMOVED = object()  # a key absent from the fine-tune config
-
 WHOLE_LINE = 200  # a changed-type dict this short is listed whole, a longer one key by key
 
 

@@ -6,23 +6,15 @@ from ..errors import InputError, StateError
 from ..heads import reward_name, unrewarded_name
 from .plan import FinetuneOptions, FinetunePlan, as_list
 
-
 CROSS_ENTROPY = "CrossEntropyLoss"
-
 REWARD_LOSS = "CrossEntropyRewardLoss"
-
-
 # CrossEntropyLoss arguments CrossEntropyRewardLoss takes as they are.
 REWARD_LOSS_ARGS = ("reduction", "class_weight", "loss_weight", "loss_name", "avg_non_ignore")
-
-
 # Arguments whose default (falsy) value is dropped; a true value has no reward counterpart.
 FALSY_ONLY_ARGS = {
     "use_sigmoid": "a sigmoid cross-entropy cannot become a reward loss (CrossEntropyRewardLoss is softmax only)",
     "use_mask": "a masked binary cross-entropy cannot become a reward loss",
 }
-
-
 DEFAULT_LOSS_NAME = "loss_ce"  # CrossEntropyLoss's; the reward loss logs as loss_ce_reward
 
 

@@ -12,7 +12,6 @@ from ..errors import InputError, StateError
 from .diff import leaf_changes
 from .plan import FinetunePlan
 
-
 WIDTH = 100
 
 

@@ -7,11 +7,9 @@ from typing import Callable
 from ..errors import InputError
 from .plan import FinetuneOptions, FinetunePlan, as_list
 
-
 # Below this fraction of its starting LR, a source schedule counts as having decayed to
 # zero: continuing from there would not train, so the user must choose --lr.
 VANISHED_LR = 1e-3
-
 
 # The fine-tune schedules: each decays from the starting LR to 0 over `iters` iterations.
 SCHEDULES: dict[str, Callable[[int], dict]] = {
