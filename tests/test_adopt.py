@@ -238,3 +238,12 @@ def test_a_hand_made_loss_alone_is_refused_with_force_and_adopt_as_the_ways_out(
     assert code == 1
     line = one_line_error(err)
     assert f"{LOSSES}/iou_metric_loss.py already exists" in line and "--force" in line and "--adopt" in line
+
+
+def test_adopt_dry_run_shows_the_kept_copies_and_writes_nothing(capsys, hand_patched):
+    before = snapshot(hand_patched)
+    code, out, _ = run_cli(capsys, "apply", hand_patched, "--adopt", "--dry-run")
+    assert code == 0
+    assert f"+++ b/{BACKUP_DIR}/original/{HEADS}/reward_fcn_head.py" in out
+    assert "-from .iou_metric_loss import class_histogram, per_image_miou" in out
+    assert snapshot(hand_patched) == before
