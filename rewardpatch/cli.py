@@ -132,6 +132,8 @@ def _print_changes(plan) -> None:
     for change in plan.changes:
         note = f"  ({change.note})" if change.note else ""
         _say(f"  {change.action:<7} {change.path}{note}")
+    for line in plan.adopted:
+        _say(f"  adopted {line}")
     for note in plan.notes:
         _say(f"  note: {note}")
 
@@ -142,13 +144,17 @@ def _print_changes(plan) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the patch as a unified diff and write nothing.")
 @click.option("--allow-dirty", is_flag=True, help="Patch even if target files have uncommitted changes.")
 @click.option("--force", is_flag=True, help="Overwrite files rewardpatch does not own, or that were hand-edited.")
+@click.option("--adopt", is_flag=True,
+              help="Replace a patch made by hand with the old recipe by managed files (revert puts it back).")
 @click.option("--commit", is_flag=True, help="Commit the patch with git, listing the heads.")
-def apply_command(tree: str, heads: str | None, dry_run: bool, allow_dirty: bool, force: bool, commit: bool) -> int:
+def apply_command(
+    tree: str, heads: str | None, dry_run: bool, allow_dirty: bool, force: bool, adopt: bool, commit: bool
+) -> int:
     """Insert the reward modules into TREE and generate reward_<head>.py for each head."""
     from .planner import plan_apply
 
     mmseg = MMSegTree.open(tree)
-    plan = plan_apply(mmseg, _heads_option(heads), force=force, allow_dirty=allow_dirty or dry_run)
+    plan = plan_apply(mmseg, _heads_option(heads), force=force, allow_dirty=allow_dirty or dry_run, adopt=adopt)
     selected = plan.heads
     if dry_run:
         sys.stdout.write(plan.diff())
@@ -243,7 +249,7 @@ def _needing_stack(command: click.Command) -> click.Command:
 def _register_verbs() -> None:
     # Each verb below lives in its own module; heavy imports (torch, mmengine,
     # matplotlib) happen inside the commands, so `rewardpatch --help` stays fast.
-    from .configs import config_command
+    from .configs.command import config_command
     from .plot import plot_command
     from .stats import stats_command
     from .verify.command import verify_command

@@ -14,7 +14,7 @@ from functools import cached_property
 
 from .bindings import defined_names, module_level_statements, package_imports, parse_python
 from .errors import InputError
-from .generation import Generation
+from .mmseg_generations import Generation
 from .notice import warn
 from .tree import MMSegTree
 
@@ -108,12 +108,29 @@ class HeadInfo:
         }
 
 
+# The one spelling of the prefix that names a reward version: FCNHead -> RewardFCNHead,
+# fcn_head.py -> reward_fcn_head.py.
+REWARD_PREFIX = "Reward"
+REWARD_STEM_PREFIX = "reward_"
+
+
 def reward_name(name: str) -> str:
-    return f"Reward{name}"
+    return f"{REWARD_PREFIX}{name}"
+
+
+def unrewarded_name(name: str) -> str:
+    """RewardFCNHead -> FCNHead; a name without the prefix is returned as it is."""
+    return name.removeprefix(REWARD_PREFIX)
+
+
+def is_reward_name(name: str) -> bool:
+    """Whether `name` reads as Reward<X>: the prefix, then a capital."""
+    rest = name.removeprefix(REWARD_PREFIX)
+    return rest != name and rest[:1].isupper()
 
 
 def reward_stem(stem: str) -> str:
-    return f"reward_{stem}"
+    return f"{REWARD_STEM_PREFIX}{stem}"
 
 
 def is_generated(source: str) -> bool:

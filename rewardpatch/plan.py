@@ -50,6 +50,7 @@ class PatchPlan:
     changes: list[FileChange] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     heads: list[str] = field(default_factory=list)  # the heads the patched tree has afterwards
+    adopted: list[str] = field(default_factory=list)  # one line per hand-made file apply --adopt replaces
 
     def add(self, path: str, before: str | None, after: str | None, note: str = "") -> None:
         self.tree.path(path)  # refuse a target outside the tree now, before anything is written

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError, StateError
-from .generation import Generation, generation_for
+from .mmseg_generations import Generation, generation_for
 
 MANIFEST_NAME = ".rewardpatch.json"
 # Beside the manifest: byte-for-byte copies of the files `apply --force` replaced.

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from conftest import git_status
-from rewardpatch import generation
+from rewardpatch import mmseg_generations
 from rewardpatch.cli import main
 from rewardpatch.heads import COMPATIBLE
 from rewardpatch.manifest import Manifest
@@ -142,10 +142,10 @@ def test_a_template_change_after_an_upgrade_refreshes_untouched_files(tree, tmp_
     (tree / HEADS / "reward_aspp_head.py").write_text("# hand-edited\n")
     upgraded = tmp_path / "templates"
     upgraded.mkdir()
-    for source in (generation.data_dir("templates")).glob("*.py"):
+    for source in (mmseg_generations.data_dir("templates")).glob("*.py"):
         (upgraded / source.name).write_text(source.read_text() + "\n# new in the next release\n")
-    real = generation.data_dir
-    monkeypatch.setattr(generation, "data_dir", lambda name: upgraded if name == "templates" else real(name))
+    real = mmseg_generations.data_dir
+    monkeypatch.setattr(mmseg_generations, "data_dir", lambda name: upgraded if name == "templates" else real(name))
     assert {p.kind for p in check_tree(MMSegTree.open(tree))} == {"stale", "hand-edited", "unbound-import"}
     assert rp("apply", tree) == 1
     assert "hand-edited generated file(s): mmseg/models/decode_heads/reward_aspp_head.py" in capsys.readouterr().err

@@ -106,7 +106,7 @@ def test_the_console_script_runs_from_another_directory(tmp_path, pristine):
     assert "27 compatible" in result.stdout
 
 
-def test_a_non_editable_install_carries_templates_and_patches(tmp_path):
+def test_a_non_editable_install_carries_templates_patches_and_every_verb(tmp_path):
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
@@ -117,10 +117,13 @@ def test_a_non_editable_install_carries_templates_and_patches(tmp_path):
         check=True, capture_output=True, cwd=tmp_path,
     )
     code = (
-        "import rewardpatch.generation as g, sys;"
+        "import rewardpatch.mmseg_generations as g, sys;"
         "assert g.data_dir('templates').is_relative_to(sys.argv[1]);"
         "assert g.data_dir('patches').is_relative_to(sys.argv[1]);"
-        "print(sorted(p.name for p in g.data_dir('templates').glob('*.py')))"
+        "print(sorted(p.name for p in g.data_dir('templates').glob('*.py')));"
+        "import rewardpatch.cli as c, rewardpatch.configs.command, rewardpatch.verify.worker;"
+        "assert rewardpatch.configs.command.__file__.startswith(sys.argv[1]);"
+        "print(sorted(c.cli.commands))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code, str(target)], cwd=tmp_path, capture_output=True, text=True,
@@ -128,3 +131,4 @@ def test_a_non_editable_install_carries_templates_and_patches(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "reward_decode_head.py" in result.stdout
+    assert "'config'" in result.stdout and "'verify'" in result.stdout

@@ -158,7 +158,7 @@ def test_out_inherits_src_relatively_and_lists_each_change_in_its_header(config,
     ("/srv/mmseg/configs/x.py", "/home/me/y.py", "/srv/mmseg/configs/x.py"),
 ])
 def test_base_is_relative_to_out_when_they_share_a_directory_else_absolute(src, out, expected):
-    from rewardpatch.configs import base_reference
+    from rewardpatch.configs.render import base_reference
 
     assert base_reference(Path(src), Path(out)) == expected
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import copy_checkout, run_cli
-from rewardpatch.configs import reward_cfg_checker
+from rewardpatch.configs.reward_cfg import reward_cfg_checker
 from rewardpatch.planner import plan_apply
 from rewardpatch.tree import MMSegTree
 

@@ -203,6 +203,33 @@ def add_exports(
     return module.with_changes(body=body).code, ExportRecord(tuple(added_imports), tuple(added_names), rewrapped)
 
 
+def _drop_statement(body: list[cst.BaseStatement], index: int) -> None:
+    """Delete body[index], handing its leading blank lines to the statement after it."""
+    statement = body.pop(index)
+    if statement.leading_lines and index < len(body):
+        follower = body[index]
+        body[index] = follower.with_changes(leading_lines=[*statement.leading_lines, *follower.leading_lines])
+
+
+def _drop_all_names(body: list[cst.BaseStatement], names: set[str]) -> bool:
+    """Take every occurrence of `names` out of `__all__`; whether one was there."""
+    found = _find_all(body)
+    if found is None or not names:
+        return False
+    position, value = found
+    elements = list(value.elements)
+    dropped = False
+    for i in range(len(elements) - 1, -1, -1):
+        if _string_value(elements[i]) not in names:
+            continue
+        if i == len(elements) - 1 and i > 0:
+            elements[i - 1] = elements[i - 1].with_changes(comma=elements[i].comma)
+        del elements[i]
+        dropped = True
+    _with_all(body, position, value.with_changes(elements=elements))
+    return dropped
+
+
 def remove_exports(source: str, record: ExportRecord) -> str:
     """The inverse of `add_exports` for what `record` says it added."""
     module = cst.parse_module(source)
@@ -212,27 +239,54 @@ def remove_exports(source: str, record: ExportRecord) -> str:
     while index < len(body):
         statement = body[index]
         if is_import_line(statement) and _statement_code(statement) in wanted:
-            del body[index]
-            if statement.leading_lines and index < len(body):
-                follower = body[index]
-                body[index] = follower.with_changes(
-                    leading_lines=[*statement.leading_lines, *follower.leading_lines]
-                )
+            _drop_statement(body, index)
             continue
         index += 1
 
+    _drop_all_names(body, set(record.names))
     found = _find_all(body)
-    if found is not None and record.names:
+    if found is not None and record.names and record.rewrapped:
         position, value = found
-        ours = set(record.names)
         elements = list(value.elements)
-        for i in range(len(elements) - 1, -1, -1):
-            if _string_value(elements[i]) not in ours:
-                continue
-            if i == len(elements) - 1 and i > 0:
-                elements[i - 1] = elements[i - 1].with_changes(comma=elements[i].comma)
-            del elements[i]
-        if record.rewrapped and len(elements) > 1:
+        if len(elements) > 1:
             elements[-2] = elements[-2].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
-        _with_all(body, position, value.with_changes(elements=elements))
+            _with_all(body, position, value.with_changes(elements=elements))
+    return module.with_changes(body=body).code
+
+
+def _imports_from(statement: cst.BaseStatement, stems: set[str]) -> bool:
+    """Whether `statement` is an import line made only of `from .<stem> import ...`."""
+    return is_import_line(statement) and all(
+        isinstance(small, cst.ImportFrom)
+        and len(small.relative) == 1
+        and small.module is not None
+        and code(small.module) in stems
+        for small in statement.body
+    )
+
+
+def drop_imports_from(source: str, stems: set[str]) -> str:
+    """`source` without its `from .<stem> import ...` lines and the `__all__` names only they bound.
+
+    What `apply --adopt` does to the import lines and names a hand-made patch added for the
+    modules it replaces; a name `__all__` lists twice goes twice.
+    """
+    module = cst.parse_module(source)
+    body = list(module.body)
+    dropped: set[str] = set()
+    index = 0
+    while index < len(body):
+        statement = body[index]
+        if _imports_from(statement, stems):
+            dropped.update(
+                bound_name(alias)
+                for small in statement.body
+                if not isinstance(small.names, cst.ImportStar)
+                for alias in small.names
+            )
+            _drop_statement(body, index)
+            continue
+        index += 1
+    still_bound = _bound_names(module.with_changes(body=body))
+    _drop_all_names(body, dropped - still_bound)
     return module.with_changes(body=body).code

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from ..errors import EXIT_OK, EXIT_REFUSED, InputError
+from ..heads import unrewarded_name
 from ..manifest import Manifest
 from ..tree import MMSegTree
 from .events import EventReader
@@ -66,10 +67,10 @@ class Progress:
 
 def _patched_heads(tree: MMSegTree, manifest: Manifest, requested: str | None) -> list[str]:
     """Head names (without the Reward prefix) to check, all patched ones by default."""
-    patched = sorted(name.removeprefix("Reward") for name in manifest.reward_classes)
+    patched = sorted(unrewarded_name(name) for name in manifest.reward_classes)
     if not requested:
         return patched
-    names = list(dict.fromkeys(n.strip().removeprefix("Reward") for n in requested.split(",") if n.strip()))
+    names = list(dict.fromkeys(unrewarded_name(n.strip()) for n in requested.split(",") if n.strip()))
     unknown = [n for n in names if n not in patched]
     if unknown:
         raise InputError(

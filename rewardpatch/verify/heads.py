@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 import traceback
 
+from ..heads import reward_name
+
 
 def _tuples(value):
     # TOML has arrays only; MMSeg's heads check tuples in places (is_tuple_of)
@@ -65,7 +67,7 @@ def check_head(name: str, verify: dict, device: str) -> dict:
 
     spec = head_spec(verify, name)
     start = time.perf_counter()
-    row = {"name": f"Reward{name}", "ok": False, "loss": None, "seconds": None, "error": None}
+    row = {"name": reward_name(name), "ok": False, "loss": None, "seconds": None, "error": None}
     try:
         torch.manual_seed(0)
         batch, classes, size = verify["batch"], verify["num_classes"], verify["label_size"]
@@ -85,7 +87,7 @@ def check_head(name: str, verify: dict, device: str) -> dict:
             samples.append(sample)
 
         original = MODELS.build(dict(type=name, **spec["args"])).to(device).train()
-        rewarded = MODELS.build(dict(type=f"Reward{name}", **spec["args"])).to(device).train()
+        rewarded = MODELS.build(dict(type=reward_name(name), **spec["args"])).to(device).train()
         with torch.no_grad():
             expected = _shapes(original(features, *extra))
             produced = _shapes(rewarded(features, *extra))

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..heads import reward_name
 from .events import EventWriter
 
 EXIT_SETUP = 3  # the worker could not start checking (device, mmseg origin, import)
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     register_all_modules(init_default_scope=False)
 
-    from rewardpatch.generation import generation_for
+    from rewardpatch.mmseg_generations import generation_for
 
     generation = generation_for(mmseg.__version__)
     stages = args.stages.split(",")
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         from .finetune import finetune
         from .heads import head_spec
 
-        events.emit("stage", stage="finetune", total=args.ce_iters + args.iters, head=f"Reward{args.finetune_head}")
+        events.emit("stage", stage="finetune", total=args.ce_iters + args.iters, head=reward_name(args.finetune_head))
         own = head_spec(generation.verify, args.finetune_head)["args"]
         # the backbone supplies one 128-channel map: keep the head's other arguments
         head_args = {k: v for k, v in own.items() if k not in ("in_channels", "channels", "num_classes", "in_index")}

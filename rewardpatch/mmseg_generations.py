@@ -1,4 +1,6 @@
-"""Per-MMSeg-generation data from patches/: what goes where in a tree.
+"""MMSegmentation's generations (1.x, ...) as patches/ describes them: what goes where in a tree.
+
+Named after MMSeg's generations, not after code generation: nothing here writes code.
 
 The data files travel with the package (see setup.cfg); in a source checkout
 they sit beside the package instead.

@@ -1,0 +1,75 @@
+"""The fine-tune config being written: the source, the rewrite, and why each change was made.
+
+Each step of the rewrite (heads.py, schedule.py, start_from) edits `FinetunePlan.target`
+and notes why; the differences and the override to write follow from source and target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .diff import UNSET, Change, leaf_changes, merge_override, same
+
+DEFAULT_ITERS = 2000
+
+
+@dataclass
+class FinetuneOptions:
+    """What the user asked for on the command line."""
+
+    reward_classes: set[str]
+    tree: str
+    lr: float | None = None
+    iters: int = DEFAULT_ITERS
+    schedule: str = "poly"
+    aux: bool = False
+    reward_cfg: dict = field(default_factory=dict)
+    check_reward_cfg: Callable[[dict], dict] = lambda reward_cfg: reward_cfg
+
+
+@dataclass
+class FinetunePlan:
+    """The source config, the fine-tune config, and why each difference was made."""
+
+    source: dict
+    target: dict
+    notes: dict[str, str] = field(default_factory=dict)  # path prefix -> why
+
+    def note(self, path: str, why: str) -> None:
+        self.notes[path] = why
+
+    @property
+    def changes(self) -> list[Change]:
+        changes, pending = [], dict(self.notes)
+        for change in leaf_changes(self.source, self.target):
+            prefix = next((p for p in pending if within(change.path, p) or within(p, change.path)), None)
+            changes.append(Change(change.path, change.before, change.after, pending.pop(prefix, None)))
+        return changes
+
+    @property
+    def overrides(self) -> dict:
+        return {
+            key: merge_override(self.source.get(key, UNSET), value)
+            for key, value in self.target.items()
+            if not same(self.source.get(key, UNSET), value)
+        }
+
+
+def within(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + ".") or path.startswith(prefix + "[")
+
+
+def as_list(value) -> tuple[list, bool]:
+    return (value, True) if isinstance(value, list) else ([value], False)
+
+
+def start_from(plan: FinetunePlan, checkpoint: str | None, why: str | None = None) -> None:
+    """load_from is the checkpoint (absolute: mmengine resolves it from the working directory)."""
+    if checkpoint is not None:
+        plan.target["load_from"] = checkpoint
+        if why:
+            plan.note("load_from", why)
+    if plan.target.get("resume"):
+        plan.target["resume"] = False
+        plan.note("resume", "a fine-tune starts a new schedule; it does not resume the old one")
