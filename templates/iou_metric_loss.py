@@ -10,14 +10,12 @@ import torch.nn as nn
 from torch import Tensor
 
 from mmseg.registry import MODELS
-from .reward_estimator import (class_counts, confusion, count_keys, label_rows,
-                               reward_of_counts)
+from .reward_estimator import class_counts, label_confusion, reward_of_counts
 
 
 def _per_image(reward: str, pred: Tensor, gt: Tensor, num_classes: int,
                ignore_index: int) -> Tensor:
-    keys = count_keys(label_rows(gt, num_classes, ignore_index), num_classes)
-    table = confusion(pred, keys, num_classes)
+    table = label_confusion(pred, gt, num_classes, ignore_index)
     return reward_of_counts(reward, *class_counts(table)).float()
 
 
