@@ -331,7 +331,7 @@ def test_reward_values_are_python_literals(config):
 @pytest.mark.parametrize("item, key", [("foo=1", "foo"), ("num_samples=0", "num_samples"),
                                        ("mode=greedy", "mode"), ("temperature=-1", "temperature"),
                                        ("baseline=greedy", "baseline"), ("scope=dataset,mode=weighted_ce", "scope"),
-                                       ("decay=0.9", "decay")])
+                                       ("scope=batch,decay=0.9", "decay")])
 def test_a_bad_reward_option_is_an_input_error_naming_the_key(config, item, key):
     code, out, _, err = config(DEEPLABV3, "--reward", item)
     assert code == 2

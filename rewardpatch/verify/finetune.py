@@ -18,6 +18,7 @@ import os
 import time
 from pathlib import Path
 
+from ..heads import reward_name
 from .events import EventWriter
 from .synthetic import classes, write_dataset
 
@@ -163,7 +164,7 @@ def finetune(
     names, palette = classes(NUM_CLASSES)
     metainfo = dict(classes=names, palette=palette)
     start = time.perf_counter()
-    result = {"ok": False, "head": f"Reward{head}", "ce_iters": ce_iters, "iters": iters,
+    result = {"ok": False, "head": reward_name(head), "ce_iters": ce_iters, "iters": iters,
               "miou_tolerance": MIOU_TOLERANCE, "world_size": dist.get_world_size() if distributed else 1}
 
     ce_record: dict = {}
@@ -195,7 +196,7 @@ def finetune(
     reward_record: dict = {}
     # a config that only swaps the head's type: its CrossEntropyLoss becomes the reward
     # loss, with the default reward_cfg
-    reward_model = model_config(f"Reward{head}", head_args, ce_loss, None)
+    reward_model = model_config(reward_name(head), head_args, ce_loss, None)
     reward = Runner.from_cfg(_cfg(runner_config(
         "reward", workdir / "reward", reward_model, str(data_root), metainfo, iters, REWARD_LR,
         distributed, device, load_from=load_from, schedule=False, val_interval=max(1, iters // 4),
