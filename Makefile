@@ -72,6 +72,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_reward.py
 	$(PY) benchmarks/bench_verify.py
 	$(PY) benchmarks/bench_stats.py
+	$(PY) benchmarks/bench_ddp_teardown.py
 
 # Minutes of CPU: reward fine-tuning against CE continued, 3 seeds.
 bench-learning: $(STAMP)
