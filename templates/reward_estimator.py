@@ -25,6 +25,8 @@ only the draw of the other pixels is random.
 
 Nothing here imports MMSeg: the heads of each MMSeg generation call it.
 """
+import math
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -190,7 +192,7 @@ def confusion(pred: Tensor, keys: Tensor, num_classes: int) -> Tensor:
     """
     cells = (num_classes + 2) * num_classes
     lead = pred.shape[:-3]
-    copies = pred.numel() // keys.numel()
+    copies = math.prod(lead)
     per_copy = cells * keys.shape[0]
     flat = pred.to(keys.dtype)
     flat = flat.add_(keys) if flat is not pred else flat + keys
@@ -210,7 +212,11 @@ def label_confusion(pred: Tensor, gt: Tensor, num_classes: int,
     stay in the CPU's caches, which makes this about twice as fast there as
     one pass over the batch; on CUDA it costs a few more kernel launches.
     """
-    step = max(1, COUNT_SLAB_ELEMENTS // max(1, gt[0].numel()))
+    pixels = gt[0].numel() if len(gt) else 1
+    step = max(1, COUNT_SLAB_ELEMENTS // max(1, pixels))
+    if len(gt) <= step:
+        rows = label_rows(gt, num_classes, ignore_index)
+        return confusion(pred, count_keys(rows, num_classes), num_classes)
     tables = []
     for start in range(0, gt.shape[0], step):
         rows = label_rows(gt[start:start + step], num_classes, ignore_index)

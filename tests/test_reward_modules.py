@@ -84,6 +84,25 @@ def test_per_image_miou_equals_mmseg_intersect_and_union(mm):
         assert torch.allclose(ours, torch.tensor(expected), atol=1e-6)
 
 
+def test_counting_a_few_images_at_a_time_gives_the_one_pass_counts(mm, monkeypatch):
+    torch = mm.torch
+    pred, gt = random_batch(mm, seed=4)
+    gt[1, 0, :3] = -3  # out of range below 0, and above: both in P only
+    gt[2, 1, :2] = 9
+    samples = torch.stack([pred, pred.flip(-1)])
+    one_pass = mm.estimator.label_confusion(samples, gt, 5, 255)
+    monkeypatch.setattr(mm.estimator, "COUNT_SLAB_ELEMENTS", gt[0].numel())  # one image per slab
+    assert torch.equal(mm.estimator.label_confusion(samples, gt, 5, 255), one_pass)
+    keys = mm.estimator.count_keys(mm.estimator._label_rows(gt, 5, 255), 5)
+    assert torch.equal(one_pass, mm.estimator.confusion(samples, keys, 5))
+
+
+def test_an_empty_batch_scores_nothing(mm):
+    torch = mm.torch
+    empty = torch.zeros(0, 4, 4, dtype=torch.long)
+    assert mm.rewards.per_image_miou(empty, empty, 5, 255).shape == (0,)
+
+
 def test_dice_and_pixel_accuracy_follow_the_mmseg_areas(mm):
     pred, gt = random_batch(mm, seed=3)
     dice = mm.rewards.per_image_dice(pred, gt, 5, 255)
