@@ -152,12 +152,10 @@ def _with_reward_loss(loss_decode, head: str):
     types = [_loss_type(c) if isinstance(c, Mapping) else '' for c in configs]
     if CrossEntropyRewardLoss.__name__ in types:
         return loss_decode
-    found = [
-        c for c, t in zip(configs, types) if t == CrossEntropyLoss.__name__
-    ]
+    found = [i for i, t in enumerate(types) if t == CrossEntropyLoss.__name__]
     softmax = [
-        c for c in found
-        if not c.get('use_sigmoid', False) and not c.get('use_mask', False)
+        i for i in found if not configs[i].get('use_sigmoid', False)
+        and not configs[i].get('use_mask', False)
     ]
     if found and not softmax:
         raise ValueError(f'loss_decode: {head} samples from a softmax, but '
@@ -165,7 +163,7 @@ def _with_reward_loss(loss_decode, head: str):
                          'use_mask=True); set them to False')
     if not softmax:
         return loss_decode
-    at = next(i for i, c in enumerate(configs) if c is softmax[0])
+    at = softmax[0]
     cfg = configs[at]
     loss_type = cfg['type']
     if isinstance(loss_type, str):

@@ -214,11 +214,9 @@ def label_confusion(pred: Tensor, gt: Tensor, num_classes: int,
     """
     pixels = gt[0].numel() if len(gt) else 1
     step = max(1, COUNT_SLAB_ELEMENTS // max(1, pixels))
-    if len(gt) <= step:
-        rows = label_rows(gt, num_classes, ignore_index)
-        return confusion(pred, count_keys(rows, num_classes), num_classes)
     tables = []
-    for start in range(0, gt.shape[0], step):
+    # at least one slab: an empty batch gets its empty table
+    for start in range(0, max(1, len(gt)), step):
         rows = label_rows(gt[start:start + step], num_classes, ignore_index)
         tables.append(
             confusion(pred[..., start:start + step, :, :],

@@ -34,46 +34,37 @@ def _reward_heads(patched_tree):
     )
 
 
-def _head_types(model_cfg) -> list:
-    types = []
+def _head_cfgs(model_cfg):
     for key in ("decode_head", "auxiliary_head"):
         heads = model_cfg.get(key)
-        for head in heads if isinstance(heads, (list, tuple)) else [heads] if heads else []:
-            types.append(head["type"])
-    return types
+        yield from heads if isinstance(heads, (list, tuple)) else [heads] if heads else []
 
 
-def _configs_using(configs: Path, head: str) -> list[Path]:
+def _configs_using(texts: dict[Path, str], head: str) -> list[Path]:
     """Configs of the tree that may build `head`: files naming it, and those inheriting a base that does."""
     pattern = re.compile(rf"type\s*=\s*['\"]{head}['\"]")
-    naming = [p for p in configs.rglob("*.py") if pattern.search(p.read_text(errors="replace"))]
+    naming = [p for p, text in texts.items() if pattern.search(text)]
     found = [p for p in naming if "_base_" not in p.parts]
     for base in (p for p in naming if "_base_" in p.parts):
-        found += [p for p in configs.rglob("*.py") if "_base_" not in p.parts and base.name in p.read_text(errors="replace")]
+        found += [p for p, text in texts.items() if "_base_" not in p.parts and base.name in text]
     return sorted(set(found), key=lambda p: (len(p.name), p.name))
 
 
-def _config_for(configs: Path, head: str):
+def _config_for(texts: dict[Path, str], head: str):
     from mmengine.config import Config
 
     fallback = None
-    for path in _configs_using(configs, head)[:40]:
+    for path in _configs_using(texts, head)[:40]:
         try:
             cfg = Config.fromfile(path)
         except Exception:  # noqa: BLE001 - configs that need packages we do not install
             continue
-        if head not in _head_types(cfg.model):
+        if head not in [c["type"] for c in _head_cfgs(cfg.model)]:
             continue
         if cfg.model.get("backbone", {}).get("type") in LIGHT_BACKBONES:
             return path, cfg
         fallback = fallback or (path, cfg)
     return fallback
-
-
-def _head_cfgs(model_cfg):
-    for key in ("decode_head", "auxiliary_head"):
-        heads = model_cfg.get(key)
-        yield from heads if isinstance(heads, (list, tuple)) else [heads] if heads else []
 
 
 def _swap_types(model_cfg, head: str) -> None:
@@ -130,9 +121,10 @@ def test_the_patched_tree_has_reward_heads_to_try(heads):
 
 
 def test_every_reward_head_trains_in_an_mmseg_config_that_swaps_only_its_type(patched_tree, heads):
+    texts = {p: p.read_text(errors="replace") for p in (patched_tree / "configs").rglob("*.py")}
     tried, failures = [], []
     for head in heads:
-        found = _config_for(patched_tree / "configs", head)
+        found = _config_for(texts, head)
         if found is None:
             continue
         path, cfg = found
