@@ -15,12 +15,13 @@ TORCH_INDEX ?=
 MMCV_VERSION := 2.1.0
 MMENGINE_VERSION := 0.10.7
 MMSEG_STACK_VERSION := 1.2.2
-# MMSeg 0.x, in a venv of its own: mmcv-full 1.x with its ops and runner. mmcv 1.7.2's
-# Config calls yapf's FormatCode(verify=...), which yapf 0.40.2 removed.
+# MMSeg 0.x, in a venv of its own: mmcv-full 1.x with its ops and runner. With it, the
+# linters MMSeg 0.x's .pre-commit-config.yaml pins (the tests lint what apply writes with
+# them); mmcv 1.7.2's Config needs a yapf that has FormatCode(verify=...), as 0.30.0 does.
 VENV0 ?= .venv-mmseg0
 MMCV_FULL_VERSION := 1.7.2
 MMSEG0_STACK_VERSION := 0.30.0
-YAPF0 := yapf==0.40.1
+LINTERS0 := flake8==3.8.3 isort==5.10.1 yapf==0.30.0
 # mmcv's setup.py imports pkg_resources, which setuptools 81 removed; torch needs >= 77.
 SETUPTOOLS := setuptools>=77,<81
 
@@ -65,7 +66,7 @@ $(STAMP0): Makefile setup.cfg rewardpatch/verify/torchvision_stand_in.py
 	$(PIP0) install --quiet --upgrade wheel "$(SETUPTOOLS)" numpy
 	$(PIP0) install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "torch==$(TORCH_VERSION)"
 	@$(MAKE) --no-print-directory mmcv-wheel WHEEL_PY=$(PY0) WHEEL_PACKAGE=mmcv-full WHEEL_VERSION=$(MMCV_FULL_VERSION)
-	$(PIP0) install --quiet "$$(cat $(VENV0)/.mmcv-wheel)" "$(YAPF0)" matplotlib prettytable packaging
+	$(PIP0) install --quiet "$$(cat $(VENV0)/.mmcv-wheel)" $(LINTERS0) matplotlib prettytable packaging
 	$(PIP0) install --quiet --no-deps "mmsegmentation==$(MMSEG0_STACK_VERSION)"
 	@site=$$($(PY0) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") && \
 		if [ -e "$$site/torchvision" ] && ! grep -qs "rewardpatch" "$$site/torchvision/__init__.py"; then \
