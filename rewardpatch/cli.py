@@ -17,6 +17,7 @@ import click
 
 from . import __version__
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Interrupted, RewardpatchError
+from .mmseg_generations import supported_versions
 from .optional import require_stack
 from .tree import MMSegTree
 
@@ -101,7 +102,11 @@ def cli() -> None:
 @TREE
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 def list_heads_command(tree: str, as_json: bool) -> int:
-    """List every registered decode head of TREE and whether it can get a reward version."""
+    """List every registered decode head of TREE and whether it can get a reward version.
+
+    Supported MMSegmentation releases: 0.24.1 to 0.30.0 (mmcv-full 1.x) and 1.0.0 to
+    1.2.2 (mmengine), as patches/ describes them.
+    """
     from .heads import COMPATIBLE, INCOMPATIBLE, PATCHED
     from .planner import list_heads
 
@@ -115,6 +120,7 @@ def list_heads_command(tree: str, as_json: bool) -> int:
         f"MMSegmentation {mmseg.version} at {mmseg.root}: {len(heads)} registered classes, "
         f"{counts[COMPATIBLE]} compatible, {counts[PATCHED]} patched, {counts[INCOMPATIBLE]} incompatible"
     )
+    _say(f"rewardpatch supports MMSegmentation {supported_versions()} ({mmseg.generation.name} for this tree)")
     _say()
     width = max(len(h.name) for h in heads) + 2 if heads else 6
     file_width = max(len(h.file.rsplit("/", 1)[-1]) for h in heads) + 2 if heads else 6

@@ -127,5 +127,9 @@ def generation_for(version: str) -> Generation:
     for generation in generations():
         if generation.supports(version):
             return generation
-    supported = ", ".join(g.versions for g in generations())
-    raise InputError(f"MMSegmentation {version} is not supported by rewardpatch (supported: {supported})")
+    raise InputError(f"MMSegmentation {version} is not supported by rewardpatch (supported: {supported_versions()})")
+
+
+def supported_versions() -> str:
+    """'0.24.1 to 0.30.0, 1.0.0 to 1.2.2': every generation's releases, oldest first."""
+    return ", ".join(g.versions for g in sorted(generations(), key=lambda g: g.min_version))

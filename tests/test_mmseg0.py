@@ -71,6 +71,7 @@ def test_list_heads_names_the_version_and_its_generation(capsys, pristine):
     code, out, _ = run_cli(capsys, "list-heads", pristine("0.30.0"))
     assert code == 0
     assert "MMSegmentation 0.30.0" in out.splitlines()[0]
+    assert out.splitlines()[1] == "rewardpatch supports MMSegmentation 0.24.1 to 0.30.0, 1.0.0 to 1.2.2 (mmseg-0.x for this tree)"
 
 
 def test_apply_check_revert_round_trip_leaves_a_clean_git_status(capsys, tree0):
