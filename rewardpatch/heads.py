@@ -193,11 +193,12 @@ def _delegates_ground_truth(function: ast.FunctionDef, class_name: str, gen: Gen
     """Whether the override passes its data samples on to the loss path of its base.
 
     Accepts super().<loss method>(..., batch_data_samples) or super(Cls, self)..., and
-    self.loss_by_feat(..., batch_data_samples) from an overridden `loss`.
+    self.loss_by_feat(..., batch_data_samples) from an overridden `loss` (0.x:
+    gt_semantic_seg from `forward_train`, seg_label from `losses`; see patches/).
     """
     arguments = function.args
     params = {a.arg for a in arguments.posonlyargs + arguments.args + arguments.kwonlyargs}
-    param = gen.data_samples_param
+    param = gen.loss_methods[function.name]
     if param not in params:
         return False
     for node in ast.walk(function):
@@ -233,7 +234,7 @@ def _class_info(node: ast.ClassDef, stem: str, file: str, gen: Generation) -> Cl
                 None
                 if _delegates_ground_truth(statement, info.name, gen)
                 else f"{info.name}.{method} computes its own loss without handing "
-                f"{gen.data_samples_param} to super()"
+                f"{gen.loss_methods[method]} to super()"
             )
     return info
 

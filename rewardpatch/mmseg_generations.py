@@ -48,16 +48,26 @@ class BaseSpec:
 
 @dataclass(frozen=True)
 class TemplateSpec:
-    """A file of templates/ copied into the tree, and what its package exports."""
+    """A file of templates/ copied into the tree, and what its package exports.
+
+    `replace` holds (old, new) line pairs that adapt a shared template to a generation,
+    e.g. the registry a loss registers with: data, so that no generation keeps a copy.
+    """
 
     source: str
     target: str
     init: str
     exports: tuple[str, ...]
+    replace: tuple[tuple[str, str], ...] = ()
 
     @property
     def text(self) -> str:
-        return (data_dir("templates") / self.source).read_text(encoding="utf-8")
+        text = (data_dir("templates") / self.source).read_text(encoding="utf-8")
+        for old, new in self.replace:
+            if f"\n{old}\n" not in f"\n{text}":
+                raise FileNotFoundError(f"templates/{self.source} has no line {old!r} to replace")
+            text = f"\n{text}".replace(f"\n{old}\n", f"\n{new}\n")[1:]
+        return text
 
     @property
     def sha256(self) -> str:
@@ -67,12 +77,13 @@ class TemplateSpec:
 @dataclass(frozen=True)
 class Generation:
     name: str
+    versions: str  # the releases this data was written and tested for, in words
     min_version: tuple[int, ...]
     max_version: tuple[int, ...]
     heads_dir: str
     heads_init: str
-    loss_methods: tuple[str, ...]
-    data_samples_param: str
+    # loss method -> its ground-truth parameter, which an override must hand on
+    loss_methods: dict[str, str]
     bases: dict[str, BaseSpec]
     templates: tuple[TemplateSpec, ...]
     verify: dict  # stage-1 facts of `rewardpatch verify`: default and per-head arguments
@@ -89,15 +100,18 @@ def _load(path: Path) -> Generation:
     data = tomllib.loads(path.read_text(encoding="utf-8"))
     return Generation(
         name=data["name"],
+        versions=data["versions"],
         min_version=version_tuple(data["min_version"]),
         max_version=version_tuple(data["max_version"]),
         heads_dir=data["heads_dir"],
         heads_init=data["heads_init"],
-        loss_methods=tuple(data["loss_methods"]),
-        data_samples_param=data["data_samples_param"],
+        loss_methods=dict(data["loss_methods"]),
         bases={name: BaseSpec(name=name, **spec) for name, spec in data["bases"].items()},
         templates=tuple(
-            TemplateSpec(t["source"], t["target"], t["init"], tuple(t["exports"]))
+            TemplateSpec(
+                t["source"], t["target"], t["init"], tuple(t["exports"]),
+                tuple((old, new) for old, new in t.get("replace", [])),
+            )
             for t in data["templates"]
         ),
         verify=data.get("verify", {}),
@@ -113,6 +127,5 @@ def generation_for(version: str) -> Generation:
     for generation in generations():
         if generation.supports(version):
             return generation
-    if version_tuple(version) < (1,):
-        raise InputError(f"MMSegmentation {version} (0.x) is not supported yet")
-    raise InputError(f"MMSegmentation {version} is not supported by rewardpatch")
+    supported = ", ".join(g.versions for g in generations())
+    raise InputError(f"MMSegmentation {version} is not supported by rewardpatch (supported: {supported})")

@@ -33,20 +33,18 @@ work. Reward statistics are returned under keys without "loss"
 (reward_mean, reward_greedy, and adv_std for 'reinforce' and 'weighted_ce'):
 mmengine logs them and does not backpropagate them.
 """
-import inspect
-from collections.abc import Mapping
-from typing import List
-
-import torch
 from mmengine.logging import print_log
 from torch import Tensor
 
-from ..losses.cross_entropy_loss import CrossEntropyLoss
 from ..losses.cross_entropy_reward_loss import CrossEntropyRewardLoss
-from ..losses.reward_estimator import RewardEstimator
+from ..losses.reward_estimator import (RewardEstimator, check_reward_head,
+                                       decode_head_losses, default_loss_decode,
+                                       with_reward_loss)
 from ..utils import resize
 from .cascade_decode_head import BaseCascadeDecodeHead
 from .decode_head import BaseDecodeHead
+
+_ANNOUNCED = set()
 
 
 class RewardDecodeHead(BaseDecodeHead):
@@ -67,31 +65,21 @@ class RewardDecodeHead(BaseDecodeHead):
 
     def __init__(self, *args, reward_cfg=None, **kwargs):
         name = type(self).__name__
-        if 'loss_decode' not in kwargs:
-            kwargs['loss_decode'] = _default_loss_decode()
-        kwargs['loss_decode'] = _with_reward_loss(kwargs['loss_decode'], name)
+        loss_decode = kwargs.get('loss_decode',
+                                 default_loss_decode(BaseDecodeHead))
+        kwargs['loss_decode'], changed = with_reward_loss(
+            loss_decode, name, CrossEntropyRewardLoss)
+        if changed and name not in _ANNOUNCED:
+            _ANNOUNCED.add(name)
+            print_log(
+                f'{name}: loss_decode CrossEntropyLoss is used as '
+                'CrossEntropyRewardLoss with the same arguments',
+                logger='current')
         super().__init__(*args, **kwargs)
-        if self.out_channels == 1:
-            raise ValueError(f'{name}: out_channels=1 (sigmoid binary '
-                             'segmentation) is not supported; use '
-                             'out_channels=num_classes')
-        reward_losses = [
-            m for m in self._loss_modules()
-            if isinstance(m, CrossEntropyRewardLoss)
-        ]
-        if len(reward_losses) != 1:
-            found = ', '.join(type(m).__name__ for m in self._loss_modules())
-            raise ValueError(f'loss_decode: {name} needs one '
-                             'CrossEntropyLoss or CrossEntropyRewardLoss for '
-                             f'the reward to scale, got {found}')
+        check_reward_head(self, CrossEntropyRewardLoss)
         self.reward_estimator = RewardEstimator(reward_cfg, self.num_classes,
                                                 self.ignore_index)
         self.reward_cfg = self.reward_estimator.cfg
-
-    def _loss_modules(self) -> List:
-        if isinstance(self.loss_decode, torch.nn.ModuleList):
-            return list(self.loss_decode)
-        return [self.loss_decode]
 
     def loss_by_feat(self, seg_logits: Tensor, batch_data_samples) -> dict:
         """Reward loss of the resized logits against the data samples'
@@ -102,85 +90,8 @@ class RewardDecodeHead(BaseDecodeHead):
             size=seg_label.shape[2:],
             mode='bilinear',
             align_corners=self.align_corners)
-        if self.sampler is not None:
-            seg_weight = self.sampler.sample(seg_logits, seg_label)
-        else:
-            seg_weight = None
-        seg_label = seg_label.squeeze(1)
-
-        loss = dict()
-        stats = dict()
-        for loss_decode in self._loss_modules():
-            if isinstance(loss_decode, CrossEntropyRewardLoss):
-                value, stats = self.reward_estimator(seg_logits, seg_label,
-                                                     loss_decode, seg_weight)
-            else:
-                value = loss_decode(
-                    seg_logits,
-                    seg_label,
-                    weight=seg_weight,
-                    ignore_index=self.ignore_index)
-            name = loss_decode.loss_name
-            loss[name] = loss[name] + value if name in loss else value
-        loss.update({key: value.float() for key, value in stats.items()})
-        return loss
-
-
-def _default_loss_decode():
-    parameters = inspect.signature(BaseDecodeHead.__init__).parameters
-    return parameters['loss_decode'].default
-
-
-_ANNOUNCED = set()
-
-
-def _loss_type(cfg) -> str:
-    """'CrossEntropyLoss' for type='CrossEntropyLoss', 'mmseg.CrossEntropyLoss'
-    or the class itself."""
-    loss_type = cfg.get('type')
-    if isinstance(loss_type, str):
-        return loss_type.rpartition('.')[2]
-    return getattr(loss_type, '__name__', '')
-
-
-def _with_reward_loss(loss_decode, head: str):
-    """`loss_decode` with its first CrossEntropyLoss a CrossEntropyRewardLoss
-    of the same arguments, unless it already holds a CrossEntropyRewardLoss.
-    """
-    many = isinstance(loss_decode, (list, tuple))
-    configs = list(loss_decode) if many else [loss_decode]
-    types = [_loss_type(c) if isinstance(c, Mapping) else '' for c in configs]
-    if CrossEntropyRewardLoss.__name__ in types:
-        return loss_decode
-    found = [i for i, t in enumerate(types) if t == CrossEntropyLoss.__name__]
-    softmax = [
-        i for i in found if not configs[i].get('use_sigmoid', False)
-        and not configs[i].get('use_mask', False)
-    ]
-    if found and not softmax:
-        raise ValueError(f'loss_decode: {head} samples from a softmax, but '
-                         'its CrossEntropyLoss has use_sigmoid=True (or '
-                         'use_mask=True); set them to False')
-    if not softmax:
-        return loss_decode
-    at = softmax[0]
-    cfg = configs[at]
-    loss_type = cfg['type']
-    if isinstance(loss_type, str):
-        scope = loss_type.rpartition('.')[0]
-        new_type = '.'.join(filter(None, [scope, 'CrossEntropyRewardLoss']))
-    else:
-        new_type = CrossEntropyRewardLoss
-    configs[at] = type(cfg)({**cfg, 'type': new_type})
-    if head not in _ANNOUNCED:
-        _ANNOUNCED.add(head)
-        print_log(
-            f'{head}: loss_decode CrossEntropyLoss is used as '
-            'CrossEntropyRewardLoss with the same arguments',
-            logger='current')
-    if not many:
-        return configs[0]
-    return type(loss_decode)(configs)
+        return decode_head_losses(self, seg_logits, seg_label,
+                                  CrossEntropyRewardLoss)
 
 
 class RewardCascadeDecodeHead(RewardDecodeHead, BaseCascadeDecodeHead):

@@ -25,7 +25,9 @@ only the draw of the other pixels is random.
 
 Nothing here imports MMSeg: the heads of each MMSeg generation call it.
 """
+import inspect
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.distributed as dist
@@ -646,3 +648,108 @@ class RewardEstimator:
             reward=weight,
             weight=pixel_weight,
             ignore_index=self.ignore_index)
+
+
+# What every generation's reward heads share: `Reward<X>` takes X's arguments.
+# These read configs and modules only; the adapters call them.
+
+
+def default_loss_decode(head_class):
+    """The default `loss_decode` of a decode-head base class's __init__."""
+    parameters = inspect.signature(head_class.__init__).parameters
+    return parameters['loss_decode'].default
+
+
+def _loss_type(cfg) -> str:
+    """'CrossEntropyLoss' for type='CrossEntropyLoss', 'mmseg.CrossEntropyLoss'
+    or the class itself."""
+    loss_type = cfg.get('type')
+    if isinstance(loss_type, str):
+        return loss_type.rpartition('.')[2]
+    return getattr(loss_type, '__name__', '')
+
+
+def with_reward_loss(loss_decode, head: str, reward_class):
+    """(`loss_decode` with its first softmax CrossEntropyLoss a
+    `reward_class` of the same arguments, whether it changed), unchanged when
+    it already holds a `reward_class`."""
+    many = isinstance(loss_decode, (list, tuple))
+    configs = list(loss_decode) if many else [loss_decode]
+    types = [_loss_type(c) if isinstance(c, Mapping) else '' for c in configs]
+    if reward_class.__name__ in types:
+        return loss_decode, False
+    found = [i for i, t in enumerate(types) if t == 'CrossEntropyLoss']
+    softmax = [
+        i for i in found if not configs[i].get('use_sigmoid', False)
+        and not configs[i].get('use_mask', False)
+    ]
+    if found and not softmax:
+        raise ValueError(f'loss_decode: {head} samples from a softmax, but '
+                         'its CrossEntropyLoss has use_sigmoid=True (or '
+                         'use_mask=True); set them to False')
+    if not softmax:
+        return loss_decode, False
+    at = softmax[0]
+    cfg = configs[at]
+    loss_type = cfg['type']
+    if isinstance(loss_type, str):
+        scope = loss_type.rpartition('.')[0]
+        new_type = '.'.join(filter(None, [scope, reward_class.__name__]))
+    else:
+        new_type = reward_class
+    configs[at] = type(cfg)({**cfg, 'type': new_type})
+    if not many:
+        return configs[0], True
+    return type(loss_decode)(configs), True
+
+
+def loss_modules(head) -> list:
+    """The head's losses: `loss_decode` as a list."""
+    if isinstance(head.loss_decode, torch.nn.ModuleList):
+        return list(head.loss_decode)
+    return [head.loss_decode]
+
+
+def check_reward_head(head, reward_class) -> None:
+    """Raise ValueError unless the head samples from a softmax and holds
+    exactly one `reward_class` for the reward to scale."""
+    name = type(head).__name__
+    if getattr(head, 'out_channels', head.num_classes) == 1:
+        raise ValueError(f'{name}: out_channels=1 (sigmoid binary '
+                         'segmentation) is not supported; use '
+                         'out_channels=num_classes')
+    losses = loss_modules(head)
+    if sum(isinstance(m, reward_class) for m in losses) != 1:
+        found = ', '.join(type(m).__name__ for m in losses)
+        raise ValueError(f'loss_decode: {name} needs one CrossEntropyLoss '
+                         f'or {reward_class.__name__} for the reward to '
+                         f'scale, got {found}')
+
+
+def decode_head_losses(head, seg_logits: Tensor, seg_label: Tensor,
+                       reward_class) -> dict:
+    """A reward head's loss dict: `seg_logits` [B, C, H, W] at the
+    resolution of `seg_label` [B, 1, H, W]; its `reward_class` loss is the
+    head's reward_estimator's, every other loss of `loss_decode` is computed
+    as usual. Reward statistics come under keys without 'loss'."""
+    if head.sampler is not None:
+        seg_weight = head.sampler.sample(seg_logits, seg_label)
+    else:
+        seg_weight = None
+    seg_label = seg_label.squeeze(1)
+    loss = dict()
+    stats = dict()
+    for loss_decode in loss_modules(head):
+        if isinstance(loss_decode, reward_class):
+            value, stats = head.reward_estimator(seg_logits, seg_label,
+                                                 loss_decode, seg_weight)
+        else:
+            value = loss_decode(
+                seg_logits,
+                seg_label,
+                weight=seg_weight,
+                ignore_index=head.ignore_index)
+        name = loss_decode.loss_name
+        loss[name] = loss[name] + value if name in loss else value
+    loss.update({key: value.float() for key, value in stats.items()})
+    return loss
