@@ -755,3 +755,85 @@ def test_a_0x_config_on_a_1x_tree_is_refused_by_the_cli(config, pristine):
     assert code == 2
     assert "MMSeg 0.x config" in one_line_error(err)
     assert not out.exists()
+
+
+# 0.x end to end: a 0.x checkout patched by `rewardpatch apply`, then `rewardpatch config`.
+
+@pytest.fixture(scope="module", params=MMSEG0)
+def patched_0x(request, tmp_path_factory) -> Path:
+    """A copy of a pristine 0.x checkout that `rewardpatch apply` patched (module-wide: apply once)."""
+    from conftest import copy_checkout
+    from rewardpatch.cli import main
+
+    tree = copy_checkout(request.param, tmp_path_factory.mktemp("patched-0x") / f"mmsegmentation-{request.param}")
+    assert main(["apply", str(tree)]) == 0
+    return tree
+
+
+@pytest.fixture
+def config_0x(patched_0x, tmp_path, capsys):
+    """config_0x(SRC, *options) -> (exit code, OUT, stdout, stderr) in the patched 0.x tree."""
+
+    def call(src, *options):
+        out = tmp_path / "reward.py"
+        src = patched_0x / src if not Path(src).is_absolute() else src
+        code, stdout, stderr = run_cli(capsys, "config", src, "--tree", patched_0x, "-o", out, *options)
+        return code, out, stdout, stderr
+
+    return call
+
+
+def test_config_on_a_patched_0x_tree_writes_a_reward_fine_tune(config_0x, tmp_path):
+    import torch
+
+    checkpoint = tmp_path / "ce.pth"
+    torch.save({"state_dict": {"decode_head.conv_seg.weight": torch.zeros(19, 512, 1, 1)}, "meta": {}}, checkpoint)
+    code, out, stdout, _ = config_0x(DEEPLABV3_0, "--checkpoint", checkpoint, "--reward", "mode=weighted_ce")
+    assert code == 0
+    cfg = load(out)
+    assert cfg.optimizer.lr == float(f"{poly_end(0.01, 1e-4, 0.9, 40000):.6g}")
+    assert dict(cfg.lr_config) == dict(policy="poly", power=0.9, min_lr=0.0, by_epoch=False)
+    assert dict(cfg.runner) == dict(type="IterBasedRunner", max_iters=2000)
+    assert cfg.load_from == str(checkpoint)
+    assert cfg.model.decode_head.type == "RewardASPPHead"
+    assert cfg.model.decode_head.loss_decode.type == "CrossEntropyRewardLoss"
+    assert cfg.model.decode_head.reward_cfg == dict(mode="weighted_ce")
+    assert "_base_ = '" in out.read_text() and "runner.max_iters: 40000 -> 2000  (--iters)" in stdout
+
+
+def test_config_on_a_patched_0x_tree_writes_the_cascade_and_the_cosine_schedule(config_0x):
+    code, out, _, _ = config_0x(OCRNET_0, "--schedule", "cosine", "--iters", "500")
+    assert code == 0
+    cfg = load(out)
+    assert [head.type for head in cfg.model.decode_head] == ["RewardFCNHead", "RewardOCRHead"]
+    assert {head.loss_decode.type for head in cfg.model.decode_head} == {"CrossEntropyRewardLoss"}
+    assert dict(cfg.lr_config) == dict(policy="CosineAnnealing", min_lr=0.0, by_epoch=False)
+    assert cfg.runner.max_iters == 500
+    assert cfg.checkpoint_config.interval == 500 and cfg.evaluation.interval == 500
+
+
+def test_config_on_a_patched_0x_tree_clears_resume_from_and_keeps_the_step_lr(config_0x, patched_0x, tmp_path):
+    src = write(tmp_path / "resumed.py", f"_base_ = '{patched_0x / STEP_0}'\nresume_from = 'work_dirs/ce/latest.pth'\n")
+    code, out, stdout, _ = config_0x(src, "--aux")
+    assert code == 0
+    cfg = load(out)
+    assert cfg.resume_from is None and "resume_from: work_dirs/ce/latest.pth -> None" in stdout
+    assert cfg.optimizer.lr == pytest.approx(0.0005 * 0.1**2)
+    assert cfg.model.auxiliary_head.type == "RewardFCNHead"
+
+
+def test_config_on_a_patched_0x_tree_asks_for_lr_when_the_schedule_decayed(config_0x):
+    code, out, _, err = config_0x(SEGFORMER_0)
+    assert code == 2
+    assert "pass --lr" in one_line_error(err)
+    assert not out.exists()
+    assert config_0x(SEGFORMER_0, "--lr", "6e-6")[0] == 0
+    assert load(out).optimizer.lr == 6e-6
+
+
+def test_a_1x_config_on_a_patched_0x_tree_is_refused_in_one_line(config_0x, pristine):
+    code, out, _, err = config_0x(pristine("1.2.2") / DEEPLABV3)
+    assert code == 2
+    assert "an MMSeg 1.x config (it sets optim_wrapper, param_scheduler, train_cfg) but the tree is MMSeg 0.x" in (
+        one_line_error(err))
+    assert not out.exists()
