@@ -1,5 +1,6 @@
 # rewardpatch: `make demo` patches and verifies a bundled MMSeg checkout, `make test` runs the tests.
 # Both do all set-up first, once: a second run skips what is already installed.
+# `make demo MMSEG_VERSION=0.30.0` does the same for an MMSeg 0.x checkout, with the 0.x stack.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,64 +8,104 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 RP := $(VENV)/bin/rewardpatch
 
-# The verification stack, pinned. Override TORCH_VERSION / TORCH_INDEX for a CUDA build (README).
+# The verification stacks, pinned. Override TORCH_VERSION / TORCH_INDEX for a CUDA build (README).
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
+# MMSeg 1.x: mmcv 2.x with its ops, mmengine
 MMCV_VERSION := 2.1.0
 MMENGINE_VERSION := 0.10.7
-MMSEG_VERSION := 1.2.2
-# mmcv 2.1.0's setup.py imports pkg_resources, which setuptools 81 removed; torch needs >= 77.
+MMSEG_STACK_VERSION := 1.2.2
+# MMSeg 0.x, in a venv of its own: mmcv-full 1.x with its ops and runner. mmcv 1.7.2's
+# Config calls yapf's FormatCode(verify=...), which yapf 0.40.2 removed.
+VENV0 ?= .venv-mmseg0
+MMCV_FULL_VERSION := 1.7.2
+MMSEG0_STACK_VERSION := 0.30.0
+YAPF0 := yapf==0.40.1
+# mmcv's setup.py imports pkg_resources, which setuptools 81 removed; torch needs >= 77.
 SETUPTOOLS := setuptools>=77,<81
 
+# The checkout `make demo` patches: 1.2.2 at ./mmsegmentation, any other at ./mmsegmentation-<version>.
+MMSEG_VERSION ?= 1.2.2
+
 CACHE ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/rewardpatch
-DEMO_TREE ?= mmsegmentation
+DEMO_TREE ?= $(if $(filter 1.2.2,$(MMSEG_VERSION)),mmsegmentation,mmsegmentation-$(MMSEG_VERSION))
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.rewardpatch-setup
+PY0 := $(VENV0)/bin/python
+PIP0 := $(PY0) -m pip
+STAMP0 := $(VENV0)/.rewardpatch-setup
+# make demo: the stack of the demo checkout's generation
+DEMO_VENV := $(if $(filter 0.%,$(MMSEG_VERSION)),$(VENV0),$(VENV))
+DEMO_STAMP := $(if $(filter 0.%,$(MMSEG_VERSION)),$(STAMP0),$(STAMP))
 
-.PHONY: setup demo test bench bench-learning clean
+.PHONY: setup setup0 demo test bench bench-learning clean
 .DEFAULT_GOAL := demo
 
 setup: $(STAMP)
+setup0: $(STAMP0)
 
 $(STAMP): Makefile setup.cfg
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade wheel "$(SETUPTOOLS)" numpy
 	$(PIP) install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "torch==$(TORCH_VERSION)"
-	@$(MAKE) --no-print-directory mmcv-wheel
+	@$(MAKE) --no-print-directory mmcv-wheel WHEEL_PY=$(PY) WHEEL_PACKAGE=mmcv WHEEL_VERSION=$(MMCV_VERSION)
 	$(PIP) install --quiet "$$(cat $(VENV)/.mmcv-wheel)" "mmengine==$(MMENGINE_VERSION)" \
-		"mmsegmentation==$(MMSEG_VERSION)" ftfy regex
+		"mmsegmentation==$(MMSEG_STACK_VERSION)" ftfy regex
 	$(PIP) install --quiet --no-build-isolation -e ".[test]"
 	$(PY) -c "import mmcv.ops, mmseg, rewardpatch; print('stack ready: mmcv', mmcv.__version__, 'with ops, mmseg', mmseg.__version__)"
 	@touch $@
 
-# mmcv ships no wheel with compiled ops for this torch: build it once (about 15 min on 2 cores)
-# and keep it outside the repository, keyed by mmcv, torch and Python versions.
+# The MMSeg 0.x stack (README, "MMSeg 0.x"): torch as above, mmcv-full built from its sdist,
+# mmsegmentation 0.30.0 without its optional mmcls, rewardpatch itself, and the torchvision
+# stand-in (rewardpatch/verify/torchvision_stand_in.py) that mmcv.runner's import needs.
+$(STAMP0): Makefile setup.cfg rewardpatch/verify/torchvision_stand_in.py
+	@test -x $(PY0) || $(PYTHON) -m venv $(VENV0)
+	$(PIP0) install --quiet --upgrade wheel "$(SETUPTOOLS)" numpy
+	$(PIP0) install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "torch==$(TORCH_VERSION)"
+	@$(MAKE) --no-print-directory mmcv-wheel WHEEL_PY=$(PY0) WHEEL_PACKAGE=mmcv-full WHEEL_VERSION=$(MMCV_FULL_VERSION)
+	$(PIP0) install --quiet "$$(cat $(VENV0)/.mmcv-wheel)" "$(YAPF0)" matplotlib prettytable packaging
+	$(PIP0) install --quiet --no-deps "mmsegmentation==$(MMSEG0_STACK_VERSION)"
+	@site=$$($(PY0) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") && \
+		if [ -e "$$site/torchvision" ] && ! grep -qs "rewardpatch" "$$site/torchvision/__init__.py"; then \
+			echo "$(VENV0) has a real torchvision: keeping it"; \
+		else mkdir -p "$$site/torchvision" && \
+			cp rewardpatch/verify/torchvision_stand_in.py "$$site/torchvision/__init__.py"; fi
+	$(PIP0) install --quiet --no-build-isolation -e .
+	$(PY0) -c "import mmcv.ops, mmcv.runner, mmseg.models, rewardpatch; print('0.x stack ready: mmcv-full', mmcv.__version__, 'with ops, mmseg', mmseg.__version__)"
+	@touch $@
+
+# mmcv ships no wheel with compiled ops for this torch: build one once (mmcv 2.1.0: about 13 min
+# on 2 cores; mmcv-full 1.7.2: about 7.5 min) and keep it outside the repository, keyed by
+# package, version, torch and Python. Called with WHEEL_PY, WHEEL_PACKAGE and WHEEL_VERSION;
+# writes the wheel's path to <venv>/.mmcv-wheel.
 .PHONY: mmcv-wheel
 mmcv-wheel:
-	@key=$$($(PY) -c "import sys, torch; print(f'mmcv-$(MMCV_VERSION)-torch{torch.__version__}-cp{sys.version_info[0]}{sys.version_info[1]}')"); \
+	@key=$$($(WHEEL_PY) -c "import sys, torch; print(f'$(WHEEL_PACKAGE)-$(WHEEL_VERSION)-torch{torch.__version__}-cp{sys.version_info[0]}{sys.version_info[1]}')"); \
 	dir="$(CACHE)/wheels/$$key"; \
-	wheel=$$(ls "$$dir"/mmcv-$(MMCV_VERSION)-*.whl 2>/dev/null | head -n 1); \
+	name=$$(echo "$(WHEEL_PACKAGE)" | tr - _); \
+	wheel=$$(ls "$$dir"/$$name-$(WHEEL_VERSION)-*.whl 2>/dev/null | head -n 1); \
 	if [ -z "$$wheel" ]; then \
-		echo "building mmcv $(MMCV_VERSION) with ops for $$key (once; cached in $$dir)"; \
+		echo "building $(WHEEL_PACKAGE) $(WHEEL_VERSION) with ops for $$key (once; cached in $$dir)"; \
 		tmp=$$(mktemp -d) && \
-		MMCV_WITH_OPS=1 MAX_JOBS=$(JOBS) $(PIP) wheel --quiet --no-deps --no-build-isolation \
-			"mmcv==$(MMCV_VERSION)" -w "$$tmp" && \
-		mkdir -p "$$dir" && mv "$$tmp"/mmcv-*.whl "$$dir"/ && rm -rf "$$tmp" || exit 1; \
-		wheel=$$(ls "$$dir"/mmcv-$(MMCV_VERSION)-*.whl | head -n 1); \
+		MMCV_WITH_OPS=1 MAX_JOBS=$(JOBS) $(WHEEL_PY) -m pip wheel --quiet --no-deps --no-build-isolation \
+			"$(WHEEL_PACKAGE)==$(WHEEL_VERSION)" -w "$$tmp" && \
+		mkdir -p "$$dir" && mv "$$tmp"/$$name-*.whl "$$dir"/ && rm -rf "$$tmp" || exit 1; \
+		wheel=$$(ls "$$dir"/$$name-$(WHEEL_VERSION)-*.whl | head -n 1); \
 	else echo "using cached $$wheel"; fi; \
-	echo "$$wheel" > $(VENV)/.mmcv-wheel
+	echo "$$wheel" > $$(dirname $$(dirname $(WHEEL_PY)))/.mmcv-wheel
 
-demo: $(STAMP)
+demo: $(STAMP) $(DEMO_STAMP)
 	$(PY) -m rewardpatch.checkout $(MMSEG_VERSION) $(DEMO_TREE)
-	$(RP) list-heads $(DEMO_TREE)
-	$(RP) apply $(DEMO_TREE)
-	$(RP) check $(DEMO_TREE)
-	$(RP) verify $(DEMO_TREE)
+	$(DEMO_VENV)/bin/rewardpatch list-heads $(DEMO_TREE)
+	$(DEMO_VENV)/bin/rewardpatch apply $(DEMO_TREE)
+	$(DEMO_VENV)/bin/rewardpatch check $(DEMO_TREE)
+	$(DEMO_VENV)/bin/rewardpatch verify $(DEMO_TREE)
 
-test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+# The 0.x tests run the 0.x stack's interpreter, named by REWARDPATCH_MMSEG0_PYTHON.
+test: $(STAMP) $(STAMP0)
+	REWARDPATCH_MMSEG0_PYTHON=$(abspath $(PY0)) $(PY) -m pytest $(PYTEST_ARGS)
 
 # Timing lives here, not in the tests. Each writes benchmarks/results/*.json (machine, date).
 bench: $(STAMP)
@@ -79,4 +120,4 @@ bench-learning: $(STAMP)
 	$(PY) benchmarks/bench_learning.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV0) build *.egg-info .pytest_cache .hypothesis

@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 from .errors import InputError, RewardpatchError, StateError
+from .tree import read_version
 
 PACKAGE = "mmsegmentation"
 # A fixed identity and date make the commit, and so its hash, the same on every machine.
@@ -98,8 +99,11 @@ def materialise(version: str, dest: Path, cache: Path | None = None) -> Path:
     """A fresh copy of the `version` checkout at `dest`, unless `dest` exists already."""
     dest = Path(dest)
     if dest.exists():
-        if not (dest / "mmseg").is_dir():
+        if not (dest / "mmseg" / "version.py").is_file():
             raise InputError(f"{dest} exists and is not an MMSegmentation checkout")
+        found = read_version(dest / "mmseg" / "version.py")
+        if found != version:
+            raise InputError(f"{dest} exists and holds MMSegmentation {found}, not {version}: move it, or pick another destination")
         return dest
     shutil.copytree(pristine(version, cache), dest, symlinks=True)
     return dest

@@ -21,7 +21,7 @@ def sha256(data: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _read_version(version_file: Path) -> str:
+def read_version(version_file: Path) -> str:
     try:
         module = ast.parse(version_file.read_text(encoding="utf-8"))
     except SyntaxError:
@@ -53,7 +53,7 @@ class MMSegTree:
         version_file = root / "mmseg" / "version.py"
         if not version_file.is_file():
             raise InputError(f"{path}: not an MMSegmentation tree (no mmseg/version.py)")
-        version = _read_version(version_file)
+        version = read_version(version_file)
         return cls(root=root.resolve(), version=version, generation=generation_for(version))
 
     @property

@@ -29,12 +29,14 @@ def test_a_directory_that_is_not_mmseg_is_an_input_error(capsys, tmp_path):
     assert "not an MMSegmentation tree" in one_line_error(err)
 
 
-def test_an_mmseg_0x_tree_is_not_supported_yet(capsys, tmp_path):
+@pytest.mark.parametrize("version", ["0.20.2", "2.0.0"])
+def test_an_unsupported_release_is_an_input_error_naming_the_supported_ones(capsys, tmp_path, version):
     (tmp_path / "mmseg").mkdir()
-    (tmp_path / "mmseg/version.py").write_text("__version__ = '0.30.0'\n")
+    (tmp_path / "mmseg/version.py").write_text(f"__version__ = '{version}'\n")
     code, _, err = run_cli(capsys, "apply", tmp_path)
     assert code == 2
-    assert "not supported yet" in one_line_error(err)
+    assert one_line_error(err) == (f"rewardpatch: error: MMSegmentation {version} is not supported by rewardpatch "
+                                   "(supported: 0.24.1 to 0.30.0, 1.0.0 to 1.2.2)")
 
 
 def test_an_unknown_head_is_an_input_error_and_changes_nothing(capsys, tree):
