@@ -837,3 +837,50 @@ def test_a_1x_config_on_a_patched_0x_tree_is_refused_in_one_line(config_0x, pris
     assert "an MMSeg 1.x config (it sets optim_wrapper, param_scheduler, train_cfg) but the tree is MMSeg 0.x" in (
         one_line_error(err))
     assert not out.exists()
+
+
+# The 0.x end LR against mmcv 1.x itself, where `make setup0` built the 0.x stack.
+VENV0_PYTHON = Path(__file__).resolve().parents[1] / ".venv-mmseg0" / "bin" / "python"
+MMCV_END_LR = """
+import json, sys, torch
+from mmcv.runner import HOOKS
+from mmcv.utils import build_from_cfg
+
+class Runner:  # what an IterBasedRunner shows the hook: optimizer, iter, max_iters
+    epoch, max_epochs = 0, 1
+
+results = []
+for lr_config, max_iters in json.loads(sys.argv[1]):
+    policy = lr_config.pop('policy')  # BaseRunner.register_lr_hook's naming
+    lr_config['type'] = (policy.title() if policy == policy.lower() else policy) + 'LrUpdaterHook'
+    hook, runner = build_from_cfg(lr_config, HOOKS), Runner()
+    runner.optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+    runner.max_iters = max_iters
+    hook.before_run(runner)
+    for runner.iter in range(max_iters):
+        hook.before_train_iter(runner)
+    results.append(runner.optimizer.param_groups[0]['lr'])
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.skipif(not VENV0_PYTHON.exists(), reason="no MMSeg 0.x stack (.venv-mmseg0, `make setup0`)")
+def test_the_0x_end_lr_is_what_mmcv_1x_sets_at_the_last_iteration():
+    from rewardpatch.configs.lr_config import lr_config_end_lr
+
+    lr_configs = [
+        dict(policy="poly", power=0.9, min_lr=1e-4, by_epoch=False),
+        dict(policy="step", step=[600, 999], gamma=0.5, min_lr=2e-3, by_epoch=False),
+        dict(policy="step", step=300, by_epoch=False, warmup="linear", warmup_iters=100, warmup_ratio=1e-3),
+        dict(policy="CosineAnnealing", min_lr_ratio=0.1, by_epoch=False),
+        dict(policy="exp", gamma=0.999, by_epoch=False),
+        dict(policy="inv", gamma=0.01, power=0.5, by_epoch=False),
+        dict(policy="fixed", by_epoch=False, warmup="exp", warmup_iters=2000, warmup_ratio=0.1),
+        dict(policy="poly", power=0.9, by_epoch=False, warmup="constant", warmup_iters=1500),
+    ]
+    cases = [(lr_config, max_iters) for lr_config in lr_configs for max_iters in (1000, 7, 1)]
+    result = subprocess.run([str(VENV0_PYTHON), "-c", MMCV_END_LR, json.dumps(cases)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    mmcv = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [lr_config_end_lr(lr_config, 0.01, max_iters) for lr_config, max_iters in cases] == mmcv
