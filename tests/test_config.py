@@ -6,6 +6,7 @@ The written configs are loaded back with mmengine and their models built in the 
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -884,3 +885,25 @@ def test_the_0x_end_lr_is_what_mmcv_1x_sets_at_the_last_iteration():
     assert result.returncode == 0, result.stderr[-2000:]
     mmcv = json.loads(result.stdout.strip().splitlines()[-1])
     assert [lr_config_end_lr(lr_config, 0.01, max_iters) for lr_config, max_iters in cases] == mmcv
+
+
+@pytest.mark.skipif(not VENV0_PYTHON.exists(), reason="no MMSeg 0.x stack (.venv-mmseg0, `make setup0`)")
+def test_the_written_0x_config_builds_reward_heads_with_mmcv_1x_in_the_patched_tree(config_0x, patched_0x):
+    if not patched_0x.name.endswith("0.30.0"):
+        pytest.skip("the 0.x stack is 0.30.0's: mmcv 1.7.2, which 0.24.1 refuses (it wants mmcv <= 1.6.0)")
+    code, out, _, _ = config_0x(OCRNET_0, "--schedule", "cosine")
+    assert code == 0
+    build_0x = f"""
+from mmcv import Config
+from mmseg.models import build_segmentor
+cfg = Config.fromfile({str(out)!r})
+model = build_segmentor(cfg.model)
+print(cfg.lr_config.policy, cfg.runner.max_iters, [type(h).__name__ for h in model.decode_head],
+      {{type(h.loss_decode).__name__ for h in model.decode_head}})
+"""
+    env = {**os.environ, "PYTHONPATH": str(patched_0x)}
+    result = subprocess.run([str(VENV0_PYTHON), "-c", build_0x], cwd=patched_0x, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = "CosineAnnealing 2000 ['RewardFCNHead', 'RewardOCRHead'] {'CrossEntropyRewardLoss'}"
+    assert result.stdout.strip().splitlines()[-1] == expected
