@@ -52,6 +52,25 @@ def stack() -> None:
 
 
 @pytest.fixture(scope="session")
+def python0() -> str:
+    """The interpreter of the MMSeg 0.x stack (`make setup0`), which `make test` names in
+    REWARDPATCH_MMSEG0_PYTHON. Missing: a skip outside CI, a failure in CI."""
+    python = os.environ.get("REWARDPATCH_MMSEG0_PYTHON", "")
+    problem = None
+    if not python or not Path(python).is_file():
+        problem = f"REWARDPATCH_MMSEG0_PYTHON={python!r} names no interpreter"
+    else:
+        probe = subprocess.run([python, "-c", "import mmcv.ops, mmcv.runner"], capture_output=True, text=True)
+        if probe.returncode != 0:
+            problem = f"{python} lacks mmcv-full with ops: {(probe.stderr.strip().splitlines() or ['?'])[-1]}"
+    if problem:
+        if IN_CI:
+            pytest.fail(f"the MMSeg 0.x stack is missing in CI ({problem})")
+        pytest.skip(f"MMSeg 0.x stack not available ({problem}); `make test` sets it up")
+    return python
+
+
+@pytest.fixture(scope="session")
 def pristine():
     """pristine(version) -> the cached, read-only checkout of that MMSeg version."""
     return checkout.pristine

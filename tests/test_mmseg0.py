@@ -9,10 +9,12 @@ idempotent, and --dry-run, --commit, --force and --adopt behave as on 1.x.
 import os
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from conftest import git_status, one_line_error, run_cli
+from conftest import copy_checkout, git_status, one_line_error, run_cli
 from rewardpatch.checkout import COMMIT_ENV
 from rewardpatch.heads import COMPATIBLE, INCOMPATIBLE
 from rewardpatch.mmseg_generations import data_dir, generation_for
@@ -231,3 +233,34 @@ def test_the_0x_templates_replace_lines_that_exist():
         for old, new in spec.replace:
             assert old not in text and new in text
     assert {s.target for s in generation.templates} == {s.target for s in generation_for("1.2.2").templates}
+
+
+def _reward_numbers(python, version, dest, out):
+    tree = copy_checkout(version, dest)
+    plan_apply(MMSegTree.open(tree)).execute()
+    worker = Path(__file__).parent / "workers" / "reward_numbers.py"
+    result = subprocess.run([python, "-P", str(worker), str(tree), str(out)], cwd=dest.parent,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import torch
+
+    return torch.load(out)
+
+
+def test_the_0x_reward_head_gives_the_numbers_of_the_1x_one(tmp_path, python0, stack):
+    """Every mode, scope, reward and baseline, class weights and sparse labels: the same
+    completed reward_cfg, loss items and logits gradients, bit for bit, through each
+    generation's own head API (same torch, same seeds)."""
+    one = _reward_numbers(sys.executable, "1.2.2", tmp_path / "one" / "mmsegmentation", tmp_path / "one.pt")
+    zero = _reward_numbers(python0, "0.30.0", tmp_path / "zero" / "mmsegmentation", tmp_path / "zero.pt")
+    assert (one["mmseg"], zero["mmseg"]) == ("1.2.2", "0.30.0")
+    assert len(one["results"]) == len(zero["results"]) >= 10
+    for a, b in zip(one["results"], zero["results"]):
+        assert a["case"] == b["case"]
+        assert a["reward_cfg"] == b["reward_cfg"], a["case"]
+        for step_a, step_b in zip(a["steps"], b["steps"]):
+            assert step_a["losses"].keys() == step_b["losses"].keys(), a["case"]
+            for key in step_a["losses"]:
+                assert step_a["losses"][key].equal(step_b["losses"][key]), (a["case"], key)
+            assert step_a["grad"].abs().sum() > 0
+            assert step_a["grad"].equal(step_b["grad"]), a["case"]
