@@ -6,6 +6,7 @@ The written configs are loaded back with mmengine and their models built in the 
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -499,3 +500,407 @@ def test_the_help_does_not_import_torch_or_mmengine():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "--convert-checkpoint" in result.stdout and "trust" in result.stdout
+
+
+# MMSeg 0.x configs (mmcv 1.x's runner): optimizer, lr_config and runner.
+
+MMSEG0 = ("0.30.0", "0.24.1")
+DEEPLABV3_0 = "configs/deeplabv3/deeplabv3_r50-d8_512x1024_40k_cityscapes.py"
+PSPNET_0 = "configs/pspnet/pspnet_r50-d8_512x1024_40k_cityscapes.py"
+OCRNET_0 = "configs/ocrnet/ocrnet_hr18s_512x1024_40k_cityscapes.py"
+STEP_0 = "configs/pspnet/pspnet_r50-d8_rsb-pretrain_512x1024_adamw_80k_cityscapes.py"  # step, warmup
+CGNET_0 = "configs/cgnet/cgnet_512x1024_60k_cityscapes.py"  # legacy total_iters, no runner
+SEGFORMER_0 = "configs/segformer/segformer_mit-b0_512x512_160k_ade20k.py"  # poly to min_lr=0.0
+REWARD_HEADS_0 = {"RewardASPPHead", "RewardPSPHead", "RewardFCNHead", "RewardOCRHead", "RewardSegformerHead"}
+
+
+def poly_end(base, min_lr, power, max_iters):
+    """mmcv's PolyLrUpdaterHook at the last iteration (runner.iter = max_iters - 1)."""
+    return (base - min_lr) * (1 - (max_iters - 1) / max_iters) ** power + min_lr
+
+
+def plan_0x(source, generation="mmseg-0.x", **options):
+    from rewardpatch.configs.command import plan_finetune
+    from rewardpatch.configs.plan import FinetuneOptions
+
+    return plan_finetune(source, FinetuneOptions(
+        reward_classes=REWARD_HEADS_0, tree="TREE", generation=generation, **options))
+
+
+def load_0x(pristine, version, src) -> dict:
+    from rewardpatch.configs.render import load_config
+
+    return load_config(pristine(version) / src, src)
+
+
+def written(plan, src: Path, out: Path):
+    """OUT as `config` writes it (checked by write_verified), loaded back by mmengine."""
+    from rewardpatch.configs.render import base_reference, render, write_verified
+
+    write_verified(out, render(plan, base_reference(src, out), src.name, "TREE"), plan.target)
+    return load(out)
+
+
+def tiny_0x(**keys) -> dict:
+    """A 0.x config reduced to what the schedule reads, `keys` replacing its parts."""
+    source = dict(
+        model=dict(type="EncoderDecoder", decode_head=dict(
+            type="FCNHead", loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0))),
+        optimizer=dict(type="SGD", lr=0.01, momentum=0.9, weight_decay=0.0005),
+        optimizer_config=dict(),
+        lr_config=dict(policy="poly", power=0.9, min_lr=1e-4, by_epoch=False),
+        runner=dict(type="IterBasedRunner", max_iters=1000),
+        checkpoint_config=dict(by_epoch=False, interval=100),
+        evaluation=dict(interval=100, metric="mIoU"),
+        load_from=None,
+        resume_from=None,
+    )
+    source.update(keys)
+    return {k: v for k, v in source.items() if v is not REMOVE}
+
+
+REMOVE = object()
+
+
+@pytest.mark.parametrize("lr_config, expected", [
+    (dict(policy="poly", power=0.9, min_lr=1e-4, by_epoch=False), poly_end(0.01, 1e-4, 0.9, 1000)),
+    (dict(policy="poly", by_epoch=False), poly_end(0.01, 0.0, 1.0, 1000)),  # power 1, min_lr 0
+    (dict(policy="step", step=[600, 900], by_epoch=False), 0.01 * 0.1**2),
+    (dict(policy="step", step=[600, 999], gamma=0.5, by_epoch=False), 0.01 * 0.5**2),  # 999 is the last iter
+    (dict(policy="step", step=[600, 1000], gamma=0.5, by_epoch=False), 0.01 * 0.5),
+    (dict(policy="step", step=300, gamma=0.5, min_lr=2e-3, by_epoch=False), 2e-3),  # 0.01 * 0.5**3 clipped
+    (dict(policy="step", step=300, gamma=0.5, by_epoch=False), 0.01 * 0.5**3),
+    (dict(policy="CosineAnnealing", min_lr=1e-4, by_epoch=False),
+     1e-4 + 0.5 * (0.01 - 1e-4) * (1 + math.cos(math.pi * 999 / 1000))),
+    (dict(policy="CosineAnnealing", min_lr_ratio=0.1, by_epoch=False),
+     1e-3 + 0.5 * (0.01 - 1e-3) * (1 + math.cos(math.pi * 999 / 1000))),
+    (dict(policy="fixed", by_epoch=False), 0.01),
+    (dict(policy="fixed"), 0.01),  # without warmup, by_epoch changes nothing
+    (None, 0.01),  # no LrUpdaterHook at all
+    (dict(policy="exp", gamma=0.999, by_epoch=False), 0.01 * 0.999**999),
+    (dict(policy="inv", gamma=0.01, power=0.5, by_epoch=False), 0.01 * (1 + 0.01 * 999) ** -0.5),
+    (dict(policy="poly", power=1.0, min_lr=0.0, by_epoch=False, warmup="linear", warmup_iters=100,
+          warmup_ratio=0.1), poly_end(0.01, 0.0, 1.0, 1000)),  # warmup long over
+    (dict(policy="fixed", by_epoch=False, warmup="linear", warmup_iters=2000, warmup_ratio=0.1),
+     0.01 * (1 - (1 - 999 / 2000) * 0.9)),
+    (dict(policy="fixed", by_epoch=False, warmup="constant", warmup_iters=1000, warmup_ratio=0.1), 0.001),
+    (dict(policy="fixed", by_epoch=False, warmup="exp", warmup_iters=1000, warmup_ratio=0.1),
+     0.01 * 0.1 ** (1 - 999 / 1000)),
+], ids=["poly", "poly-defaults", "step-list", "step-at-last-iter", "step-after-last-iter", "step-min-lr",
+        "step-int", "cosine", "cosine-ratio", "fixed", "fixed-by-epoch", "no-lr-config", "exp", "inv",
+        "warmup-over", "warmup-linear-at-end", "warmup-constant-at-end", "warmup-exp-at-end"])
+def test_the_0x_end_lr_follows_mmcvs_lr_updater_hooks(lr_config, expected):
+    from rewardpatch.configs.lr_config import lr_config_end_lr
+
+    assert lr_config_end_lr(lr_config, 0.01, 1000) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("lr_config, message", [
+    (dict(policy="CosineRestart", periods=[500, 500], min_lr=0.0, by_epoch=False), "computes the end LR of the"),
+    (dict(policy="cosineannealing", min_lr=0.0, by_epoch=False), "'cosineannealing'"),  # mmcv: Cosineannealing
+    (dict(policy="poly", power=0.9), "steps by epoch"),  # by_epoch defaults to True
+    (dict(policy="fixed", warmup="linear", warmup_iters=10), "steps by epoch"),
+    (dict(policy="step", by_epoch=False), "step"),  # step is required
+    (dict(policy="step", step=(600, 900), by_epoch=False), "list or an integer"),
+    (dict(policy="poly", power=0.9, by_epoch=False, gamma=0.1), "gamma"),
+    (dict(policy="CosineAnnealing", min_lr=0.0, min_lr_ratio=0.1, by_epoch=False), "exactly one"),
+    (dict(policy="poly", by_epoch=False, warmup="cosine", warmup_iters=10), "warmup='cosine'"),
+    (dict(policy="poly", by_epoch=False, warmup="linear", warmup_iters=1, warmup_by_epoch=True), "warmup_by_epoch"),
+    (dict(power=0.9, by_epoch=False), "no policy"),
+    (dict(policy="inv", gamma=-0.01, power=0.5, by_epoch=False), "not a learning rate"),  # a complex LR
+], ids=["cosine-restart", "lowercase-cosine", "by-epoch", "fixed-warmup-by-epoch", "missing-step", "step-tuple",
+        "unknown-argument", "min-lr-and-ratio", "unknown-warmup", "warmup-by-epoch", "no-policy", "complex"])
+def test_a_0x_lr_config_it_cannot_evaluate_asks_for_lr(lr_config, message):
+    from rewardpatch.errors import InputError
+
+    with pytest.raises(InputError, match="pass --lr") as error:
+        plan_0x(tiny_0x(lr_config=lr_config))
+    assert message in str(error.value)
+    assert plan_0x(tiny_0x(lr_config=lr_config), lr=1e-3).target["optimizer"]["lr"] == 1e-3
+
+
+def test_a_0x_schedule_ending_near_zero_asks_for_lr():
+    from rewardpatch.errors import InputError
+
+    long = dict(runner=dict(type="IterBasedRunner", max_iters=10000))
+    assert plan_0x(tiny_0x(**long)).target["optimizer"]["lr"] == float(f"{poly_end(0.01, 1e-4, 0.9, 10000):.6g}")
+    with pytest.raises(InputError, match="too small to continue from; pass --lr"):
+        plan_0x(tiny_0x(lr_config=dict(policy="poly", power=0.9, min_lr=0.0, by_epoch=False), **long))
+
+
+@pytest.mark.parametrize("keys, message", [
+    (dict(runner=dict(type="EpochBasedRunner", max_epochs=12)), "trains with EpochBasedRunner"),
+    (dict(runner=dict(type="IterBasedRunner", max_iters=0)), "runner.max_iters is 0"),
+    (dict(runner=REMOVE), "no runner"),
+    (dict(runner=REMOVE, total_iters="60k"), "total_iters is '60k'"),
+    (dict(optimizer=dict(type="SGD")), "no optimizer.lr"),
+], ids=["epoch-runner", "zero-iters", "no-runner", "bad-total-iters", "no-lr"])
+def test_a_0x_source_that_is_not_an_iteration_schedule_is_an_input_error(keys, message):
+    from rewardpatch.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        plan_0x(tiny_0x(**keys))
+
+
+@pytest.mark.parametrize("version", MMSEG0)
+def test_a_0x_poly_config_continues_at_its_end_lr_and_decays_over_iters(pristine, version, tmp_path):
+    plan = plan_0x(load_0x(pristine, version, DEEPLABV3_0))
+    cfg = written(plan, pristine(version) / DEEPLABV3_0, tmp_path / "reward.py")
+    assert cfg.optimizer.lr == float(f"{poly_end(0.01, 1e-4, 0.9, 40000):.6g}")
+    assert cfg.optimizer.type == "SGD" and cfg.optimizer.weight_decay == 0.0005
+    assert dict(cfg.lr_config) == dict(policy="poly", power=0.9, min_lr=0.0, by_epoch=False)
+    assert dict(cfg.runner) == dict(type="IterBasedRunner", max_iters=2000)
+    assert cfg.checkpoint_config.interval == 2000 and cfg.evaluation.interval == 2000
+    assert cfg.model.decode_head.type == "RewardASPPHead"
+    assert dict(cfg.model.decode_head.loss_decode) == {"type": "CrossEntropyRewardLoss", "loss_weight": 1.0}
+    assert cfg.model.auxiliary_head.type == "FCNHead"
+    assert cfg.model.auxiliary_head.loss_decode.type == "CrossEntropyLoss"
+    assert cfg.load_from is None and cfg.resume_from is None
+    assert cfg.data == plan.source["data"] and cfg.optimizer_config == plan.source["optimizer_config"]
+    lines = [change.line() for change in plan.changes]
+    assert "lr_config.min_lr: 0.0001 -> 0.0  (poly decay to 0 over 2000 iterations, no warmup)" in lines
+    assert "runner.max_iters: 40000 -> 2000  (--iters)" in lines
+    assert "checkpoint_config.interval: 4000 -> 2000  (not beyond max_iters)" in lines
+    assert "evaluation.interval: 4000 -> 2000  (not beyond max_iters)" in lines
+    assert "optimizer.lr: 0.01 -> 0.000100714  (where the source schedule ends)" in lines
+    assert lines[:2] == [
+        "model.decode_head.type: ASPPHead -> RewardASPPHead",
+        "model.decode_head.loss_decode: CrossEntropyLoss(use_sigmoid=False, loss_weight=1.0) -> "
+        "CrossEntropyRewardLoss(loss_weight=1.0)",
+    ]
+    assert len(lines) == 7
+
+
+def test_0x_changes_are_all_the_override_holds(pristine, tmp_path):
+    plan = plan_0x(load_0x(pristine, "0.30.0", PSPNET_0), schedule="cosine", iters=10000, aux=True)
+    written(plan, pristine("0.30.0") / PSPNET_0, tmp_path / "reward.py")
+    text = (tmp_path / "reward.py").read_text()
+    assigned = [line.split(" = ")[0] for line in text.splitlines() if line and line[0].isalpha()]
+    assert assigned == ["model", "optimizer", "lr_config", "runner"]  # intervals of 4000 stay
+    cfg = load(tmp_path / "reward.py")
+    assert dict(cfg.lr_config) == dict(policy="CosineAnnealing", min_lr=0.0, by_epoch=False)
+    assert cfg.runner.max_iters == 10000 and cfg.checkpoint_config.interval == 4000
+    assert [cfg.model.decode_head.type, cfg.model.auxiliary_head.type] == ["RewardPSPHead", "RewardFCNHead"]
+    assert dict(cfg.model.auxiliary_head.loss_decode) == {"type": "CrossEntropyRewardLoss", "loss_weight": 0.4}
+
+
+@pytest.mark.parametrize("version", MMSEG0)
+def test_a_0x_step_schedule_with_warmup_continues_after_its_last_step(pristine, version, tmp_path):
+    plan = plan_0x(load_0x(pristine, version, STEP_0), iters=500)
+    cfg = written(plan, pristine(version) / STEP_0, tmp_path / "reward.py")
+    assert cfg.optimizer.lr == pytest.approx(0.0005 * 0.1**2) and cfg.optimizer.type == "AdamW"
+    assert dict(cfg.lr_config) == dict(policy="poly", power=0.9, min_lr=0.0, by_epoch=False)  # no warmup left
+    assert cfg.runner.max_iters == 500
+    assert "_delete_=True" in (tmp_path / "reward.py").read_text()
+
+
+@pytest.mark.parametrize("version", MMSEG0)
+def test_a_0x_cascade_config_gets_both_reward_heads(pristine, version, tmp_path):
+    plan = plan_0x(load_0x(pristine, version, OCRNET_0))
+    cfg = written(plan, pristine(version) / OCRNET_0, tmp_path / "reward.py")
+    assert [head.type for head in cfg.model.decode_head] == ["RewardFCNHead", "RewardOCRHead"]
+    assert [dict(head.loss_decode) for head in cfg.model.decode_head] == [
+        {"type": "CrossEntropyRewardLoss", "loss_weight": 0.4},
+        {"type": "CrossEntropyRewardLoss", "loss_weight": 1.0},
+    ]
+
+
+def test_a_0x_config_with_the_legacy_total_iters_gets_a_runner(pristine, tmp_path):
+    source = load_0x(pristine, "0.30.0", CGNET_0)
+    assert "runner" not in source and source["total_iters"] == 60000
+    plan = plan_0x(source, iters=3000)
+    cfg = written(plan, pristine("0.30.0") / CGNET_0, tmp_path / "reward.py")
+    assert dict(cfg.runner) == dict(type="IterBasedRunner", max_iters=3000)
+    assert cfg.total_iters == 3000
+    assert cfg.optimizer.lr == float(f"{poly_end(0.001, 1e-4, 0.9, 60000):.6g}")
+    assert {change.path: change.note for change in plan.changes}["runner"].startswith("--iters")
+
+
+def test_a_0x_schedule_decayed_to_zero_asks_for_lr(pristine):
+    from rewardpatch.errors import InputError
+
+    with pytest.raises(InputError, match="too small to continue from; pass --lr"):
+        plan_0x(load_0x(pristine, "0.30.0", SEGFORMER_0))
+
+
+def test_a_0x_resume_from_is_cleared(pristine, tmp_path):
+    plan = plan_0x(tiny_0x(resume_from="work_dirs/ce/latest.pth"))
+    assert plan.target["resume_from"] is None
+    notes = {change.path: change.note for change in plan.changes}
+    assert "does not resume" in notes["resume_from"]
+
+
+@pytest.mark.parametrize("source, generation, message", [
+    (tiny_0x(), "mmseg-1.x", "an MMSeg 0.x config (it sets lr_config, runner) but the tree is MMSeg 1.x"),
+    (tiny_0x(runner=REMOVE, total_iters=100), "mmseg-1.x", "(it sets lr_config, total_iters)"),
+    (dict(tiny_0x(lr_config=REMOVE, runner=REMOVE), optim_wrapper=dict(optimizer=dict(lr=0.01)),
+          train_cfg=dict(type="IterBasedTrainLoop", max_iters=100)), "mmseg-0.x",
+     "an MMSeg 1.x config (it sets optim_wrapper, train_cfg) but the tree is MMSeg 0.x"),
+], ids=["0x-in-1x", "0x-total-iters-in-1x", "1x-in-0x"])
+def test_a_config_of_the_other_generation_is_an_input_error(source, generation, message):
+    from rewardpatch.errors import InputError
+
+    with pytest.raises(InputError) as error:
+        plan_0x(source, generation=generation)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_both_generations_offer_the_same_schedules():
+    from rewardpatch.configs.schedule import LR_CONFIGS, SCHEDULES
+
+    assert LR_CONFIGS.keys() == SCHEDULES.keys()
+
+
+def test_a_0x_config_on_a_1x_tree_is_refused_by_the_cli(config, pristine):
+    code, out, _, err = config(pristine("0.30.0") / DEEPLABV3_0)
+    assert code == 2
+    assert "MMSeg 0.x config" in one_line_error(err)
+    assert not out.exists()
+
+
+# 0.x end to end: a 0.x checkout patched by `rewardpatch apply`, then `rewardpatch config`.
+
+@pytest.fixture(scope="module", params=MMSEG0)
+def patched_0x(request, tmp_path_factory) -> Path:
+    """A copy of a pristine 0.x checkout that `rewardpatch apply` patched (module-wide: apply once)."""
+    from conftest import copy_checkout
+    from rewardpatch.cli import main
+
+    tree = copy_checkout(request.param, tmp_path_factory.mktemp("patched-0x") / f"mmsegmentation-{request.param}")
+    assert main(["apply", str(tree)]) == 0
+    return tree
+
+
+@pytest.fixture
+def config_0x(patched_0x, tmp_path, capsys):
+    """config_0x(SRC, *options) -> (exit code, OUT, stdout, stderr) in the patched 0.x tree."""
+
+    def call(src, *options):
+        out = tmp_path / "reward.py"
+        src = patched_0x / src if not Path(src).is_absolute() else src
+        code, stdout, stderr = run_cli(capsys, "config", src, "--tree", patched_0x, "-o", out, *options)
+        return code, out, stdout, stderr
+
+    return call
+
+
+def test_config_on_a_patched_0x_tree_writes_a_reward_fine_tune(config_0x, tmp_path):
+    import torch
+
+    checkpoint = tmp_path / "ce.pth"
+    torch.save({"state_dict": {"decode_head.conv_seg.weight": torch.zeros(19, 512, 1, 1)}, "meta": {}}, checkpoint)
+    code, out, stdout, _ = config_0x(DEEPLABV3_0, "--checkpoint", checkpoint, "--reward", "mode=weighted_ce")
+    assert code == 0
+    cfg = load(out)
+    assert cfg.optimizer.lr == float(f"{poly_end(0.01, 1e-4, 0.9, 40000):.6g}")
+    assert dict(cfg.lr_config) == dict(policy="poly", power=0.9, min_lr=0.0, by_epoch=False)
+    assert dict(cfg.runner) == dict(type="IterBasedRunner", max_iters=2000)
+    assert cfg.load_from == str(checkpoint)
+    assert cfg.model.decode_head.type == "RewardASPPHead"
+    assert cfg.model.decode_head.loss_decode.type == "CrossEntropyRewardLoss"
+    assert cfg.model.decode_head.reward_cfg == dict(mode="weighted_ce")
+    assert "_base_ = '" in out.read_text() and "runner.max_iters: 40000 -> 2000  (--iters)" in stdout
+
+
+def test_config_on_a_patched_0x_tree_writes_the_cascade_and_the_cosine_schedule(config_0x):
+    code, out, _, _ = config_0x(OCRNET_0, "--schedule", "cosine", "--iters", "500")
+    assert code == 0
+    cfg = load(out)
+    assert [head.type for head in cfg.model.decode_head] == ["RewardFCNHead", "RewardOCRHead"]
+    assert {head.loss_decode.type for head in cfg.model.decode_head} == {"CrossEntropyRewardLoss"}
+    assert dict(cfg.lr_config) == dict(policy="CosineAnnealing", min_lr=0.0, by_epoch=False)
+    assert cfg.runner.max_iters == 500
+    assert cfg.checkpoint_config.interval == 500 and cfg.evaluation.interval == 500
+
+
+def test_config_on_a_patched_0x_tree_clears_resume_from_and_keeps_the_step_lr(config_0x, patched_0x, tmp_path):
+    src = write(tmp_path / "resumed.py", f"_base_ = '{patched_0x / STEP_0}'\nresume_from = 'work_dirs/ce/latest.pth'\n")
+    code, out, stdout, _ = config_0x(src, "--aux")
+    assert code == 0
+    cfg = load(out)
+    assert cfg.resume_from is None and "resume_from: work_dirs/ce/latest.pth -> None" in stdout
+    assert cfg.optimizer.lr == pytest.approx(0.0005 * 0.1**2)
+    assert cfg.model.auxiliary_head.type == "RewardFCNHead"
+
+
+def test_config_on_a_patched_0x_tree_asks_for_lr_when_the_schedule_decayed(config_0x):
+    code, out, _, err = config_0x(SEGFORMER_0)
+    assert code == 2
+    assert "pass --lr" in one_line_error(err)
+    assert not out.exists()
+    assert config_0x(SEGFORMER_0, "--lr", "6e-6")[0] == 0
+    assert load(out).optimizer.lr == 6e-6
+
+
+def test_a_1x_config_on_a_patched_0x_tree_is_refused_in_one_line(config_0x, pristine):
+    code, out, _, err = config_0x(pristine("1.2.2") / DEEPLABV3)
+    assert code == 2
+    assert "an MMSeg 1.x config (it sets optim_wrapper, param_scheduler, train_cfg) but the tree is MMSeg 0.x" in (
+        one_line_error(err))
+    assert not out.exists()
+
+
+# The 0.x end LR against mmcv 1.x itself, in the 0.x stack (the python0 fixture).
+MMCV_END_LR = """
+import json, sys, torch
+from mmcv.runner import HOOKS
+from mmcv.utils import build_from_cfg
+
+class Runner:  # what an IterBasedRunner shows the hook: optimizer, iter, max_iters
+    epoch, max_epochs = 0, 1
+
+results = []
+for lr_config, max_iters in json.loads(sys.argv[1]):
+    policy = lr_config.pop('policy')  # BaseRunner.register_lr_hook's naming
+    lr_config['type'] = (policy.title() if policy == policy.lower() else policy) + 'LrUpdaterHook'
+    hook, runner = build_from_cfg(lr_config, HOOKS), Runner()
+    runner.optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+    runner.max_iters = max_iters
+    hook.before_run(runner)
+    for runner.iter in range(max_iters):
+        hook.before_train_iter(runner)
+    results.append(runner.optimizer.param_groups[0]['lr'])
+print(json.dumps(results))
+"""
+
+
+def test_the_0x_end_lr_is_what_mmcv_1x_sets_at_the_last_iteration(python0):
+    from rewardpatch.configs.lr_config import lr_config_end_lr
+
+    lr_configs = [
+        dict(policy="poly", power=0.9, min_lr=1e-4, by_epoch=False),
+        dict(policy="step", step=[600, 999], gamma=0.5, min_lr=2e-3, by_epoch=False),
+        dict(policy="step", step=300, by_epoch=False, warmup="linear", warmup_iters=100, warmup_ratio=1e-3),
+        dict(policy="CosineAnnealing", min_lr_ratio=0.1, by_epoch=False),
+        dict(policy="exp", gamma=0.999, by_epoch=False),
+        dict(policy="inv", gamma=0.01, power=0.5, by_epoch=False),
+        dict(policy="fixed", by_epoch=False, warmup="exp", warmup_iters=2000, warmup_ratio=0.1),
+        dict(policy="poly", power=0.9, by_epoch=False, warmup="constant", warmup_iters=1500),
+    ]
+    cases = [(lr_config, max_iters) for lr_config in lr_configs for max_iters in (1000, 7, 1)]
+    result = subprocess.run([python0, "-c", MMCV_END_LR, json.dumps(cases)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    mmcv = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [lr_config_end_lr(lr_config, 0.01, max_iters) for lr_config, max_iters in cases] == mmcv
+
+
+def test_the_written_0x_config_builds_reward_heads_with_mmcv_1x_in_the_patched_tree(python0, config_0x, patched_0x):
+    if not patched_0x.name.endswith("0.30.0"):
+        pytest.skip("the 0.x stack is 0.30.0's: mmcv 1.7.2, which 0.24.1 refuses (it wants mmcv <= 1.6.0)")
+    code, out, _, _ = config_0x(OCRNET_0, "--schedule", "cosine")
+    assert code == 0
+    build_0x = f"""
+from mmcv import Config
+from mmseg.models import build_segmentor
+cfg = Config.fromfile({str(out)!r})
+model = build_segmentor(cfg.model)
+print(cfg.lr_config.policy, cfg.runner.max_iters, [type(h).__name__ for h in model.decode_head],
+      {{type(h.loss_decode).__name__ for h in model.decode_head}})
+"""
+    env = {**os.environ, "PYTHONPATH": str(patched_0x)}
+    result = subprocess.run([python0, "-c", build_0x], cwd=patched_0x, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = "CosineAnnealing 2000 ['RewardFCNHead', 'RewardOCRHead'] {'CrossEntropyRewardLoss'}"
+    assert result.stdout.strip().splitlines()[-1] == expected

@@ -55,7 +55,7 @@ def _prepare_checkpoint(checkpoint: str, convert: bool, out: Path) -> tuple[str,
 )
 @click.option(
     "--iters", type=click.IntRange(min=1), default=DEFAULT_ITERS, show_default=True, metavar="N",
-    help="Fine-tune length: train_cfg.max_iters and the end of the schedule.",
+    help="Fine-tune length: train_cfg.max_iters (0.x: runner.max_iters) and the end of the schedule.",
 )
 @click.option(
     "--schedule", type=click.Choice(sorted(SCHEDULES)), default="poly", show_default=True,
@@ -112,8 +112,8 @@ def config_command(
             raise InputError(f"--reward: {exc}") from None
 
     options = FinetuneOptions(
-        reward_classes=manifest.reward_classes, tree=tree_path, lr=lr, iters=iters, schedule=schedule,
-        aux=aux, reward_cfg=reward_cfg, check_reward_cfg=check_reward_cfg,
+        reward_classes=manifest.reward_classes, tree=tree_path, generation=tree.generation.name, lr=lr, iters=iters,
+        schedule=schedule, aux=aux, reward_cfg=reward_cfg, check_reward_cfg=check_reward_cfg,
     )
     source = load_config(source_path, src)
     plan = plan_finetune(source, options)  # every config error surfaces before any checkpoint work

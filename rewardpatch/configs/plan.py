@@ -12,6 +12,8 @@ from typing import Callable
 from .diff import UNSET, Change, leaf_changes, merge_override, same
 
 DEFAULT_ITERS = 2000
+# A fine-tune resumes nothing: 1.x's resume flag, 0.x's resume_from checkpoint, and their off values.
+NO_RESUME = {"resume": False, "resume_from": None}
 
 
 @dataclass
@@ -20,6 +22,7 @@ class FinetuneOptions:
 
     reward_classes: set[str]
     tree: str
+    generation: str = "mmseg-1.x"  # the tree's: whose config keys the schedule is in
     lr: float | None = None
     iters: int = DEFAULT_ITERS
     schedule: str = "poly"
@@ -70,6 +73,7 @@ def start_from(plan: FinetunePlan, checkpoint: str | None, why: str | None = Non
         plan.target["load_from"] = checkpoint
         if why:
             plan.note("load_from", why)
-    if plan.target.get("resume"):
-        plan.target["resume"] = False
-        plan.note("resume", "a fine-tune starts a new schedule; it does not resume the old one")
+    for key, off in NO_RESUME.items():
+        if plan.target.get(key):
+            plan.target[key] = off
+            plan.note(key, "a fine-tune starts a new schedule; it does not resume the old one")

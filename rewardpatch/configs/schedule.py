@@ -1,10 +1,19 @@
-"""The fine-tune schedule: start where the source's LR schedule ends, decay to 0 over --iters."""
+"""The fine-tune schedule: start where the source's LR schedule ends, decay to 0 over --iters.
+
+The rules are one; the keys differ by MMSeg generation, each a `Dialect`: 1.x configs
+(mmengine) set optim_wrapper, param_scheduler and train_cfg, 0.x configs (mmcv 1.x's
+runner) optimizer, lr_config and runner. The tree's generation chooses the dialect; a
+source config that speaks the other one is refused.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import InputError
+from ..errors import InputError, StateError
+from .lr_config import lr_config_end_lr
 from .plan import FinetuneOptions, FinetunePlan, as_list
 
 # Below this fraction of its starting LR, a source schedule counts as having decayed to
@@ -18,9 +27,35 @@ SCHEDULES: dict[str, Callable[[int], dict]] = {
         type="CosineAnnealingLR", T_max=iters, eta_min=0.0, begin=0, end=iters, by_epoch=False
     ),
 }
+# The same schedules as 0.x lr_config (mmcv's poly and cosine policies run to runner.max_iters).
+LR_CONFIGS: dict[str, dict] = {
+    "poly": dict(policy="poly", power=0.9, min_lr=0.0, by_epoch=False),
+    "cosine": dict(policy="CosineAnnealing", min_lr=0.0, by_epoch=False),
+}
 
 
-def _iteration_budget(source: dict) -> int:
+@dataclass(frozen=True)
+class Dialect:
+    """How the configs of one MMSeg generation spell the schedule."""
+
+    name: str
+    markers: tuple[str, ...]  # top-level keys only this generation's configs set
+    lr_path: tuple[str, ...]  # where the optimizer's LR is
+    iterations: Callable[[dict], int]  # the source's length; refuses what is not iteration-based
+    end_lr: Callable[[dict, float, int], float]  # (source, base LR, length) -> LR of the last iteration
+    rewrite: Callable[[FinetunePlan, FinetuneOptions], None]  # the decay over --iters, and its length
+
+
+def _cap(plan: FinetunePlan, holder, key: str, path: str, limit: int, value: int | None = None) -> None:
+    """An interval (or begin) not beyond the fine-tune: set to `value` (default: the limit)."""
+    if isinstance(holder, dict) and isinstance(holder.get(key), int) and holder[key] > limit:
+        holder[key] = limit if value is None else value
+        plan.note(path, "not beyond max_iters")
+
+
+# MMSeg 1.x: mmengine's optim_wrapper, param_scheduler and train loop.
+
+def _train_loop_iterations(source: dict) -> int:
     train_cfg = source.get("train_cfg")
     if not isinstance(train_cfg, dict):
         raise InputError("the source config has no train_cfg")
@@ -36,24 +71,13 @@ def _iteration_budget(source: dict) -> int:
     return max_iters
 
 
-def _optimizer_lr(source: dict) -> float:
-    wrapper = source.get("optim_wrapper")
-    optimizer = wrapper.get("optimizer") if isinstance(wrapper, dict) else None
-    lr = optimizer.get("lr") if isinstance(optimizer, dict) else None
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
-        raise InputError("the source config has no optim_wrapper.optimizer.lr to start from")
-    return float(lr)
-
-
-def schedule_end_lr(source: dict) -> float:
+def _param_scheduler_end_lr(source: dict, base_lr: float, max_iters: int) -> float:
     """The LR of the source's last training iteration, stepping mmengine's own schedulers.
 
     The schedulers run on a one-parameter optimizer exactly as mmengine's
     ParamSchedulerHook runs them: built in order (each steps once), then stepped after
     every iteration. Anything they cannot run raises InputError asking for --lr.
     """
-    base_lr = _optimizer_lr(source)
-    max_iters = _iteration_budget(source)
     configs = source.get("param_scheduler") or []
     configs, _ = as_list(configs)
 
@@ -89,7 +113,103 @@ def schedule_end_lr(source: dict) -> float:
                     scheduler.step()
         except Exception as exc:  # noqa: BLE001 - e.g. ReduceOnPlateauLR wants metrics
             raise InputError(f"cannot evaluate param_scheduler ({exc}); pass --lr") from None
-    lr = optimizer.param_groups[0]["lr"]
+    return optimizer.param_groups[0]["lr"]
+
+
+def _rewrite_1x(plan: FinetunePlan, options: FinetuneOptions) -> None:
+    target, iters = plan.target, options.iters
+    target["param_scheduler"] = [SCHEDULES[options.schedule](iters)]
+    plan.note("param_scheduler", f"{options.schedule} decay to 0 over {iters} iterations")
+    train_cfg = target["train_cfg"]
+    train_cfg["max_iters"] = iters
+    plan.note("train_cfg.max_iters", "--iters")
+    _cap(plan, train_cfg, "val_interval", "train_cfg.val_interval", iters)
+    _cap(plan, train_cfg, "val_begin", "train_cfg.val_begin", iters, value=1)
+    hooks = target.get("default_hooks")
+    _cap(plan, hooks.get("checkpoint") if isinstance(hooks, dict) else None, "interval",
+         "default_hooks.checkpoint.interval", iters)
+
+
+# MMSeg 0.x: mmcv 1.x's optimizer, LrUpdaterHook (lr_config) and runner.
+
+def _runner_iterations(source: dict) -> int:
+    runner, where = source.get("runner"), "runner.max_iters"
+    if runner is None and "total_iters" in source:
+        # mmseg 0.x's train_segmentor: no runner means IterBasedRunner(max_iters=total_iters)
+        runner, where = dict(type="IterBasedRunner", max_iters=source["total_iters"]), "total_iters"
+    if not isinstance(runner, dict):
+        raise InputError("the source config has no runner (nor a legacy total_iters)")
+    if runner.get("type") != "IterBasedRunner":
+        raise InputError(
+            f"the source config trains with {runner.get('type') or 'an unnamed runner'}; "
+            "config writes iteration-based fine-tunes (IterBasedRunner) only"
+        )
+    max_iters = runner.get("max_iters")
+    if type(max_iters) is not int or max_iters < 1:
+        raise InputError(f"{where} is {max_iters!r}, not a positive integer")
+    return max_iters
+
+
+def _rewrite_0x(plan: FinetunePlan, options: FinetuneOptions) -> None:
+    target, iters = plan.target, options.iters
+    target["lr_config"] = dict(LR_CONFIGS[options.schedule])
+    plan.note("lr_config", f"{options.schedule} decay to 0 over {iters} iterations, no warmup")
+    if isinstance(target.get("runner"), dict):
+        target["runner"]["max_iters"] = iters
+        plan.note("runner.max_iters", "--iters")
+    else:
+        target["runner"] = dict(type="IterBasedRunner", max_iters=iters)
+        plan.note("runner", "--iters; the runner mmseg 0.x builds from total_iters, spelled out")
+    if "total_iters" in target:
+        target["total_iters"] = iters
+        plan.note("total_iters", "kept equal to runner.max_iters")
+    _cap(plan, target.get("checkpoint_config"), "interval", "checkpoint_config.interval", iters)
+    _cap(plan, target.get("evaluation"), "interval", "evaluation.interval", iters)
+
+
+DIALECTS = {
+    "mmseg-1.x": Dialect(
+        name="MMSeg 1.x", markers=("optim_wrapper", "param_scheduler", "train_cfg"),
+        lr_path=("optim_wrapper", "optimizer", "lr"), iterations=_train_loop_iterations,
+        end_lr=_param_scheduler_end_lr, rewrite=_rewrite_1x,
+    ),
+    "mmseg-0.x": Dialect(
+        name="MMSeg 0.x", markers=("lr_config", "runner", "total_iters"),
+        lr_path=("optimizer", "lr"), iterations=_runner_iterations,
+        end_lr=lambda source, base_lr, max_iters: lr_config_end_lr(source.get("lr_config"), base_lr, max_iters),
+        rewrite=_rewrite_0x,
+    ),
+}
+
+
+def dialect_of(source: dict, generation: str) -> Dialect:
+    """The tree's dialect; a source config that sets only the other one's keys is refused."""
+    dialect = DIALECTS.get(generation)
+    if dialect is None:
+        raise StateError(f"config does not know how {generation} configs spell the schedule; please report it")
+    spoken = [d for d in DIALECTS.values() if any(key in source for key in d.markers)]
+    if spoken and dialect not in spoken:
+        keys = ", ".join(key for key in spoken[0].markers if key in source)
+        raise InputError(
+            f"the source config is an {spoken[0].name} config (it sets {keys}) but the tree is {dialect.name}: "
+            "pass a config and a tree of one MMSeg generation"
+        )
+    return dialect
+
+
+def _base_lr(source: dict, path: tuple[str, ...]) -> float:
+    value = source
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"the source config has no {'.'.join(path)} to start from")
+    return float(value)
+
+
+def _continued(lr, base_lr: float) -> float:
+    """The source's end LR as the fine-tune's start, refused if it has decayed to nothing."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr):
+        raise InputError(f"the source schedule ends at lr {lr!r}, not a learning rate; pass --lr")
     if lr < base_lr * VANISHED_LR:
         raise InputError(
             f"the source schedule ends at lr {lr:.3g} (from {base_lr:g}): too small to continue from; pass --lr"
@@ -99,31 +219,17 @@ def schedule_end_lr(source: dict) -> float:
 
 def reward_schedule(plan: FinetunePlan, options: FinetuneOptions) -> None:
     """Start from --lr or where the source schedule ended, decay over --iters."""
-    source, target = plan.source, plan.target
-    _iteration_budget(source)
-    _optimizer_lr(source)
+    dialect = dialect_of(plan.source, options.generation)
+    max_iters = dialect.iterations(plan.source)
+    base_lr = _base_lr(plan.source, dialect.lr_path)
     if options.lr is not None:
         lr, why = options.lr, "--lr"
     else:
-        lr, why = schedule_end_lr(source), "where the source schedule ends"
-    target["optim_wrapper"]["optimizer"]["lr"] = lr
-    plan.note("optim_wrapper.optimizer.lr", why)
-
-    target["param_scheduler"] = [SCHEDULES[options.schedule](options.iters)]
-    plan.note("param_scheduler", f"{options.schedule} decay to 0 over {options.iters} iterations")
-
-    train_cfg = target["train_cfg"]
-    train_cfg["max_iters"] = options.iters
-    plan.note("train_cfg.max_iters", "--iters")
-    if isinstance(train_cfg.get("val_interval"), int) and train_cfg["val_interval"] > options.iters:
-        train_cfg["val_interval"] = options.iters
-        plan.note("train_cfg.val_interval", "not beyond max_iters")
-    if isinstance(train_cfg.get("val_begin"), int) and train_cfg["val_begin"] > options.iters:
-        train_cfg["val_begin"] = 1
-        plan.note("train_cfg.val_begin", "not beyond max_iters")
-    hooks = target.get("default_hooks")
-    checkpoint_hook = hooks.get("checkpoint") if isinstance(hooks, dict) else None
-    if isinstance(checkpoint_hook, dict) and isinstance(checkpoint_hook.get("interval"), int):
-        if checkpoint_hook["interval"] > options.iters:
-            checkpoint_hook["interval"] = options.iters
-            plan.note("default_hooks.checkpoint.interval", "not beyond max_iters")
+        lr, why = _continued(dialect.end_lr(plan.source, base_lr, max_iters), base_lr), "where the source schedule ends"
+    *parents, key = dialect.lr_path
+    holder = plan.target
+    for parent in parents:
+        holder = holder[parent]
+    holder[key] = lr
+    plan.note(".".join(dialect.lr_path), why)
+    dialect.rewrite(plan, options)
