@@ -58,7 +58,8 @@ $(STAMP): Makefile setup.cfg
 	$(PY) -c "import mmcv.ops, mmseg, rewardpatch; print('stack ready: mmcv', mmcv.__version__, 'with ops, mmseg', mmseg.__version__)"
 	@touch $@
 
-# The MMSeg 0.x stack (README, "MMSeg 0.x"): torch as above, mmcv-full built from its sdist,
+# The MMSeg 0.x stack (README, "The MMSeg 0.x stack"): torch as above, mmcv-full built from its sdist,
+# mmengine (for `config`, which reads configs with it),
 # mmsegmentation 0.30.0 without its optional mmcls, rewardpatch itself, and the torchvision
 # stand-in (rewardpatch/verify/torchvision_stand_in.py) that mmcv.runner's import needs.
 $(STAMP0): Makefile setup.cfg rewardpatch/verify/torchvision_stand_in.py
@@ -66,7 +67,8 @@ $(STAMP0): Makefile setup.cfg rewardpatch/verify/torchvision_stand_in.py
 	$(PIP0) install --quiet --upgrade wheel "$(SETUPTOOLS)" numpy
 	$(PIP0) install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "torch==$(TORCH_VERSION)"
 	@$(MAKE) --no-print-directory mmcv-wheel WHEEL_PY=$(PY0) WHEEL_PACKAGE=mmcv-full WHEEL_VERSION=$(MMCV_FULL_VERSION)
-	$(PIP0) install --quiet "$$(cat $(VENV0)/.mmcv-wheel)" $(LINTERS0) matplotlib prettytable packaging
+	$(PIP0) install --quiet "$$(cat $(VENV0)/.mmcv-wheel)" $(LINTERS0) "mmengine==$(MMENGINE_VERSION)" \
+		matplotlib prettytable packaging
 	$(PIP0) install --quiet --no-deps "mmsegmentation==$(MMSEG0_STACK_VERSION)"
 	@site=$$($(PY0) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") && \
 		if [ -e "$$site/torchvision" ] && ! grep -qs "rewardpatch" "$$site/torchvision/__init__.py"; then \
