@@ -1,0 +1,84 @@
+"""CI from nothing: a fresh clone, empty caches, `CI=true .ci/run`, timed phase by phase.
+
+    python benchmarks/bench_cold_ci.py
+
+Clones this repository's HEAD into a temporary directory and runs `.ci/run` there with
+XDG_CACHE_HOME pointing at an empty directory, so pip downloads everything again and both
+mmcv builds (mmcv 2.1.0 for the 1.x stack, mmcv-full 1.7.2 for the 0.x one) start from
+their sdists, as on a fresh CI machine. Each output line is timestamped as it arrives;
+the phases are read from the Makefile's own messages. Writes
+benchmarks/results/ci_cold.json. Takes 30-60 minutes on 2 cores; not part of `make bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from machine import describe
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULT = ROOT / "benchmarks" / "results" / "ci_cold.json"
+# the first output line containing each marker starts the phase of that name
+MARKERS = [
+    ("1.x stack: venv, torch", "pip install --quiet --upgrade wheel"),
+    ("1.x stack: mmcv 2.1.0 build", "building mmcv 2.1.0"),
+    ("1.x stack: install", "mmcv-2.1.0-"),
+    ("0.x stack: venv, torch", ".venv-mmseg0/bin/python -m pip install --quiet --upgrade"),
+    ("0.x stack: mmcv-full 1.7.2 build", "building mmcv-full 1.7.2"),
+    ("0.x stack: install", "mmcv_full-1.7.2-"),
+    ("tests", "-m pytest"),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="rewardpatch-cold-ci-") as scratch:
+        clone, cache = Path(scratch) / "clone", Path(scratch) / "cache"
+        cache.mkdir()
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout.strip()
+        env = {k: v for k, v in os.environ.items() if k not in ("REWARDPATCH_CACHE", "PIP_CACHE_DIR", "VIRTUAL_ENV")}
+        env.update(CI="true", XDG_CACHE_HOME=str(cache))
+        start = time.monotonic()
+        lines: list[tuple[float, str]] = []
+        process = subprocess.Popen([".ci/run"], cwd=clone, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        for line in process.stdout:
+            lines.append((time.monotonic() - start, line.rstrip("\n")))
+            sys.stdout.write(line)
+        code = process.wait()
+        total = time.monotonic() - start
+    starts = []
+    for name, marker in MARKERS:
+        found = next((t for t, line in lines if marker in line), None)
+        if found is not None:
+            starts.append((name, found))
+    starts.sort(key=lambda item: item[1])
+    phases = {name: round((starts[i + 1][1] if i + 1 < len(starts) else total) - at, 1)
+              for i, (name, at) in enumerate(starts)}
+    summary = next((line for _, line in reversed(lines) if " passed" in line or " failed" in line), None)
+    result = {
+        "machine": describe(),
+        "commit": commit,
+        "what": "fresh clone, empty XDG_CACHE_HOME (pip cache, mmcv wheels, reference checkouts), CI=true .ci/run",
+        "returncode": code,
+        "total_seconds": round(total, 1),
+        "total_minutes": round(total / 60, 1),
+        "phases_seconds": phases,
+        "pytest_summary": summary,
+    }
+    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
