@@ -52,6 +52,31 @@ def stack() -> None:
 
 
 @pytest.fixture(scope="session")
+def python0() -> str:
+    """The interpreter of the MMSeg 0.x stack (make setup0), named by REWARDPATCH_MMSEG0_PYTHON:
+    0.x trees are imported there, never in this process (whose stack is 1.x)."""
+    path = os.environ.get("REWARDPATCH_MMSEG0_PYTHON")
+    if not path or not Path(path).is_file():
+        reason = f"REWARDPATCH_MMSEG0_PYTHON is {'unset' if not path else f'{path}, not a file'}"
+        if IN_CI:
+            pytest.fail(f"the MMSeg 0.x stack is missing in CI ({reason})")
+        pytest.skip(f"MMSeg 0.x stack not available ({reason}); `make test` sets it up and names it")
+    return path
+
+
+# The keys of verify's report and of its fine-tune result, the same for every MMSeg generation
+# (report.py and the plot read them).
+REPORT_KEYS = {"ok", "device", "gpu", "tree", "mmseg_version", "workdir", "heads", "finetune", "seconds", "plot"}
+HEAD_KEYS = {"name", "ok", "loss", "seconds", "error"}
+FINETUNE_KEYS = {
+    "ok", "head", "ce_iters", "iters", "miou_tolerance", "world_size", "checkpoint", "miou_ce",
+    "checkpoint_loads_weights_only", "load_from", "reward_cfg", "dataset_miou_before", "dataset_miou_after",
+    "miou_curve", "reward_mean_first", "reward_mean_last", "reward_mean", "reward_greedy", "ce_loss",
+    "reward_loss", "seconds", "device", "error",
+}
+
+
+@pytest.fixture(scope="session")
 def pristine():
     """pristine(version) -> the cached, read-only checkout of that MMSeg version."""
     return checkout.pristine
