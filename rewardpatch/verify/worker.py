@@ -5,6 +5,10 @@
 `-P` keeps the current directory off sys.path, so nothing but PYTHONPATH (the tree) can
 shadow the tree's mmseg. The worker still checks where mmseg came from before trusting it.
 Results go to the events file; logs go to stdout/stderr, which the command redirects.
+
+The tree's generation picks the code: MMSeg 1.x (mmengine) heads.check_head and finetune.py,
+MMSeg 0.x (mmcv-full 1.x) heads.check_head_0x and finetune0.py. Before mmseg is imported,
+the interpreter's mmcv is checked against the generation's (patches/, [verify] stack).
 """
 
 from __future__ import annotations
