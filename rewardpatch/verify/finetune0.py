@@ -163,10 +163,10 @@ def recording_eval_hook(base, record: dict):
 
 
 def _train(name: str, work_dir: Path, model_cfg: dict, data_root: Path, metainfo: dict, iters: int, lr: float,
-           device: str, distributed: bool, probe_args: dict, load_from: str | None = None,
+           device: str, distributed: bool, probe: dict, load_from: str | None = None, validate_first: bool = False,
            schedule: bool = True, val_interval: int | None = None, seed: int = 0):
-    """Build and run an IterBasedRunner as train_segmentor does; the runner."""
-    import torch
+    """Build and run an IterBasedRunner as train_segmentor does; the runner. `probe`: make_probe's
+    events, phase, offset and record (which the eval hook fills in too)."""
     from mmcv import ConfigDict
     from mmcv.runner import IterBasedRunner
     from mmseg.apis import set_random_seed
@@ -194,16 +194,14 @@ def _train(name: str, work_dir: Path, model_cfg: dict, data_root: Path, metainfo
     )
     val_loader = _loader(build_dataset(_dataset(data_root, metainfo, "val"), dict(test_mode=True)),
                          distributed, train=False)
-    eval_hook = recording_eval_hook(DistEvalHook if distributed else EvalHook, probe_args["record"])
+    eval_hook = recording_eval_hook(DistEvalHook if distributed else EvalHook, probe["record"])
     runner.register_hook(eval_hook(val_loader, by_epoch=False, interval=val_interval or iters, metric="mIoU",
                                    pre_eval=True), priority="LOW")
-    val_first = val_loader if probe_args.pop("validate_first", False) else None
-    runner.register_hook(make_probe(**probe_args, distributed=distributed, val_loader=val_first), priority="LOW")
+    val_first = val_loader if validate_first else None
+    runner.register_hook(make_probe(**probe, distributed=distributed, val_loader=val_first), priority="LOW")
     if load_from:
         runner.load_checkpoint(load_from)
     runner.run([_loader(train_set, distributed, train=True, seed=seed)], [("train", 1)])
-    if device == "cuda":
-        torch.cuda.synchronize()
     return runner
 
 
@@ -237,8 +235,8 @@ def finetune(
     reward = _train(
         "reward", workdir / "reward", model_config(reward_name(head), head_args, ce_loss), data_root, metainfo,
         iters, REWARD_LR, device, distributed,
-        dict(events=events, phase="reward", offset=ce_iters, record=reward_record, validate_first=True),
-        load_from=load_from, schedule=False, val_interval=max(1, iters // 4),
+        dict(events=events, phase="reward", offset=ce_iters, record=reward_record),
+        load_from=load_from, validate_first=True, schedule=False, val_interval=max(1, iters // 4),
     )
     result["reward_cfg"] = dict(reward.model.module.decode_head.reward_cfg)
     result["seconds"] = round(time.perf_counter() - start, 2)
