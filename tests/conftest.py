@@ -70,6 +70,18 @@ def python0() -> str:
     return python
 
 
+# The keys of verify's report and of its fine-tune result, the same for every MMSeg generation
+# (report.py and the plot read them).
+REPORT_KEYS = {"ok", "device", "gpu", "tree", "mmseg_version", "workdir", "heads", "finetune", "seconds", "plot"}
+HEAD_KEYS = {"name", "ok", "loss", "seconds", "error"}
+FINETUNE_KEYS = {
+    "ok", "head", "ce_iters", "iters", "miou_tolerance", "world_size", "checkpoint", "miou_ce",
+    "checkpoint_loads_weights_only", "load_from", "reward_cfg", "dataset_miou_before", "dataset_miou_after",
+    "miou_curve", "reward_mean_first", "reward_mean_last", "reward_mean", "reward_greedy", "ce_loss",
+    "reward_loss", "seconds", "device", "error",
+}
+
+
 @pytest.fixture(scope="session")
 def pristine():
     """pristine(version) -> the cached, read-only checkout of that MMSeg version."""

@@ -118,6 +118,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _worker_path(tree: MMSegTree) -> str:
+    """The tree first, then the directory this rewardpatch is imported from, unless the
+    interpreter finds it there anyway (site-packages): the worker must run this command's
+    rewardpatch, not another checkout's that an editable install points to."""
+    import site
+
+    package_parent = Path(__file__).resolve().parents[2]
+    known = {Path(p).resolve() for p in [*site.getsitepackages(), site.getusersitepackages()]}
+    return os.pathsep.join([str(tree.root)] + ([] if package_parent in known else [str(package_parent)]))
+
+
 def _run_worker(tree: MMSegTree, workdir: Path, stages: str, options: list[str], device: str, nproc: int,
                 on_event) -> None:
     """Run the worker (nproc of them under torchrun) and feed its events to `on_event`."""
@@ -128,7 +139,7 @@ def _run_worker(tree: MMSegTree, workdir: Path, stages: str, options: list[str],
         launcher += ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={_free_port()}"]
     command = [*launcher, "-m", "rewardpatch.verify.worker", "--tree", str(tree.root), "--workdir", str(workdir),
                "--events", str(events), "--device", device, "--stages", stages, *options]
-    env = {**os.environ, "PYTHONPATH": str(tree.root), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONPATH": _worker_path(tree), "PYTHONUNBUFFERED": "1"}
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     if nproc > 1 and device != "cuda":
@@ -207,7 +218,7 @@ def verify_command(tree: str, device: str, heads: str | None, iters: int, ce_ite
         else:
             report["error"] = str(failure)
             _write_reports(report, workdir, report_path)
-            if failure.kind in ("device", "origin"):
+            if failure.kind in ("device", "origin", "stack"):
                 raise InputError(str(failure)) from None
             click.echo(f"rewardpatch: verify failed: {failure}", err=True)
             return EXIT_REFUSED

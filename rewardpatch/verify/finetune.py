@@ -29,28 +29,42 @@ REWARD_LR = 0.01
 MIOU_TOLERANCE = 5.0  # mIoU points the reward phase may lose on 8 validation images
 
 
-def model_config(head_type: str, head_args: dict, loss: dict, reward_cfg: dict | None,
-                 num_classes: int = NUM_CLASSES, image_size: int = IMAGE_SIZE) -> dict:
-    """An EncoderDecoder: a narrow ResNetV1c-18 (output stride 8) and the given head."""
-    norm_cfg = dict(type="BN", requires_grad=True)
+# ImageNet's, in RGB order: both generations normalise the synthetic images with them
+MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+
+
+def backbone_config() -> dict:
+    """A narrow ResNetV1c-18 of output stride 8 with one 128-channel output (both generations)."""
+    return dict(
+        type="ResNetV1c", depth=18, stem_channels=16, base_channels=16, out_indices=(3,),
+        dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1), norm_cfg=dict(type="BN", requires_grad=True),
+        norm_eval=False, contract_dilation=True,
+    )
+
+
+def head_config(head_type: str, head_args: dict, loss: dict, reward_cfg: dict | None,
+                num_classes: int = NUM_CLASSES) -> dict:
+    """The decode head on backbone_config's output (both generations)."""
     head = dict(
         type=head_type, in_channels=128, channels=32, num_classes=num_classes, dropout_ratio=0.0,
-        norm_cfg=norm_cfg, align_corners=False, loss_decode=loss, **head_args,
+        norm_cfg=dict(type="BN", requires_grad=True), align_corners=False, loss_decode=loss, **head_args,
     )
     if reward_cfg is not None:
         head["reward_cfg"] = reward_cfg
+    return head
+
+
+def model_config(head_type: str, head_args: dict, loss: dict, reward_cfg: dict | None,
+                 num_classes: int = NUM_CLASSES, image_size: int = IMAGE_SIZE) -> dict:
+    """An EncoderDecoder: a narrow ResNetV1c-18 (output stride 8) and the given head."""
     return dict(
         type="EncoderDecoder",
         data_preprocessor=dict(
-            type="SegDataPreProcessor", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
+            type="SegDataPreProcessor", mean=MEAN, std=STD,
             bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=(image_size, image_size),
         ),
-        backbone=dict(
-            type="ResNetV1c", depth=18, stem_channels=16, base_channels=16, out_indices=(3,),
-            dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1), norm_cfg=norm_cfg, norm_eval=False,
-            contract_dilation=True,
-        ),
-        decode_head=head,
+        backbone=backbone_config(),
+        decode_head=head_config(head_type, head_args, loss, reward_cfg, num_classes),
         train_cfg=dict(),
         test_cfg=dict(mode="whole"),
     )
@@ -113,6 +127,84 @@ def runner_config(
     return config
 
 
+def record_iter(record: dict, phase: str, iteration: int, log_vars: dict) -> None:
+    """Keep an iteration's total loss and reward statistics; note any loss that is not finite.
+    `log_vars`: the logged values (tensors or floats), keys possibly prefixed ('decode.')."""
+    for key, value in log_vars.items():
+        value = float(value.detach()) if hasattr(value, "detach") else float(value)
+        if "loss" in key and not math.isfinite(value):
+            record.setdefault("nonfinite", []).append(f"{phase} iter {iteration}: {key}={value}")
+        if key.endswith(("reward_mean", "reward_greedy", "adv_std")):
+            record.setdefault(key.rsplit(".", 1)[-1], []).append(value)
+    loss = log_vars.get("loss", float("nan"))
+    record.setdefault("loss", []).append(float(loss.detach()) if hasattr(loss, "detach") else float(loss))
+
+
+def prepare_dataset(workdir: Path, distributed: bool) -> tuple[Path, dict]:
+    """The synthetic dataset under workdir/data, written once by rank 0; (root, metainfo)."""
+    import torch.distributed as dist
+
+    data_root = workdir / "data"
+    if (not distributed or dist.get_rank() == 0) and not (data_root / "ann_dir").exists():
+        write_dataset(data_root, num_classes=NUM_CLASSES, size=IMAGE_SIZE, seed=0)
+    if distributed:
+        dist.barrier()
+    names, palette = classes(NUM_CLASSES)
+    return data_root, dict(classes=names, palette=palette)
+
+
+def weights_only_load_from(saved: Path, distributed: bool, result: dict) -> str | None:
+    """The checkpoint the reward phase loads: `saved`, or a weights-only copy beside it when
+    torch would refuse `saved` by default. None (with result['error']) if neither loads."""
+    import torch.distributed as dist
+
+    from rewardpatch.checkpoints import convert_to_weights_only, loads_weights_only
+
+    # our own file, just written by the runner: converting it needs the unrestricted load
+    weights_only = saved.parent / "weights_only.pth"
+    result["checkpoint_loads_weights_only"] = loads_weights_only(saved) is True
+    if (not distributed or dist.get_rank() == 0) and not result["checkpoint_loads_weights_only"]:
+        convert_to_weights_only(saved, weights_only)
+    if distributed:
+        dist.barrier()
+    load_from = str(weights_only) if weights_only.exists() else str(saved)
+    result["load_from"] = load_from
+    if loads_weights_only(load_from) is not True:
+        result["error"] = f"{load_from} does not load with torch.load(weights_only=True)"
+        return None
+    return load_from
+
+
+def conclude(result: dict, ce_record: dict, reward_record: dict) -> dict:
+    """The curves and the verdict from the two phases' records (both generations).
+
+    A record holds 'loss', 'reward_mean', ... per iteration (record_iter), 'nonfinite',
+    'miou_before' and 'val': (iteration, mIoU in %) per evaluation."""
+    result["dataset_miou_before"] = reward_record.get("miou_before")
+    result["dataset_miou_after"] = reward_record.get("val", [(None, None)])[-1][1]
+    result["miou_curve"] = [[0, result["dataset_miou_before"]]] + [list(p) for p in reward_record.get("val", [])]
+    rewards = reward_record.get("reward_mean", [])
+    result["reward_mean_first"] = rewards[0] if rewards else None
+    result["reward_mean_last"] = rewards[-1] if rewards else None
+    result["reward_mean"] = rewards
+    result["reward_greedy"] = reward_record.get("reward_greedy", [])
+    result["ce_loss"] = ce_record.get("loss", [])
+    result["reward_loss"] = reward_record.get("loss", [])
+    failures = list(ce_record.get("nonfinite", [])) + list(reward_record.get("nonfinite", []))
+    if not rewards:
+        failures.append("no reward statistics were logged")
+    before, after = result["dataset_miou_before"], result["dataset_miou_after"]
+    if before is None or after is None:
+        failures.append("mIoU was not evaluated before and after")
+    elif after < before - MIOU_TOLERANCE:
+        failures.append(
+            f"dataset mIoU fell from {before:.2f} to {after:.2f} (more than the {MIOU_TOLERANCE} points allowed)"
+        )
+    result["ok"] = not failures
+    result["error"] = "; ".join(failures) or None
+    return result
+
+
 def make_probe(events: EventWriter, phase: str, offset: int, record: dict, validate_first: bool = False):
     """A hook that reports progress, checks every loss, keeps reward statistics and metrics."""
     from mmengine.hooks import Hook
@@ -127,15 +219,7 @@ def make_probe(events: EventWriter, phase: str, offset: int, record: dict, valid
                 record["miou_before"] = float(runner.val_loop.run()["mIoU"])
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-            outputs = outputs or {}
-            for key, value in outputs.items():
-                value = float(value.detach()) if hasattr(value, "detach") else float(value)
-                if "loss" in key and not math.isfinite(value):
-                    record.setdefault("nonfinite", []).append(f"{phase} iter {runner.iter + 1}: {key}={value}")
-                if key.endswith(("reward_mean", "reward_greedy", "adv_std")):
-                    record.setdefault(key.rsplit(".", 1)[-1], []).append(value)
-            loss = outputs.get("loss", float("nan"))
-            record.setdefault("loss", []).append(float(loss.detach()) if hasattr(loss, "detach") else float(loss))
+            record_iter(record, phase, runner.iter + 1, outputs or {})
             events.emit("iter", phase=phase, iter=offset + runner.iter + 1)
 
         def after_val_epoch(self, runner, metrics=None):
@@ -153,16 +237,7 @@ def finetune(
     from mmengine.model import is_model_wrapper
     from mmengine.runner import Runner
 
-    from rewardpatch.checkpoints import convert_to_weights_only, loads_weights_only
-
-    rank = dist.get_rank() if distributed else 0
-    data_root = workdir / "data"
-    if rank == 0 and not (data_root / "ann_dir").exists():
-        write_dataset(data_root, num_classes=NUM_CLASSES, size=IMAGE_SIZE, seed=0)
-    if distributed:
-        dist.barrier()
-    names, palette = classes(NUM_CLASSES)
-    metainfo = dict(classes=names, palette=palette)
+    data_root, metainfo = prepare_dataset(workdir, distributed)
     start = time.perf_counter()
     result = {"ok": False, "head": reward_name(head), "ce_iters": ce_iters, "iters": iters,
               "miou_tolerance": MIOU_TOLERANCE, "world_size": dist.get_world_size() if distributed else 1}
@@ -179,18 +254,8 @@ def finetune(
     result["miou_ce"] = ce_record.get("val", [(None, None)])[-1][1]
     if distributed:
         dist.barrier()
-
-    # our own file, just written by mmengine: converting it needs the unrestricted load
-    weights_only = workdir / "ce" / "weights_only.pth"
-    result["checkpoint_loads_weights_only"] = loads_weights_only(saved) is True
-    if rank == 0 and not result["checkpoint_loads_weights_only"]:
-        convert_to_weights_only(saved, weights_only)
-    if distributed:
-        dist.barrier()
-    load_from = str(weights_only) if weights_only.exists() else str(saved)
-    result["load_from"] = load_from
-    if loads_weights_only(load_from) is not True:
-        result["error"] = f"{load_from} does not load with torch.load(weights_only=True)"
+    load_from = weights_only_load_from(saved, distributed, result)
+    if load_from is None:
         return result
 
     reward_record: dict = {}
@@ -207,31 +272,9 @@ def finetune(
     reward.train()
 
     # IoUMetric's mIoU: intersections and unions summed over the validation set
-    result["dataset_miou_before"] = reward_record.get("miou_before")
-    result["dataset_miou_after"] = reward_record.get("val", [(None, None)])[-1][1]
-    result["miou_curve"] = [[0, result["dataset_miou_before"]]] + [list(p) for p in reward_record.get("val", [])]
-    rewards = reward_record.get("reward_mean", [])
-    result["reward_mean_first"] = rewards[0] if rewards else None
-    result["reward_mean_last"] = rewards[-1] if rewards else None
-    result["reward_mean"] = rewards
-    result["reward_greedy"] = reward_record.get("reward_greedy", [])
-    result["ce_loss"] = ce_record.get("loss", [])
-    result["reward_loss"] = reward_record.get("loss", [])
     result["seconds"] = round(time.perf_counter() - start, 2)
     result["device"] = str(next(reward.model.parameters()).device)
-    failures = list(ce_record.get("nonfinite", [])) + list(reward_record.get("nonfinite", []))
-    if not rewards:
-        failures.append("no reward statistics were logged")
-    before, after = result["dataset_miou_before"], result["dataset_miou_after"]
-    if before is None or after is None:
-        failures.append("mIoU was not evaluated before and after")
-    elif after < before - MIOU_TOLERANCE:
-        failures.append(
-            f"dataset mIoU fell from {before:.2f} to {after:.2f} (more than the {MIOU_TOLERANCE} points allowed)"
-        )
-    result["ok"] = not failures
-    result["error"] = "; ".join(failures) or None
-    return result
+    return conclude(result, ce_record, reward_record)
 
 
 def _cfg(config: dict):

@@ -56,14 +56,55 @@ def _classifier(head):
 
 
 def check_head(name: str, verify: dict, device: str) -> dict:
-    """Build Reward<name> with exactly <name>'s arguments (a drop-in: its default
-    CrossEntropyLoss becomes the reward loss), run loss and backward; a result row."""
-    import torch
+    """MMSeg 1.x: Reward<name> built from MODELS, its loss(inputs, data samples, train_cfg)."""
+    return _check(name, verify, device, _build_1x, _loss_1x)
+
+
+def check_head_0x(name: str, verify: dict, device: str) -> dict:
+    """MMSeg 0.x: Reward<name> built by build_head, its forward_train(inputs, img_metas,
+    gt_semantic_seg [B, 1, H, W], train_cfg); a cascade head's prev_output follows the inputs."""
+    return _check(name, verify, device, _build_0x, _loss_0x)
+
+
+def _build_1x(config: dict):
+    from mmseg.registry import MODELS
+
+    return MODELS.build(config)
+
+
+def _loss_1x(head, features, extra, labels):
     from mmengine.config import ConfigDict
     from mmengine.structures import PixelData
 
-    from mmseg.registry import MODELS
     from mmseg.structures import SegDataSample
+
+    samples = []
+    for label in labels:
+        sample = SegDataSample()
+        sample.gt_sem_seg = PixelData(data=label)
+        samples.append(sample)
+    return head.loss(features, *extra, samples, ConfigDict())
+
+
+def _build_0x(config: dict):
+    from mmseg.models.builder import build_head
+
+    return build_head(config)
+
+
+def _loss_0x(head, features, extra, labels):
+    from mmcv import ConfigDict
+
+    side = labels.shape[-1]
+    shape = (side, side, 3)
+    img_metas = [dict(img_shape=shape, ori_shape=shape, pad_shape=shape, flip=False) for _ in labels]
+    return head.forward_train(features, *extra, img_metas, labels, ConfigDict())
+
+
+def _check(name: str, verify: dict, device: str, build, loss) -> dict:
+    """Build Reward<name> with exactly <name>'s arguments (a drop-in: its default
+    CrossEntropyLoss becomes the reward loss), run loss and backward; a result row."""
+    import torch
 
     spec = head_spec(verify, name)
     start = time.perf_counter()
@@ -80,21 +121,16 @@ def check_head(name: str, verify: dict, device: str) -> dict:
         extra = [torch.randn(batch, classes, side, side, device=device)] if spec["cascade"] else []
         labels = torch.randint(0, classes, (batch, 1, size, size), device=device)
         labels[torch.rand(labels.shape, device=device) < 0.2] = 255
-        samples = []
-        for label in labels:
-            sample = SegDataSample()
-            sample.gt_sem_seg = PixelData(data=label)
-            samples.append(sample)
 
-        original = MODELS.build(dict(type=name, **spec["args"])).to(device).train()
-        rewarded = MODELS.build(dict(type=reward_name(name), **spec["args"])).to(device).train()
+        original = build(dict(type=name, **spec["args"])).to(device).train()
+        rewarded = build(dict(type=reward_name(name), **spec["args"])).to(device).train()
         with torch.no_grad():
             expected = _shapes(original(features, *extra))
             produced = _shapes(rewarded(features, *extra))
         if produced != expected:
             raise AssertionError(f"output shape {produced} differs from {name}'s {expected}")
 
-        losses = rewarded.loss(features, *extra, samples, ConfigDict())
+        losses = loss(rewarded, features, extra, labels)
         if type(rewarded.loss_decode).__name__ != "CrossEntropyRewardLoss":
             raise AssertionError(f"its default loss became {type(rewarded.loss_decode).__name__}, not the reward loss")
         if not any(key.endswith("reward_mean") for key in losses):

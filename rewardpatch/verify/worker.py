@@ -5,6 +5,10 @@
 `-P` keeps the current directory off sys.path, so nothing but PYTHONPATH (the tree) can
 shadow the tree's mmseg. The worker still checks where mmseg came from before trusting it.
 Results go to the events file; logs go to stdout/stderr, which the command redirects.
+
+The tree's generation picks the code: MMSeg 1.x (mmengine) heads.check_head and finetune.py,
+MMSeg 0.x (mmcv-full 1.x) heads.check_head_0x and finetune0.py. Before mmseg is imported,
+the interpreter's mmcv is checked against the generation's (patches/, [verify] stack).
 """
 
 from __future__ import annotations
@@ -28,6 +32,24 @@ def _resolve_device(requested: str) -> str | None:
     if requested == "cuda" and not torch.cuda.is_available():
         return None
     return requested
+
+
+def stack_mismatch(version: str, stack: dict) -> str | None:
+    """One line when this interpreter's mmcv is not the one the tree's MMSeg imports, else None.
+
+    Checked before importing mmseg, whose own version assert would otherwise be the only
+    message (and whose 1.x import fails further in, on mmengine)."""
+    try:
+        import mmcv
+
+        have = f"mmcv {mmcv.__version__}"
+        major = int(mmcv.__version__.split(".")[0])
+    except Exception as exc:  # noqa: BLE001 - no mmcv, or a broken one: both are the wrong stack
+        have, major = f"no usable mmcv ({type(exc).__name__})", None
+    if major == stack["mmcv_major"]:
+        return None
+    return (f"MMSeg {version} needs {stack['needs']}; this interpreter ({sys.executable}) has {have}: "
+            f"run the rewardpatch of {stack['setup']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
 
     tree = args.tree.resolve()
+    from rewardpatch.tree import MMSegTree
+
+    expected = MMSegTree.open(tree)
+    mismatch = stack_mismatch(expected.version, expected.generation.verify["stack"])
+    if mismatch:
+        events.emit("error", kind="stack", message=mismatch)
+        return EXIT_SETUP
     try:
         import mmseg
         import mmseg.models  # noqa: F401 - registers every head, the reward ones included
@@ -74,24 +103,32 @@ def main(argv: list[str] | None = None) -> int:
     if not origin.is_relative_to(tree):
         events.emit("error", kind="origin", message=f"mmseg would be imported from {origin.parent}, not from {tree}")
         return EXIT_SETUP
-    from mmseg.utils import register_all_modules
-
-    register_all_modules(init_default_scope=False)
-
     from rewardpatch.mmseg_generations import generation_for
 
     generation = generation_for(mmseg.__version__)
+    # 1.x: mmengine's registries and Runner; 0.x: mmcv-full 1.x's registries and runner
+    legacy = generation.name == "mmseg-0.x"
+    if not legacy:
+        from mmseg.utils import register_all_modules
+
+        register_all_modules(init_default_scope=False)
+
     stages = args.stages.split(",")
     if "heads" in stages:
-        from .heads import check_head
+        from .heads import check_head, check_head_0x
 
+        check = check_head_0x if legacy else check_head
         heads = [h for h in args.heads.split(",") if h]
         events.emit("stage", stage="heads", total=len(heads))
         for name in heads:
-            events.emit("head", **check_head(name, generation.verify, device))
+            events.emit("head", **check(name, generation.verify, device))
     if "finetune" in stages:
-        from .finetune import finetune
         from .heads import head_spec
+
+        if legacy:
+            from .finetune0 import finetune
+        else:
+            from .finetune import finetune
 
         events.emit("stage", stage="finetune", total=args.ce_iters + args.iters, head=reward_name(args.finetune_head))
         own = head_spec(generation.verify, args.finetune_head)["args"]

@@ -1,0 +1,118 @@
+"""verify on MMSeg 0.x trees, run by the 0.x stack's interpreter (REWARDPATCH_MMSEG0_PYTHON).
+
+The 0.x stack (mmcv-full 1.x) cannot share this process with the 1.x one, so each test runs
+`python0 -m rewardpatch verify` in a subprocess, with this checkout's rewardpatch first on its
+path. The fine-tunes are short (a few CE and reward iterations): they prove that the runner,
+the eval hooks, the checkpoint hand-over and the reward statistics work, not that it learns.
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import FINETUNE_KEYS, HEAD_KEYS, REPORT_KEYS, copy_checkout, one_line_error, run_cli
+from rewardpatch.planner import plan_apply
+from rewardpatch.tree import MMSegTree
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def verify0(python0: str, tree: Path, workdir: Path, *args) -> tuple[int, str, str, dict | None]:
+    """(exit code, stdout, stderr, report or None) of the 0.x stack's `rewardpatch verify`."""
+    report = workdir.parent / f"{workdir.name}-report.json"
+    result = subprocess.run(
+        [python0, "-m", "rewardpatch", "verify", str(tree), "--device", "cpu", "--workdir", str(workdir),
+         "--report", str(report), *map(str, args)],
+        cwd=workdir.parent, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+        timeout=600,
+    )
+    loaded = json.loads(report.read_text()) if report.exists() else None
+    return result.returncode, result.stdout, result.stderr, loaded
+
+
+def patched(version: str, dest: Path) -> Path:
+    tree = copy_checkout(version, dest)
+    plan_apply(MMSegTree.open(tree)).execute()
+    return tree
+
+
+@pytest.fixture(scope="module")
+def tree030(tmp_path_factory, python0) -> Path:
+    return patched("0.30.0", tmp_path_factory.mktemp("verify0") / "mmsegmentation")
+
+
+def test_every_head_and_a_short_fine_tune_pass_on_0_30_0(tree030, python0, tmp_path):
+    code, out, err, report = verify0(python0, tree030, tmp_path / "work", "--ce-iters", "20", "--iters", "8")
+    assert code == 0, out + err[-3000:]
+    names = _reward_classes(MMSegTree.open(tree030))  # every patched head, the default
+    assert [h["name"] for h in report["heads"]] == names and all(h["ok"] for h in report["heads"])
+    assert report["mmseg_version"] == "0.30.0" and report["device"] == "cpu"
+    # the same schema as a 1.x tree's report (test_verify.py checks the 1.x side)
+    assert set(report) == REPORT_KEYS and set(report["heads"][0]) == HEAD_KEYS
+    fine = report["finetune"]
+    assert set(fine) == FINETUNE_KEYS
+    assert fine["ok"], fine["error"]
+    assert fine["head"] == "RewardFCNHead" and fine["world_size"] == 1 and fine["device"] == "cpu"
+    assert (fine["ce_iters"], fine["iters"]) == (20, 8)
+    assert len(fine["ce_loss"]) == 20 and len(fine["reward_loss"]) == 8 and len(fine["reward_mean"]) == 8
+    # mmcv's IterBasedRunner wrote its checkpoint; the reward phase started from it, evaluated
+    # it first (the CE phase's last evaluation, same weights) and every 2 iterations
+    assert fine["checkpoint"].endswith("iter_20.pth") and Path(fine["checkpoint"]).is_file()
+    assert fine["dataset_miou_before"] == pytest.approx(fine["miou_ce"])
+    assert [step for step, _ in fine["miou_curve"]] == [0, 2, 4, 6, 8]
+    assert 0 < fine["dataset_miou_after"] <= 100
+    assert fine["reward_cfg"]["mode"] == "local"
+    assert (tmp_path / "work" / "verify_curves.png").stat().st_size > 10_000
+    assert f"{len(names)}/{len(names)} heads passed on cpu" in out
+
+
+def _reward_classes(tree: MMSegTree) -> list[str]:
+    from rewardpatch.manifest import Manifest
+
+    return sorted(Manifest.load(tree).reward_classes)
+
+
+def test_the_fine_tune_runs_under_torchrun_with_two_processes(tree030, python0, tmp_path):
+    code, out, err, report = verify0(python0, tree030, tmp_path / "work", "--heads", "FCNHead", "--nproc", "2",
+                                     "--ce-iters", "8", "--iters", "4")
+    assert code == 0, out + err[-3000:]
+    fine = report["finetune"]
+    assert fine["ok"], fine["error"]
+    assert fine["world_size"] == 2 and len(fine["reward_mean"]) == 4
+    assert fine["dataset_miou_before"] is not None and fine["dataset_miou_after"] is not None
+    assert "on cpu x2" in out
+
+
+def test_stage_one_passes_on_0_24_1(python0, tmp_path):
+    tree = patched("0.24.1", tmp_path / "mmsegmentation")
+    # 0.24.1 asserts mmcv-full <= 1.6.0; this stack has 1.7.2 (the one mmcv-full built here),
+    # whose API 0.24.1 uses unchanged, so the assert is relaxed in this copy of the tree only
+    init = tree / "mmseg" / "__init__.py"
+    source = init.read_text()
+    assert "MMCV_MAX = '1.6.0'" in source
+    init.write_text(source.replace("MMCV_MAX = '1.6.0'", "MMCV_MAX = '1.7.2'"))
+    code, out, err, report = verify0(python0, tree, tmp_path / "work", "--skip-finetune")
+    assert code == 0, out + err[-3000:]
+    assert report["mmseg_version"] == "0.24.1" and report["finetune"] is None
+    names = _reward_classes(MMSegTree.open(tree))
+    assert [h["name"] for h in report["heads"]] == names and all(h["ok"] for h in report["heads"])
+
+
+def test_a_0x_tree_under_the_1x_stack_names_the_stack_it_needs(tree030, stack, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "verify", tree030, "--skip-finetune", "--workdir", tmp_path / "w")
+    assert code == 2
+    line = one_line_error(err)
+    assert "MMSeg 0.30.0 needs mmcv-full 1.x; this interpreter" in line and "has mmcv 2." in line
+    assert line.endswith("run the rewardpatch of a 0.x environment (make setup0)")
+
+
+def test_a_1x_tree_under_the_0x_stack_names_the_stack_it_needs(python0, tmp_path):
+    tree = patched("1.2.2", tmp_path / "mmsegmentation")
+    code, _, err, _ = verify0(python0, tree, tmp_path / "work", "--skip-finetune")
+    assert code == 2
+    line = one_line_error(err)
+    assert "MMSeg 1.2.2 needs mmcv 2.x and mmengine; this interpreter" in line and "has mmcv 1.7" in line
+    assert line.endswith("run the rewardpatch of a 1.x environment (make setup)")
