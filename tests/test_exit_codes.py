@@ -107,10 +107,17 @@ def test_a_second_ctrl_c_cannot_interrupt_the_rollback(capsys, tree, monkeypatch
         return real_replace(src, dst)
 
     monkeypatch.setattr("rewardpatch.plan.os.replace", replace)
-    code, _, _ = run_cli(capsys, "apply", tree)
+    # Python's own handler, whatever the test runner inherited (a background job starts
+    # with SIGINT ignored): the rollback must put back exactly the handler it found
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code, _, _ = run_cli(capsys, "apply", tree)
+        restored = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert code == 130
     assert during_rollback[1:] == [signal.SIG_IGN]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert restored is signal.default_int_handler
     assert git_status(tree) == ""
 
 
