@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "benchmarks" / "results" / "ci_cold.json"
 # the first output line containing each marker starts the phase of that name
 MARKERS = [
-    ("1.x stack: venv, torch", "pip install --quiet --upgrade wheel"),
+    ("1.x stack: venv, torch", ".venv/bin/python -m pip install --quiet --upgrade wheel"),
     ("1.x stack: mmcv 2.1.0 build", "building mmcv 2.1.0"),
-    ("1.x stack: install", "mmcv-2.1.0-"),
-    ("0.x stack: venv, torch", ".venv-mmseg0/bin/python -m pip install --quiet --upgrade"),
+    ("1.x stack: install", '.venv/.mmcv-wheel)"'),
+    ("0.x stack: venv, torch", ".venv-mmseg0/bin/python -m pip install --quiet --upgrade wheel"),
     ("0.x stack: mmcv-full 1.7.2 build", "building mmcv-full 1.7.2"),
-    ("0.x stack: install", "mmcv_full-1.7.2-"),
+    ("0.x stack: install", '.venv-mmseg0/.mmcv-wheel)"'),
     ("tests", "-m pytest"),
 ]
 
