@@ -111,10 +111,11 @@ test: $(STAMP) $(STAMP0)
 	REWARDPATCH_MMSEG0_PYTHON=$(abspath $(PY0)) $(PY) -m pytest $(PYTEST_ARGS)
 
 # Timing lives here, not in the tests. Each writes benchmarks/results/*.json (machine, date).
-bench: $(STAMP)
+bench: $(STAMP) $(STAMP0)
 	$(PY) benchmarks/bench_patch.py
 	$(PY) benchmarks/bench_reward.py
 	$(PY) benchmarks/bench_verify.py
+	$(PY) benchmarks/bench_verify.py --mmseg 0.30.0 --python $(PY0)
 	$(PY) benchmarks/bench_stats.py
 	$(PY) benchmarks/bench_ddp_teardown.py
 

@@ -1,8 +1,12 @@
-"""Wall time of the default `rewardpatch verify` on the patched MMSeg 1.2.2 checkout.
+"""Wall time of the default `rewardpatch verify` on a patched reference checkout.
 
 Target on a 2-core CPU machine: <= 120 s for all compatible heads and the fine-tune.
 
     .venv/bin/python benchmarks/bench_verify.py [--device cpu|cuda] [--repeats 3]
+    .venv/bin/python benchmarks/bench_verify.py --mmseg 0.30.0 --python .venv-mmseg0/bin/python
+
+Writes results/verify_<device>.json for 1.2.2, results/verify_<device>_mmseg<version>.json
+for another release (verified by `--python`, the interpreter of that release's stack).
 """
 
 from __future__ import annotations
@@ -30,26 +34,29 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--mmseg", default="1.2.2", help="the reference checkout to patch and verify")
+    parser.add_argument("--python", default=sys.executable, help="the interpreter of its stack")
     args = parser.parse_args()
     import shutil
 
     times, reports = [], []
     with tempfile.TemporaryDirectory() as scratch:
         tree = Path(scratch) / "mmsegmentation"
-        shutil.copytree(pristine("1.2.2"), tree, symlinks=True)
+        shutil.copytree(pristine(args.mmseg), tree, symlinks=True)
         plan_apply(MMSegTree.open(tree)).execute()
         for run in range(args.repeats):
             report = Path(scratch) / f"report{run}.json"
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "rewardpatch", "verify", str(tree), "--device", args.device,
+            subprocess.run([args.python, "-m", "rewardpatch", "verify", str(tree), "--device", args.device,
                             "--workdir", str(Path(scratch) / "work"), "--report", str(report)],
                            check=True, capture_output=True)
             times.append(time.perf_counter() - start)
             reports.append(json.loads(report.read_text()))
     last = reports[-1]
     machine = describe(last.get("gpu"))
+    heads = len(last["heads"])
     result = {
-        "benchmark": "default rewardpatch verify, MMSeg 1.2.2, 27 heads + fine-tune",
+        "benchmark": f"default rewardpatch verify, MMSeg {args.mmseg}, {heads} heads + fine-tune",
         "device": last["device"], "machine": machine, "median_s": round(statistics.median(times), 1),
         "runs_s": [round(t, 1) for t in times], "target_s": 120,
         "heads_s": round(sum(h["seconds"] for h in last["heads"]), 1),
@@ -58,9 +65,13 @@ def main() -> int:
         "dataset_miou_after": last["finetune"]["dataset_miou_after"],
         "reward_cfg": last["finetune"]["reward_cfg"], "all_ok": all(r["ok"] for r in reports),
     }
-    out = HERE / "results" / f"verify_{last['device']}.json"
+    if args.mmseg != "1.2.2":
+        result["stack"] = subprocess.run([args.python, "-c", "import mmcv, torch; print('mmcv', mmcv.__version__, "
+                                          "'torch', torch.__version__)"], capture_output=True, text=True).stdout.strip()
+    suffix = "" if args.mmseg == "1.2.2" else f"_mmseg{args.mmseg}"
+    out = HERE / "results" / f"verify_{last['device']}{suffix}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"rewardpatch verify (27 heads + fine-tune) on {last['device']}: median {result['median_s']} s "
+    print(f"rewardpatch verify of MMSeg {args.mmseg} ({heads} heads + fine-tune) on {last['device']}: median {result['median_s']} s "
           f"of {args.repeats} (target <= 120 s; {one_line(machine)})")
     return 0
 

@@ -15,6 +15,7 @@ weights-only).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -171,7 +172,7 @@ def _train(name: str, work_dir: Path, model_cfg: dict, data_root: Path, metainfo
     from mmcv.runner import IterBasedRunner
     from mmseg.apis import set_random_seed
     from mmseg.core import DistEvalHook, EvalHook, build_optimizer
-    from mmseg.datasets import build_dataset
+    from mmseg.datasets import RepeatDataset, build_dataset
     from mmseg.models import build_segmentor
     from mmseg.utils import get_root_logger
 
@@ -181,6 +182,12 @@ def _train(name: str, work_dir: Path, model_cfg: dict, data_root: Path, metainfo
     model = build_segmentor(ConfigDict(model_cfg))
     model.init_weights()
     train_set = build_dataset(_dataset(data_root, metainfo, "train"))
+    # mmcv's IterLoader sleeps 2 s at every pass over the data ("prevent possible deadlock");
+    # repeated, as MMSeg 0.x's own configs repeat small datasets, one pass covers the run
+    import torch.distributed as dist
+
+    world = dist.get_world_size() if distributed else 1
+    train_set = RepeatDataset(train_set, math.ceil(iters * BATCH_SIZE * world / len(train_set)) + 1)
     model.CLASSES, model.PALETTE = train_set.CLASSES, train_set.PALETTE
     model = _wrap(model, device, distributed)
     optimizer = build_optimizer(model, dict(type="SGD", lr=lr, momentum=0.9, weight_decay=1e-4))
