@@ -753,3 +753,86 @@ def decode_head_losses(head, seg_logits: Tensor, seg_label: Tensor,
         loss[name] = loss[name] + value if name in loss else value
     loss.update({key: value.float() for key, value in stats.items()})
     return loss
+
+
+class RewardHeadMixin:
+    """What makes a decode head a reward head, in every MMSeg generation.
+
+    A generation's adapter (reward_decode_head.py) puts it before that
+    generation's BaseDecodeHead and says which loss method computes the loss
+    (1.x: `loss_by_feat`, 0.x: `losses`); the reward lives there, so heads
+    whose own loss method delegates to `super()` (DAHead, EncHead) use it too.
+
+    Modes, chosen by the head argument `reward_cfg=dict(mode=...)`:
+
+    - 'local' (default): per-pixel credit. Draw y ~ softmax(logits / T) per
+      pixel at label resolution; for every pixel i and class b, R_i(b) is the
+      reward of y with pixel i set to b, read from a table of count changes;
+      the gradient on the logits is p_i(b) (R_i(b) - V_i) / T, an unbiased
+      estimate of the gradient of the expected reward (the local expectation
+      gradient).
+    - 'reinforce': score K label maps with one reward each, subtract a
+      baseline and minimise mean_k (R_k - b_k) * CE(logits / T, y_k) over
+      labelled pixels.
+    - 'weighted_ce': the earlier manual recipe, kept for comparison: CE with
+      the ground truth, per image scaled by v = 1 - R(argmax, gt) minus 0.1
+      times the mean v of the other labelled images of the batch.
+
+    `scope` says what a reward scores: 'image' (per-image reward, the
+    paper's), 'batch' (counts pooled over the batch of every rank) or
+    'dataset' (a decayed sum of the recent batches' counts, as MMSeg's
+    IoUMetric pools a dataset).
+
+    Reward heads are drop-in: `Reward<X>` takes X's arguments. Without a
+    CrossEntropyRewardLoss in `loss_decode`, the first CrossEntropyLoss there
+    (or in BaseDecodeHead's default) is built as a CrossEntropyRewardLoss with
+    the same arguments, which is the same loss at reward 1; other losses are
+    kept.
+
+    Pixels whose ground truth is `ignore_index` add nothing, so sparse labels
+    work. Reward statistics are returned under keys without "loss"
+    (reward_mean, reward_greedy, and adv_std for 'reinforce' and
+    'weighted_ce'): MMSeg logs them and does not backpropagate them.
+
+    Args:
+        reward_cfg (dict, optional): mode ('local' | 'reinforce' |
+            'weighted_ce'), scope ('image' | 'batch' | 'dataset'), reward
+            ('miou' | 'dice' | 'pixel_acc'), num_samples, temperature,
+            baseline and normalize_advantage ('reinforce'), decay ('dataset'),
+            mle_weight. Defaults and checks: `check_reward_cfg`.
+        All other arguments are BaseDecodeHead's. `loss_decode` holds one
+        CrossEntropyRewardLoss, or a CrossEntropyLoss that becomes one;
+        other losses in it are computed as usual.
+    """
+
+    # set by the adapter: the generation's BaseDecodeHead, its
+    # CrossEntropyRewardLoss, and how to log one line
+    decode_head_base = None
+    reward_loss_class = None
+    announced = set()
+
+    @staticmethod
+    def log(message: str) -> None:
+        raise NotImplementedError
+
+    def __init__(self, *args, reward_cfg=None, **kwargs):
+        name = type(self).__name__
+        loss_decode = kwargs.get('loss_decode',
+                                 default_loss_decode(self.decode_head_base))
+        kwargs['loss_decode'], changed = with_reward_loss(
+            loss_decode, name, self.reward_loss_class)
+        if changed and name not in self.announced:
+            self.announced.add(name)
+            self.log(f'{name}: loss_decode CrossEntropyLoss is used as '
+                     'CrossEntropyRewardLoss with the same arguments')
+        super().__init__(*args, **kwargs)
+        check_reward_head(self, self.reward_loss_class)
+        self.reward_estimator = RewardEstimator(reward_cfg, self.num_classes,
+                                                self.ignore_index)
+        self.reward_cfg = self.reward_estimator.cfg
+
+    def reward_losses(self, seg_logits: Tensor, seg_label: Tensor) -> dict:
+        """The loss dict of `seg_logits` [B, C, H, W] at the resolution of
+        `seg_label` [B, 1, H, W] (see `decode_head_losses`)."""
+        return decode_head_losses(self, seg_logits, seg_label,
+                                  self.reward_loss_class)

@@ -352,7 +352,7 @@ def test_a_reward_loss_in_the_config_is_used_as_given_and_nothing_is_converted(m
 def test_the_conversion_is_logged_once_per_head_class(mm, monkeypatch):
     said = []
     monkeypatch.setattr(mm.head_module, "print_log", lambda message, **_: said.append(message))
-    monkeypatch.setattr(mm.head_module, "_ANNOUNCED", set())
+    monkeypatch.setattr(mm.head_module.RewardDecodeHead, "announced", set())
     for _ in range(3):
         mm.MODELS.build(dict(type="RewardFCNHead", in_channels=4, channels=4, num_classes=3))
     assert said == ["RewardFCNHead: loss_decode CrossEntropyLoss is used as CrossEntropyRewardLoss with the same arguments"]

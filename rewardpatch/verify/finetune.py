@@ -229,6 +229,14 @@ def make_probe(events: EventWriter, phase: str, offset: int, record: dict, valid
     return FinetuneProbe()
 
 
+def new_result(head: str, ce_iters: int, iters: int, distributed: bool) -> dict:
+    """The fine-tune result before anything ran: what was asked for, not yet ok."""
+    import torch.distributed as dist
+
+    return {"ok": False, "head": reward_name(head), "ce_iters": ce_iters, "iters": iters,
+            "miou_tolerance": MIOU_TOLERANCE, "world_size": dist.get_world_size() if distributed else 1}
+
+
 def finetune(
     workdir: Path, head: str, head_args: dict, ce_iters: int, iters: int, device: str,
     distributed: bool, events: EventWriter,
@@ -239,8 +247,7 @@ def finetune(
 
     data_root, metainfo = prepare_dataset(workdir, distributed)
     start = time.perf_counter()
-    result = {"ok": False, "head": reward_name(head), "ce_iters": ce_iters, "iters": iters,
-              "miou_tolerance": MIOU_TOLERANCE, "world_size": dist.get_world_size() if distributed else 1}
+    result = new_result(head, ce_iters, iters, distributed)
 
     ce_record: dict = {}
     ce_loss = dict(type="CrossEntropyLoss", loss_weight=1.0)

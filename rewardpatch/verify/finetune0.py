@@ -22,8 +22,8 @@ from pathlib import Path
 
 from ..heads import reward_name
 from .events import EventWriter
-from .finetune import (CE_LR, IMAGE_SIZE, MEAN, MIOU_TOLERANCE, REWARD_LR, STD, backbone_config, conclude,
-                       head_config, prepare_dataset, record_iter, weights_only_load_from)
+from .finetune import (CE_LR, IMAGE_SIZE, MEAN, REWARD_LR, STD, backbone_config, conclude, head_config,
+                       new_result, prepare_dataset, record_iter, weights_only_load_from)
 
 BATCH_SIZE = 4
 
@@ -220,8 +220,7 @@ def finetune(
 
     data_root, metainfo = prepare_dataset(workdir, distributed)
     start = time.perf_counter()
-    result = {"ok": False, "head": reward_name(head), "ce_iters": ce_iters, "iters": iters,
-              "miou_tolerance": MIOU_TOLERANCE, "world_size": dist.get_world_size() if distributed else 1}
+    result = new_result(head, ce_iters, iters, distributed)
 
     ce_record: dict = {}
     ce_loss = dict(type="CrossEntropyLoss", loss_weight=1.0)
