@@ -90,7 +90,7 @@ class Verbs(click.Group):
 @click.group(cls=Verbs, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="rewardpatch")
 def cli() -> None:
-    """Teach an MMSegmentation 1.x checkout to fine-tune decode heads with task rewards.
+    """Teach an MMSegmentation checkout (0.24.1 to 0.30.0, 1.0.0 to 1.2.2) to fine-tune decode heads with task rewards.
 
     \b
     Exit codes: 0 success; 1 a check failed or the tree's state refused the

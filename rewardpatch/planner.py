@@ -238,7 +238,7 @@ def plan_apply(
     for init, imports in exports.items():
         current = tree.read(init)
         if current is None:
-            raise InputError(f"{init} is missing: not an MMSegmentation 1.x tree")
+            raise InputError(f"{init} is missing: not a complete MMSegmentation {tree.version} tree")
         parse_python(current, init)  # one line naming file:line, rather than libcst's report
         owned = previous.get(init)
         pristine = remove_exports(current, owned.exports) if owned and owned.exports else current
