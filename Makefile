@@ -79,8 +79,8 @@ $(STAMP0): Makefile setup.cfg rewardpatch/verify/torchvision_stand_in.py
 	$(PY0) -c "import mmcv.ops, mmcv.runner, mmseg.models, rewardpatch; print('0.x stack ready: mmcv-full', mmcv.__version__, 'with ops, mmseg', mmseg.__version__)"
 	@touch $@
 
-# mmcv ships no wheel with compiled ops for this torch: build one once (mmcv 2.1.0: about 13 min
-# on 2 cores; mmcv-full 1.7.2: about 7.5 min) and keep it outside the repository, keyed by
+# mmcv ships no wheel with compiled ops for this torch: build one once (mmcv 2.1.0: 6.7 min on
+# 2 cores, mmcv-full 1.7.2: 5.9 min; benchmarks/results/ci_cold.json) and keep it outside the repository, keyed by
 # package, version, torch and Python. Called with WHEEL_PY, WHEEL_PACKAGE and WHEEL_VERSION;
 # writes the wheel's path to <venv>/.mmcv-wheel.
 .PHONY: mmcv-wheel
