@@ -16,7 +16,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..heads import reward_name
 from .events import EventWriter
@@ -27,6 +29,8 @@ IMAGE_SIZE = 64
 CE_LR = 0.05
 REWARD_LR = 0.01
 MIOU_TOLERANCE = 5.0  # mIoU points the reward phase may lose on 8 validation images
+# both phases train with the same loss: the reward head turns it into its reward loss
+CE_LOSS = dict(type="CrossEntropyLoss", loss_weight=1.0)
 
 
 # ImageNet's, in RGB order: both generations normalise the synthetic images with them
@@ -229,33 +233,43 @@ def make_probe(events: EventWriter, phase: str, offset: int, record: dict, valid
     return FinetuneProbe()
 
 
-def new_result(head: str, ce_iters: int, iters: int, distributed: bool) -> dict:
-    """The fine-tune result before anything ran: what was asked for, not yet ok."""
+@dataclass(frozen=True)
+class Phase:
+    """One phase of the fine-tune, as each generation's runner trains it."""
+
+    name: str  # 'ce' or 'reward': the work sub-directory and the events' phase
+    head_type: str
+    lr: float
+    iters: int
+    offset: int  # iterations before this phase, for the progress events
+    record: dict  # filled by the phase's probe: losses, reward statistics, mIoU
+    load_from: str | None = None  # the CE checkpoint, for the reward phase
+
+    @property
+    def reward(self) -> bool:
+        """The reward phase: constant LR, mIoU before training and at every quarter."""
+        return self.load_from is not None
+
+    @property
+    def val_interval(self) -> int:
+        return max(1, self.iters // 4) if self.reward else self.iters
+
+
+def run_finetune(workdir: Path, head: str, ce_iters: int, iters: int, distributed: bool,
+                 train: Callable[[Phase, Path, dict], object]) -> dict:
+    """Stage 2 in every MMSeg generation: CE, its checkpoint made weights-only, reward, verdict.
+
+    `train(phase, data_root, metainfo)` trains one phase with the generation's own runner
+    and returns the trained model (unwrapped)."""
     import torch.distributed as dist
-
-    return {"ok": False, "head": reward_name(head), "ce_iters": ce_iters, "iters": iters,
-            "miou_tolerance": MIOU_TOLERANCE, "world_size": dist.get_world_size() if distributed else 1}
-
-
-def finetune(
-    workdir: Path, head: str, head_args: dict, ce_iters: int, iters: int, device: str,
-    distributed: bool, events: EventWriter,
-) -> dict:
-    import torch.distributed as dist
-    from mmengine.model import is_model_wrapper
-    from mmengine.runner import Runner
 
     data_root, metainfo = prepare_dataset(workdir, distributed)
     start = time.perf_counter()
-    result = new_result(head, ce_iters, iters, distributed)
+    result = {"ok": False, "head": reward_name(head), "ce_iters": ce_iters, "iters": iters,
+              "miou_tolerance": MIOU_TOLERANCE, "world_size": dist.get_world_size() if distributed else 1}
 
     ce_record: dict = {}
-    ce_loss = dict(type="CrossEntropyLoss", loss_weight=1.0)
-    ce_model = model_config(head, head_args, ce_loss, None)
-    ce = Runner.from_cfg(_cfg(runner_config("ce", workdir / "ce", ce_model, str(data_root), metainfo, ce_iters,
-                                             CE_LR, distributed, device)))
-    ce.register_hook(make_probe(events, "ce", 0, ce_record))
-    ce.train()
+    train(Phase("ce", head, CE_LR, ce_iters, 0, ce_record), data_root, metainfo)
     saved = workdir / "ce" / f"iter_{ce_iters}.pth"
     result["checkpoint"] = str(saved)
     result["miou_ce"] = ce_record.get("val", [(None, None)])[-1][1]
@@ -268,20 +282,35 @@ def finetune(
     reward_record: dict = {}
     # a config that only swaps the head's type: its CrossEntropyLoss becomes the reward
     # loss, with the default reward_cfg
-    reward_model = model_config(reward_name(head), head_args, ce_loss, None)
-    reward = Runner.from_cfg(_cfg(runner_config(
-        "reward", workdir / "reward", reward_model, str(data_root), metainfo, iters, REWARD_LR,
-        distributed, device, load_from=load_from, schedule=False, val_interval=max(1, iters // 4),
-    )))
-    reward.register_hook(make_probe(events, "reward", ce_iters, reward_record, validate_first=True))
-    model = reward.model.module if is_model_wrapper(reward.model) else reward.model
+    model = train(Phase("reward", reward_name(head), REWARD_LR, iters, ce_iters, reward_record, load_from),
+                  data_root, metainfo)
     result["reward_cfg"] = dict(model.decode_head.reward_cfg)
-    reward.train()
-
-    # IoUMetric's mIoU: intersections and unions summed over the validation set
     result["seconds"] = round(time.perf_counter() - start, 2)
-    result["device"] = str(next(reward.model.parameters()).device)
+    result["device"] = str(next(model.parameters()).device)
     return conclude(result, ce_record, reward_record)
+
+
+def finetune(
+    workdir: Path, head: str, head_args: dict, ce_iters: int, iters: int, device: str,
+    distributed: bool, events: EventWriter,
+) -> dict:
+    """Stage 2 on MMSeg 1.x: each phase is an mmengine Runner."""
+
+    def train(phase: Phase, data_root: Path, metainfo: dict):
+        from mmengine.model import is_model_wrapper
+        from mmengine.runner import Runner
+
+        model = model_config(phase.head_type, head_args, CE_LOSS, None)
+        runner = Runner.from_cfg(_cfg(runner_config(
+            phase.name, workdir / phase.name, model, str(data_root), metainfo, phase.iters, phase.lr,
+            distributed, device, load_from=phase.load_from, schedule=not phase.reward,
+            val_interval=phase.val_interval,
+        )))
+        runner.register_hook(make_probe(events, phase.name, phase.offset, phase.record, validate_first=phase.reward))
+        runner.train()
+        return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+    return run_finetune(workdir, head, ce_iters, iters, distributed, train)
 
 
 def _cfg(config: dict):

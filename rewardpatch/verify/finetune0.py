@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from pathlib import Path
 
-from ..heads import reward_name
 from .events import EventWriter
-from .finetune import (CE_LR, IMAGE_SIZE, MEAN, REWARD_LR, STD, backbone_config, conclude, head_config,
-                       new_result, prepare_dataset, record_iter, weights_only_load_from)
+from .finetune import CE_LOSS, IMAGE_SIZE, MEAN, STD, Phase, backbone_config, head_config, record_iter, run_finetune
 
 BATCH_SIZE = 4
 
@@ -163,11 +160,10 @@ def recording_eval_hook(base, record: dict):
     return RecordingEvalHook
 
 
-def _train(name: str, work_dir: Path, model_cfg: dict, data_root: Path, metainfo: dict, iters: int, lr: float,
-           device: str, distributed: bool, probe: dict, load_from: str | None = None, validate_first: bool = False,
-           schedule: bool = True, val_interval: int | None = None, seed: int = 0):
-    """Build and run an IterBasedRunner as train_segmentor does; the runner. `probe`: make_probe's
-    events, phase, offset and record (which the eval hook fills in too)."""
+def _train(phase: Phase, workdir: Path, model_cfg: dict, data_root: Path, metainfo: dict, device: str,
+           distributed: bool, events: EventWriter, seed: int = 0):
+    """Build and run an IterBasedRunner for `phase` as train_segmentor does; the runner."""
+    import torch.distributed as dist
     from mmcv import ConfigDict
     from mmcv.runner import IterBasedRunner
     from mmseg.apis import set_random_seed
@@ -177,6 +173,7 @@ def _train(name: str, work_dir: Path, model_cfg: dict, data_root: Path, metainfo
     from mmseg.utils import get_root_logger
 
     set_random_seed(seed)
+    work_dir = workdir / phase.name
     work_dir.mkdir(parents=True, exist_ok=True)
     # a ConfigDict, as from a config file: mmseg reads test_cfg.mode as an attribute
     model = build_segmentor(ConfigDict(model_cfg))
@@ -184,30 +181,29 @@ def _train(name: str, work_dir: Path, model_cfg: dict, data_root: Path, metainfo
     train_set = build_dataset(_dataset(data_root, metainfo, "train"))
     # mmcv's IterLoader sleeps 2 s at every pass over the data ("prevent possible deadlock");
     # repeated, as MMSeg 0.x's own configs repeat small datasets, one pass covers the run
-    import torch.distributed as dist
-
     world = dist.get_world_size() if distributed else 1
-    train_set = RepeatDataset(train_set, math.ceil(iters * BATCH_SIZE * world / len(train_set)) + 1)
+    train_set = RepeatDataset(train_set, math.ceil(phase.iters * BATCH_SIZE * world / len(train_set)) + 1)
     model.CLASSES, model.PALETTE = train_set.CLASSES, train_set.PALETTE
     model = _wrap(model, device, distributed)
-    optimizer = build_optimizer(model, dict(type="SGD", lr=lr, momentum=0.9, weight_decay=1e-4))
+    optimizer = build_optimizer(model, dict(type="SGD", lr=phase.lr, momentum=0.9, weight_decay=1e-4))
     runner = IterBasedRunner(model=model, optimizer=optimizer, work_dir=str(work_dir),
-                             logger=get_root_logger(log_level="WARNING"), max_iters=iters)
-    runner.timestamp = f"{name}_{os.getpid()}"
-    lr_config = dict(policy="poly", power=0.9, min_lr=1e-4, by_epoch=False) if schedule else None
+                             logger=get_root_logger(log_level="WARNING"), max_iters=phase.iters)
+    runner.timestamp = f"{phase.name}_{os.getpid()}"
+    lr_config = None if phase.reward else dict(policy="poly", power=0.9, min_lr=1e-4, by_epoch=False)
     runner.register_training_hooks(
-        lr_config, dict(grad_clip=None), dict(by_epoch=False, interval=iters),
+        lr_config, dict(grad_clip=None), dict(by_epoch=False, interval=phase.iters),
         dict(interval=1, hooks=[dict(type="TextLoggerHook", by_epoch=False)]),
     )
     val_loader = _loader(build_dataset(_dataset(data_root, metainfo, "val"), dict(test_mode=True)),
                          distributed, train=False)
-    eval_hook = recording_eval_hook(DistEvalHook if distributed else EvalHook, probe["record"])
-    runner.register_hook(eval_hook(val_loader, by_epoch=False, interval=val_interval or iters, metric="mIoU",
+    eval_hook = recording_eval_hook(DistEvalHook if distributed else EvalHook, phase.record)
+    runner.register_hook(eval_hook(val_loader, by_epoch=False, interval=phase.val_interval, metric="mIoU",
                                    pre_eval=True), priority="LOW")
-    val_first = val_loader if validate_first else None
-    runner.register_hook(make_probe(**probe, distributed=distributed, val_loader=val_first), priority="LOW")
-    if load_from:
-        runner.load_checkpoint(load_from)
+    val_first = val_loader if phase.reward else None
+    runner.register_hook(make_probe(events, phase.name, phase.offset, phase.record, distributed, val_first),
+                         priority="LOW")
+    if phase.load_from:
+        runner.load_checkpoint(phase.load_from)
     runner.run([_loader(train_set, distributed, train=True, seed=seed)], [("train", 1)])
     return runner
 
@@ -216,35 +212,11 @@ def finetune(
     workdir: Path, head: str, head_args: dict, ce_iters: int, iters: int, device: str,
     distributed: bool, events: EventWriter,
 ) -> dict:
-    import torch.distributed as dist
+    """Stage 2 on MMSeg 0.x: each phase is an mmcv IterBasedRunner."""
 
-    data_root, metainfo = prepare_dataset(workdir, distributed)
-    start = time.perf_counter()
-    result = new_result(head, ce_iters, iters, distributed)
+    def train(phase: Phase, data_root: Path, metainfo: dict):
+        runner = _train(phase, workdir, model_config(phase.head_type, head_args, CE_LOSS), data_root, metainfo,
+                        device, distributed, events)
+        return runner.model.module
 
-    ce_record: dict = {}
-    ce_loss = dict(type="CrossEntropyLoss", loss_weight=1.0)
-    _train("ce", workdir / "ce", model_config(head, head_args, ce_loss), data_root, metainfo, ce_iters, CE_LR,
-           device, distributed, dict(events=events, phase="ce", offset=0, record=ce_record))
-    saved = workdir / "ce" / f"iter_{ce_iters}.pth"
-    result["checkpoint"] = str(saved)
-    result["miou_ce"] = ce_record.get("val", [(None, None)])[-1][1]
-    if distributed:
-        dist.barrier()
-    load_from = weights_only_load_from(saved, distributed, result)
-    if load_from is None:
-        return result
-
-    reward_record: dict = {}
-    # a config that only swaps the head's type: its CrossEntropyLoss becomes the reward
-    # loss, with the default reward_cfg
-    reward = _train(
-        "reward", workdir / "reward", model_config(reward_name(head), head_args, ce_loss), data_root, metainfo,
-        iters, REWARD_LR, device, distributed,
-        dict(events=events, phase="reward", offset=ce_iters, record=reward_record),
-        load_from=load_from, validate_first=True, schedule=False, val_interval=max(1, iters // 4),
-    )
-    result["reward_cfg"] = dict(reward.model.module.decode_head.reward_cfg)
-    result["seconds"] = round(time.perf_counter() - start, 2)
-    result["device"] = str(next(reward.model.parameters()).device)
-    return conclude(result, ce_record, reward_record)
+    return run_finetune(workdir, head, ce_iters, iters, distributed, train)
