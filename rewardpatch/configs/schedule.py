@@ -60,14 +60,19 @@ def _train_loop_iterations(source: dict) -> int:
     if not isinstance(train_cfg, dict):
         raise InputError("the source config has no train_cfg")
     loop = train_cfg.get("type", "IterBasedTrainLoop" if train_cfg.get("by_epoch") is False else None)
-    if loop != "IterBasedTrainLoop":
+    return _max_iters(loop or "an epoch-based loop", "IterBasedTrainLoop", train_cfg, "train_cfg.max_iters")
+
+
+def _max_iters(trained_by: str, iteration_based: str, holder: dict, where: str) -> int:
+    """`holder`'s max_iters, a positive integer, when the source trains with `iteration_based`."""
+    if trained_by != iteration_based:
         raise InputError(
-            f"the source config trains with {loop or 'an epoch-based loop'}; "
-            "config writes iteration-based fine-tunes (IterBasedTrainLoop) only"
+            f"the source config trains with {trained_by}; "
+            f"config writes iteration-based fine-tunes ({iteration_based}) only"
         )
-    max_iters = train_cfg.get("max_iters")
+    max_iters = holder.get("max_iters")
     if type(max_iters) is not int or max_iters < 1:
-        raise InputError(f"train_cfg.max_iters is {max_iters!r}, not a positive integer")
+        raise InputError(f"{where} is {max_iters!r}, not a positive integer")
     return max_iters
 
 
@@ -139,15 +144,7 @@ def _runner_iterations(source: dict) -> int:
         runner, where = dict(type="IterBasedRunner", max_iters=source["total_iters"]), "total_iters"
     if not isinstance(runner, dict):
         raise InputError("the source config has no runner (nor a legacy total_iters)")
-    if runner.get("type") != "IterBasedRunner":
-        raise InputError(
-            f"the source config trains with {runner.get('type') or 'an unnamed runner'}; "
-            "config writes iteration-based fine-tunes (IterBasedRunner) only"
-        )
-    max_iters = runner.get("max_iters")
-    if type(max_iters) is not int or max_iters < 1:
-        raise InputError(f"{where} is {max_iters!r}, not a positive integer")
-    return max_iters
+    return _max_iters(runner.get("type") or "an unnamed runner", "IterBasedRunner", runner, where)
 
 
 def _rewrite_0x(plan: FinetunePlan, options: FinetuneOptions) -> None:
