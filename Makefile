@@ -22,6 +22,9 @@ VENV0 ?= .venv-mmseg0
 MMCV_FULL_VERSION := 1.7.2
 MMSEG0_STACK_VERSION := 0.30.0
 LINTERS0 := flake8==3.8.3 isort==5.10.1 yapf==0.30.0
+# MMSeg 0.11 to 0.20 (and the DAFormer family) pin isort 4.3.21, whose settings their
+# setup.cfg is written for: kept apart, in $(VENV0)/isort4, for the tests' PYTHONPATH.
+ISORT4 := isort==4.3.21
 # mmcv's setup.py imports pkg_resources, which setuptools 81 removed; torch needs >= 77.
 SETUPTOOLS := setuptools>=77,<81
 
@@ -70,6 +73,7 @@ $(STAMP0): Makefile setup.cfg rewardpatch/verify/torchvision_stand_in.py
 	$(PIP0) install --quiet "$$(cat $(VENV0)/.mmcv-wheel)" $(LINTERS0) "mmengine==$(MMENGINE_VERSION)" \
 		matplotlib prettytable packaging
 	$(PIP0) install --quiet --no-deps "mmsegmentation==$(MMSEG0_STACK_VERSION)"
+	$(PIP0) install --quiet --no-deps --upgrade --target $(VENV0)/isort4 "$(ISORT4)"
 	@site=$$($(PY0) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") && \
 		if [ -e "$$site/torchvision" ] && ! grep -qs "rewardpatch" "$$site/torchvision/__init__.py"; then \
 			echo "$(VENV0) has a real torchvision: keeping it"; \

@@ -127,3 +127,44 @@ def unbound_imports(init: str, init_source: str, module_source) -> list[tuple[st
         if missing:
             unbound.append((stem, missing))
     return unbound
+
+
+def unresolved_imports(path: str, source: str, module_source) -> list[str]:
+    """What the file `path` imports from its own tree and the tree lacks, one line each.
+
+    `module_source(relative path)` gives a file's text or None when it does not exist
+    (the tree as a patch would leave it). Only modules of the file's top-level package
+    are looked at: torch, mmcv and the rest are the environment's, not the tree's.
+    """
+    package = package_of(path)
+    top = package.split(".")[0]
+
+    def module_file(dotted: str) -> tuple[str, str] | None:
+        base = dotted.replace(".", "/")
+        for candidate in (f"{base}.py", f"{base}/__init__.py"):
+            text = module_source(candidate)
+            if text is not None:
+                return candidate, text
+        return None
+
+    problems = []
+    for node in ast.walk(parse_python(source, path)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == top and module_file(alias.name) is None:
+                    problems.append(f"{path}:{node.lineno}: imports {alias.name}, which the tree does not have")
+        elif isinstance(node, ast.ImportFrom):
+            dotted = _absolute(node, package)
+            if dotted is None or dotted.split(".")[0] != top:
+                continue
+            found = module_file(dotted)
+            if found is None:
+                problems.append(f"{path}:{node.lineno}: imports from {dotted}, which the tree does not have")
+                continue
+            bound = bound_names(parse_python(found[1], found[0]))
+            for alias in node.names:
+                if alias.name == "*" or bound is None or alias.name in bound:
+                    continue
+                if module_file(f"{dotted}.{alias.name}") is None:
+                    problems.append(f"{path}:{node.lineno}: imports {alias.name} from {dotted}, which does not define it")
+    return problems

@@ -14,6 +14,7 @@ from functools import cached_property
 
 from .bindings import defined_names, module_level_statements, package_imports, parse_python
 from .errors import InputError
+from .head_api import HeadAPI, read_head_api
 from .mmseg_generations import Generation
 from .notice import warn
 from .tree import MMSegTree
@@ -298,6 +299,12 @@ class HeadIndex:
         for stem in sorted(unparsable):
             warn(f"skipped {unparsable[stem]} (no __init__ of {package} imports it)")
 
+    @cached_property
+    def api(self) -> HeadAPI:
+        """What the tree's own decode-head bases ask of the reward bases (head_api.py)."""
+        classes = {(stem, name): c.node for stem, m in self.modules.items() for name, c in m.classes.items()}
+        return read_head_api(self.gen, classes)
+
     def is_base(self, cls: ClassInfo) -> bool:
         spec = self.gen.bases.get(cls.name)
         return spec is not None and spec.module == cls.module
@@ -356,6 +363,8 @@ class HeadIndex:
         names = tuple(c.name for c in chain[1:]) + (_root_name(root),)
         if base is None:
             return HeadInfo(cls.name, cls.file, names, INCOMPATIBLE, self._not_a_head(root), None)
+        if self.api.problem:
+            return HeadInfo(cls.name, cls.file, names, INCOMPATIBLE, self.api.problem, None)
         for member in chain:
             for reason in member.loss_overrides.values():
                 if reason is not None:

@@ -47,6 +47,20 @@ class BaseSpec:
 
 
 @dataclass(frozen=True)
+class AdapterSpec:
+    """The template whose classes replace the bases, and the loss method it overrides.
+
+    Its override takes the extra parameters the tree's own `base.loss_method` takes
+    (see head_api.py): `pixel_weight` names the one that weights pixels.
+    """
+
+    template: str
+    base: str
+    loss_method: str
+    pixel_weight: str
+
+
+@dataclass(frozen=True)
 class TemplateSpec:
     """A file of templates/ copied into the tree, and what its package exports.
 
@@ -85,6 +99,7 @@ class Generation:
     # loss method -> its ground-truth parameter, which an override must hand on
     loss_methods: dict[str, str]
     bases: dict[str, BaseSpec]
+    adapter: AdapterSpec
     templates: tuple[TemplateSpec, ...]
     verify: dict  # stage-1 facts of `rewardpatch verify`: default and per-head arguments
 
@@ -107,6 +122,7 @@ def _load(path: Path) -> Generation:
         heads_init=data["heads_init"],
         loss_methods=dict(data["loss_methods"]),
         bases={name: BaseSpec(name=name, **spec) for name, spec in data["bases"].items()},
+        adapter=AdapterSpec(**data["adapter"]),
         templates=tuple(
             TemplateSpec(
                 t["source"], t["target"], t["init"], tuple(t["exports"]),

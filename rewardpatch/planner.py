@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import __version__, gitstate
-from .bindings import parse_python, sibling_path, unbound_imports
+from .bindings import parse_python, sibling_path, unbound_imports, unresolved_imports
 from .errors import InputError, StateError
 from .adopt import KEEP_OLD_BEHAVIOUR, HandMadeFile, adopted_heads, find_hand_made
 from .mmseg_generations import TemplateSpec
@@ -35,9 +35,16 @@ def _header(origin: str, digest: str) -> list[str]:
     ]
 
 
-def template_text(spec: TemplateSpec) -> str:
-    header = _header(f"template {spec.source}", spec.sha256)
-    return "\n".join(header) + "\n" + spec.text
+def template_text(spec: TemplateSpec, index: HeadIndex) -> tuple[str, list[str]]:
+    """A template's text and exports as apply writes them into the tree of `index`: the
+    adapter fitted to the tree's own head API (codemods/adapter.py), the rest as they are."""
+    from .codemods.adapter import adapt_template, adapter_exports
+
+    header = "\n".join(_header(f"template {spec.source}", spec.sha256)) + "\n"
+    gen = index.gen
+    if spec.source != gen.adapter.template:
+        return header + spec.text, list(spec.exports)
+    return header + adapt_template(spec.text, gen, index.api), adapter_exports(spec.exports, gen, index.api)
 
 
 @dataclass(frozen=True)
@@ -139,13 +146,13 @@ def _desired_files(tree: MMSegTree, index: HeadIndex, selected: list[str]):
     files: dict[str, tuple[str, FileRecord]] = {}
     exports: dict[str, list[tuple[str, list[str]]]] = {}
     for spec in gen.templates:
-        text = template_text(spec)
+        text, names = template_text(spec, index)
         files[spec.target] = (
             text,
-            FileRecord(CREATED, sha256(text), "template", spec.source, spec.sha256, list(spec.exports)),
+            FileRecord(CREATED, sha256(text), "template", spec.source, spec.sha256, names),
         )
         module = spec.target.rsplit("/", 1)[1].removesuffix(".py")
-        exports.setdefault(spec.init, []).append((module, list(spec.exports)))
+        exports.setdefault(spec.init, []).append((module, names))
 
     modules, derived_too = _head_modules(index, selected)
     for stem, classes in modules.items():
@@ -190,6 +197,8 @@ def plan_apply(
 
     hand_made = {f.path: f for f in _hand_made(tree, adopt)}
     manifest, index = load_state(tree, frozenset(hand_made))
+    if index.api.problem:
+        raise StateError(f"cannot patch this tree: {index.api.problem}")
     adopted = adopted_heads([f for f in hand_made.values() if f.package == index.gen.heads_dir], index)
     selected = sorted(set(_select(index, manifest, heads)) | set(adopted))
     files, exports, notes = _desired_files(tree, index, selected)
@@ -255,6 +264,7 @@ def plan_apply(
         records[init] = FileRecord(EDITED, sha256(text), "exports", exports=record)
         _refuse_unbound_imports(init, text, files)
 
+    _refuse_unresolved_imports(tree, plan, files)
     if plan.adopted:
         plan.notes.append(KEEP_OLD_BEHAVIOUR)
     if conflicts and not force:
@@ -294,6 +304,23 @@ def _refuse_unbound_imports(init: str, text: str, files: dict[str, tuple[str, Fi
             f"{init} imports {', '.join(names)} from .{stem}, but the {stem}.py that apply writes "
             f"does not define {them}; import {them} from another module first"
         )
+
+
+def _refuse_unresolved_imports(tree: MMSegTree, plan: PatchPlan, files: dict) -> None:
+    """Refuse a patch that writes a file importing what the patched tree would not have.
+
+    Such a file breaks `import mmseg.models`, every config of the tree with it; --force
+    does not help.
+    """
+    after = {change.path: change.after for change in plan.changes}
+
+    def source(path: str) -> str | None:
+        return after[path] if path in after else tree.read(path)
+
+    for path in sorted(files):
+        problems = unresolved_imports(path, files[path][0], source)
+        if problems:
+            raise StateError(f"apply would break `import mmseg.models`: {problems[0]}")
 
 
 def _keep(tree: MMSegTree, plan: PatchPlan, backups: dict[str, Backup], path: str, text: str, kind: str) -> str:
@@ -471,6 +498,12 @@ def _recorded_problems(tree: MMSegTree, manifest: Manifest) -> list[Problem]:
             problems.append(
                 Problem(backup.copy, "backup", f"{backup.copy}: {state}, the copy of {backup.path} kept by apply --force")
             )
+
+    for path in sorted(manifest.created()):
+        current = tree.read(path)
+        if current is not None and path.endswith(".py"):
+            for problem in unresolved_imports(path, current, tree.read):
+                problems.append(Problem(path, "unresolved-import", problem))
 
     def managed(module: str) -> str | None:  # the modules whose names check vouches for
         return tree.read(module) if module in manifest.files else None

@@ -7,7 +7,14 @@ applies before reduction.
 For REINFORCE, `label` may carry a leading dimension of K sampled label maps
 that share one set of logits: the log-softmax is then computed once and each
 sample only costs a gather, instead of K full cross-entropies.
+
+It subclasses the tree's own CrossEntropyLoss, whatever its release: where
+that loss has no `loss_name` (MMSeg < 0.20) this class keeps its own, and
+where it has no `avg_non_ignore` (MMSeg < 0.23) averaging over the labelled
+pixels only is refused, as the tree's loss could not do it either.
 """
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -57,13 +64,26 @@ class CrossEntropyRewardLoss(CrossEntropyLoss):
                 raise ValueError(f'{option}: CrossEntropyRewardLoss scales a '
                                  f'softmax cross-entropy; {option}=True is '
                                  'not supported')
+        accepted = inspect.signature(CrossEntropyLoss.__init__).parameters
+        if avg_non_ignore and 'avg_non_ignore' not in accepted:
+            raise ValueError('avg_non_ignore: the CrossEntropyLoss of this '
+                             'MMSegmentation has no avg_non_ignore; leave it '
+                             'False')
+        optional = dict(loss_name=loss_name, avg_non_ignore=avg_non_ignore)
+        optional = {k: v for k, v in optional.items() if k in accepted}
         super().__init__(
             use_sigmoid=False,
             reduction=reduction,
             class_weight=class_weight,
             loss_weight=loss_weight,
-            loss_name=loss_name,
-            avg_non_ignore=avg_non_ignore)
+            **optional)
+        self._loss_name = loss_name
+        self.avg_non_ignore = avg_non_ignore
+
+    @property
+    def loss_name(self):
+        """The name of the loss item in the head's loss dict."""
+        return self._loss_name
 
     def forward(self,
                 cls_score: Tensor,
@@ -90,13 +110,24 @@ class CrossEntropyRewardLoss(CrossEntropyLoss):
                                  reduction_override, ignore_index,
                                  ground_truth)
         if isinstance(reward, (int, float)):
-            return reward * super().forward(cls_score, label, weight,
-                                            avg_factor, reduction_override,
-                                            ignore_index, **kwargs)
+            return reward * super().forward(
+                cls_score,
+                label,
+                weight,
+                avg_factor,
+                reduction_override,
+                ignore_index=ignore_index,
+                **kwargs)
         scale = _per_image(reward, label).expand(label.shape)
         weight = scale if weight is None else scale * weight.float()
-        return super().forward(cls_score, label, weight, avg_factor,
-                               reduction_override, ignore_index, **kwargs)
+        return super().forward(
+            cls_score,
+            label,
+            weight,
+            avg_factor,
+            reduction_override,
+            ignore_index=ignore_index,
+            **kwargs)
 
     def _sampled(self, cls_score, labels, reward, weight, avg_factor,
                  reduction_override, ignore_index, ground_truth):

@@ -1,10 +1,12 @@
 """Decode-head bases that train with a task reward (Pinto et al., 2023).
 
-`RewardDecodeHead` replaces BaseDecodeHead, `RewardCascadeDecodeHead` replaces
-BaseCascadeDecodeHead, for MMSegmentation 1.x. What a reward head does, its
-modes and arguments are RewardHeadMixin's, in reward_estimator.py (shared by
-every MMSeg generation); this module only adapts it to the 1.x head API: the
-reward lives in `loss_by_feat(seg_logits, batch_data_samples)`.
+`RewardDecodeHead` replaces BaseDecodeHead and, where the tree has it,
+`RewardCascadeDecodeHead` replaces BaseCascadeDecodeHead, for MMSegmentation
+1.x. What a reward head does, its modes and arguments are RewardHeadMixin's,
+in reward_estimator.py (shared by every MMSeg generation); this module only
+adapts it to the 1.x head API: the reward lives in `loss_by_feat(seg_logits,
+batch_data_samples)`, which takes whatever else the tree's own
+BaseDecodeHead.loss_by_feat takes (`seg_weight`: per-pixel weights).
 """
 from mmengine.logging import print_log
 from torch import Tensor

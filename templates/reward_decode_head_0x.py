@@ -1,11 +1,13 @@
 """Decode-head bases that train with a task reward (Pinto et al., 2023).
 
-`RewardDecodeHead` replaces BaseDecodeHead, `RewardCascadeDecodeHead` replaces
-BaseCascadeDecodeHead, for MMSegmentation 0.x (mmcv-full 1.x). What a reward
-head does, its modes and arguments are RewardHeadMixin's, in
-reward_estimator.py (the same file as in 1.x); this module only adapts it to
-the 0.x head API: the reward lives in `losses(seg_logit, seg_label)`, which
-`forward_train` calls.
+`RewardDecodeHead` replaces BaseDecodeHead and, where the tree has it,
+`RewardCascadeDecodeHead` replaces BaseCascadeDecodeHead, for MMSegmentation
+0.x (mmcv-full 1.x). What a reward head does, its modes and arguments are
+RewardHeadMixin's, in reward_estimator.py (the same file as in 1.x); this
+module only adapts it to the 0.x head API: the reward lives in
+`losses(seg_logit, seg_label)`, which `forward_train` calls, and which takes
+whatever else the tree's own BaseDecodeHead.losses takes (`seg_weight`:
+per-pixel weights, as DAFormer's pseudo-label confidence).
 """
 from mmcv.runner import force_fp32
 from mmcv.utils import print_log

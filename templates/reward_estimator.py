@@ -471,7 +471,9 @@ class RewardEstimator:
 
         `loss_module` is the head's CrossEntropyRewardLoss: its loss_weight,
         class_weight and avg_non_ignore apply; `pixel_weight` [B, H, W] (a
-        pixel sampler's) scales each pixel's term.
+        pixel sampler's, or a fork's `seg_weight`: pseudo-label confidence)
+        scales each pixel's term, in every mode, so that the estimate is
+        unbiased for the gradient of the pixel-weighted objective.
         """
         cfg = self.cfg
         classes = self.num_classes
@@ -726,16 +728,27 @@ def check_reward_head(head, reward_class) -> None:
                          f'scale, got {found}')
 
 
-def decode_head_losses(head, seg_logits: Tensor, seg_label: Tensor,
-                       reward_class) -> dict:
+def decode_head_losses(head,
+                       seg_logits: Tensor,
+                       seg_label: Tensor,
+                       reward_class,
+                       seg_weight: Tensor = None,
+                       **kwargs) -> dict:
     """A reward head's loss dict: `seg_logits` [B, C, H, W] at the
     resolution of `seg_label` [B, 1, H, W]; its `reward_class` loss is the
     head's reward_estimator's, every other loss of `loss_decode` is computed
-    as usual. Reward statistics come under keys without 'loss'."""
+    as usual, with `kwargs`. Reward statistics come under keys without
+    'loss'.
+
+    `seg_weight` [B, H, W] weights each pixel's term of every loss (a
+    domain-adaptation fork's pseudo-label confidence); with a pixel sampler
+    too, a pixel's weight is the product of both.
+    """
+    if seg_weight is not None and seg_weight.dim() == seg_label.dim():
+        seg_weight = seg_weight.squeeze(1)
     if head.sampler is not None:
-        seg_weight = head.sampler.sample(seg_logits, seg_label)
-    else:
-        seg_weight = None
+        sampled = head.sampler.sample(seg_logits, seg_label)
+        seg_weight = sampled if seg_weight is None else seg_weight * sampled
     seg_label = seg_label.squeeze(1)
     loss = dict()
     stats = dict()
@@ -748,7 +761,8 @@ def decode_head_losses(head, seg_logits: Tensor, seg_label: Tensor,
                 seg_logits,
                 seg_label,
                 weight=seg_weight,
-                ignore_index=head.ignore_index)
+                ignore_index=head.ignore_index,
+                **kwargs)
         name = loss_decode.loss_name
         loss[name] = loss[name] + value if name in loss else value
     loss.update({key: value.float() for key, value in stats.items()})
@@ -790,7 +804,10 @@ class RewardHeadMixin:
     kept.
 
     Pixels whose ground truth is `ignore_index` add nothing, so sparse labels
-    work. Reward statistics are returned under keys without "loss"
+    work. Where the tree's BaseDecodeHead passes per-pixel weights to its
+    loss method (`seg_weight`: DAFormer's pseudo-label confidence), they
+    scale each pixel's term of the reward gradient as they scale its
+    cross-entropy. Reward statistics are returned under keys without "loss"
     (reward_mean, reward_greedy, and adv_std for 'reinforce' and
     'weighted_ce'): MMSeg logs them and does not backpropagate them.
 
@@ -831,8 +848,13 @@ class RewardHeadMixin:
                                                 self.ignore_index)
         self.reward_cfg = self.reward_estimator.cfg
 
-    def reward_losses(self, seg_logits: Tensor, seg_label: Tensor) -> dict:
+    def reward_losses(self,
+                      seg_logits: Tensor,
+                      seg_label: Tensor,
+                      seg_weight: Tensor = None,
+                      **kwargs) -> dict:
         """The loss dict of `seg_logits` [B, C, H, W] at the resolution of
-        `seg_label` [B, 1, H, W] (see `decode_head_losses`)."""
+        `seg_label` [B, 1, H, W], each pixel weighted by `seg_weight` (see
+        `decode_head_losses`)."""
         return decode_head_losses(self, seg_logits, seg_label,
-                                  self.reward_loss_class)
+                                  self.reward_loss_class, seg_weight, **kwargs)

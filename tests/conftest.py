@@ -134,11 +134,11 @@ def patched_tree(tmp_path_factory, stack) -> Path:
     return dest
 
 
-def run_python(code: str, tree: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh interpreter whose import path starts with `tree`."""
+def run_python(code: str, tree: Path, timeout: int = 600, python: str = sys.executable) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter (this one's, or `python`) whose import path starts with `tree`."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True, timeout=timeout
+        [python, "-c", code], cwd=tree, env=env, capture_output=True, text=True, timeout=timeout
     )
 
 

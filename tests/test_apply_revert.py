@@ -127,9 +127,10 @@ def test_check_reports_each_kind_of_drift(tree, capsys):
     assert ("reward_fcn_head.py", "stale") in kinds
     assert ("__init__.py", "missing-export") in kinds
     assert ("__init__.py", "unbound-import") in kinds  # RewardASPPHead, gone with the hand edit
+    assert ("reward_sep_aspp_head.py", "unresolved-import") in kinds  # its base, RewardASPPHead, too
     assert rp("check", tree, "--json") == 1
     report = json.loads(capsys.readouterr().out)
-    assert report["ok"] is False and len(report["problems"]) == 5
+    assert report["ok"] is False and len(report["problems"]) == 6
 
 
 def test_check_on_an_unpatched_tree_fails_saying_so(tree, capsys):
@@ -146,7 +147,8 @@ def test_a_template_change_after_an_upgrade_refreshes_untouched_files(tree, tmp_
         (upgraded / source.name).write_text(source.read_text() + "\n# new in the next release\n")
     real = mmseg_generations.data_dir
     monkeypatch.setattr(mmseg_generations, "data_dir", lambda name: upgraded if name == "templates" else real(name))
-    assert {p.kind for p in check_tree(MMSegTree.open(tree))} == {"stale", "hand-edited", "unbound-import"}
+    kinds = {p.kind for p in check_tree(MMSegTree.open(tree))}
+    assert kinds == {"stale", "hand-edited", "unbound-import", "unresolved-import"}
     assert rp("apply", tree) == 1
     assert "hand-edited generated file(s): mmseg/models/decode_heads/reward_aspp_head.py" in capsys.readouterr().err
     (tree / HEADS / "reward_aspp_head.py").unlink()

@@ -30,7 +30,12 @@ def test_a_changed_template_shows_even_when_the_manifest_hashes_agree(capsys, tr
 
     assert run_cli(capsys, "apply", tree, "--heads", "FCNHead")[0] == 0
     real = planner.template_text
-    monkeypatch.setattr(planner, "template_text", lambda spec: real(spec) + "# rewritten\n")
+
+    def rewritten(spec, index):
+        text, exports = real(spec, index)
+        return text + "# rewritten\n", exports
+
+    monkeypatch.setattr(planner, "template_text", rewritten)
     code, out, _ = run_cli(capsys, "check", tree, "--json")
     assert code == 1
     problems = json.loads(out)["problems"]

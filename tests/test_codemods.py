@@ -45,7 +45,18 @@ def mini_tree(root: Path, heads: dict[str, str], heads_init: str | None = None) 
         (decode_heads / f"{stem}.py").write_text(textwrap.dedent(source))
     (decode_heads / "__init__.py").write_text(heads_init or "")
     (losses / "__init__.py").write_text("from .accuracy import accuracy\n\n__all__ = ['accuracy']\n")
+    for path, source in STUBS.items():  # what the inserted files import from the tree
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(source)
     return root
+
+
+STUBS = {
+    "mmseg/registry/__init__.py": "MODELS = None\n",
+    "mmseg/models/utils/__init__.py": "def resize():\n    pass\n",
+    "mmseg/models/losses/cross_entropy_loss.py": "class CrossEntropyLoss:\n    pass\n",
+    "mmseg/models/losses/utils.py": "def weight_reduce_loss():\n    pass\n",
+}
 
 
 def generated(root: Path, stem: str) -> str:

@@ -580,6 +580,58 @@ def test_reinforce_weights_classes_by_the_ground_truth_and_stays_unbiased(mm, mo
     assert torch.allclose(expected, exact, atol=1e-7), (expected - exact).abs().max()
 
 
+# A domain-adaptation fork's pseudo-label confidence, per pixel (the ignored one's is unused)
+SEG_WEIGHT = [[[0.9, 0.2, 0.7]], [[0.5, 1.0, 0.0]]]
+
+
+@pytest.mark.parametrize("scope", ["image", "batch"])
+def test_seg_weight_keeps_the_local_estimate_unbiased_for_the_pixel_weighted_gradient(mm, monkeypatch, scope):
+    """E[estimate] = the exact gradient with each pixel's row times its seg_weight: 243 label maps."""
+    torch = mm.torch
+    classes = 3
+    gt = torch.tensor([[[0, 1, 255]], [[2, 7, 1]]])
+    logits = torch.tensor([[[[1.0, -0.5, 0.0]], [[0.3, 0.8, 0.0]], [[-0.2, 0.1, 0.0]]],
+                           [[[0.2, 0.0, -1.0]], [[0.9, -0.3, 0.5]], [[0.0, 0.4, 0.3]]]])
+    seg_weight = torch.tensor(SEG_WEIGHT)
+    head = build_head(mm, num_classes=classes, loss=dict(avg_non_ignore=True), scope=scope, temperature=1.0)
+    expected = torch.zeros(logits.shape, dtype=torch.float64)
+    for labels in enumerate_maps(mm, gt, classes):
+        fix_samples(monkeypatch, mm, labels[None])
+        param = logits.clone().requires_grad_(True)
+        head.reward_losses(param, gt[:, None], seg_weight)["loss_ce_reward"].backward()
+        expected -= map_probability(mm, logits, labels, gt, 1.0) * param.grad.double()
+    exact = exact_expected_gradient(mm, logits, gt, classes, scope, "miou", 1.0, seg_weight.double())
+    assert torch.allclose(expected, exact, atol=1e-7), (expected - exact).abs().max()
+
+
+@pytest.mark.parametrize("scope", ["image", "batch"])
+def test_seg_weight_keeps_reinforce_unbiased_for_the_pixel_weighted_gradient(mm, monkeypatch, scope):
+    """One sample, no baseline: E[estimate] = the seg_weight-weighted gradient, by exact enumeration."""
+    torch = mm.torch
+    classes = 3
+    gt = torch.tensor([[[0, 1, 255]], [[2, 7, 1]]])
+    logits = torch.tensor([[[[1.0, -0.5, 0.0]], [[0.3, 0.8, 0.0]], [[-0.2, 0.1, 0.0]]],
+                           [[[0.2, 0.0, -1.0]], [[0.9, -0.3, 0.5]], [[0.0, 0.4, 0.3]]]])
+    seg_weight = torch.tensor(SEG_WEIGHT)
+    head = build_head(mm, num_classes=classes, loss=dict(avg_non_ignore=True),
+                      mode="reinforce", scope=scope, num_samples=1, baseline="none")
+    expected = torch.zeros(logits.shape, dtype=torch.float64)
+    for labels in enumerate_maps(mm, gt, classes):
+        fix_samples(monkeypatch, mm, labels[None])
+        param = logits.clone().requires_grad_(True)
+        head.reward_losses(param, gt[:, None], seg_weight)["loss_ce_reward"].backward()
+        expected -= map_probability(mm, logits, labels, gt, 1.0) * param.grad.double()
+    exact = exact_expected_gradient(mm, logits, gt, classes, scope, "miou", 1.0, seg_weight.double())
+    # REINFORCE's mean runs over the labelled pixels; the local scale over units
+    tables = mm.estimator.confusion(gt.clamp(max=classes - 1)[None], mm.estimator.count_keys(
+        mm.estimator.label_rows(gt, classes, 255), classes), classes)
+    if scope == "image":  # undo the local scale M_u / Z per image
+        per_image = mm.estimator.labelled_pixels(tables[0]) / (gt != 255).sum()
+        exact = exact / per_image.view(-1, 1, 1, 1)
+    exact = exact / (gt != 255).sum()
+    assert torch.allclose(expected, exact, atol=1e-7), (expected - exact).abs().max()
+
+
 def exact_gradient_of_expected_miou(mm, logits, gt, classes):
     """d/dlogits of sum over all label maps y of p(y) * mIoU(y, gt), by enumeration."""
     torch = mm.torch

@@ -1,0 +1,103 @@
+"""What a tree's own decode-head base asks of the reward base that replaces it.
+
+Forks change BaseDecodeHead: the domain-adaptation family (DAFormer, HRDA, MIC; a 1.x
+port of them too) passes per-pixel pseudo-label weights to the loss method
+(`losses(seg_logit, seg_label, seg_weight=None)`), VBLC adds `**kwargs` for its other
+losses, and some forks have no BaseCascadeDecodeHead. The adapter template is written
+for the upstream API; this module reads, with ast and from the tree itself, what the
+adapter must take on top of that and which bases exist, or why it cannot be adapted.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from functools import cache
+
+from .mmseg_generations import Generation, TemplateSpec
+
+
+@dataclass(frozen=True)
+class HeadAPI:
+    """The tree's head API as the adapter sees it.
+
+    `extra` is the text of the parameters the tree's loss method takes after the
+    template's own (e.g. ('seg_weight=None', '**kwargs')); `problem` says why the
+    adapter cannot take them, or None when it can.
+    """
+
+    bases: frozenset[str]
+    extra: tuple[str, ...] = ()
+    pixel_weight: str | None = None
+    var_keyword: str | None = None
+    problem: str | None = None
+
+
+@cache
+def template_parameters(spec: TemplateSpec, method: str) -> tuple[str, ...]:
+    """The parameters of `method` in the adapter template, in order."""
+    for node in ast.walk(ast.parse(spec.text)):
+        if isinstance(node, ast.FunctionDef) and node.name == method:
+            return tuple(a.arg for a in node.args.args)
+    raise FileNotFoundError(f"templates/{spec.source} defines no {method}")
+
+
+def adapter_template(gen: Generation) -> TemplateSpec:
+    return next(t for t in gen.templates if t.source == gen.adapter.template)
+
+
+def read_head_api(gen: Generation, classes: dict[tuple[str, str], ast.ClassDef]) -> HeadAPI:
+    """The API of the tree whose classes by (module stem, name) are `classes`."""
+    bases = frozenset(name for name, spec in gen.bases.items() if (spec.module, name) in classes)
+    adapter = gen.adapter
+    where = f"{adapter.base}.{adapter.loss_method}"
+    base = classes.get((gen.bases[adapter.base].module, adapter.base))
+    if base is None:
+        return HeadAPI(bases, problem=f"the tree has no {adapter.base} in {gen.bases[adapter.base].module}.py")
+    method = next(
+        (n for n in base.body if isinstance(n, ast.FunctionDef) and n.name == adapter.loss_method), None
+    )
+    if method is None:
+        return HeadAPI(bases, problem=f"the tree's {adapter.base} defines no {adapter.loss_method}")
+    own = template_parameters(adapter_template(gen), adapter.loss_method)
+    args = method.args
+    positional = args.posonlyargs + args.args
+    if len(positional) < len(own) or args.posonlyargs:
+        found = ", ".join(a.arg for a in positional)
+        return HeadAPI(
+            bases, problem=f"the tree's {where}({found}) does not take ({', '.join(own)}) as rewardpatch's adapter does"
+        )
+    defaults = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
+    extra: list[str] = []
+    pixel_weight = var_keyword = None
+    unknown = []
+    pairs = list(zip(positional, defaults))[len(own):]
+    if args.vararg:
+        unknown.append(f"*{args.vararg.arg}")
+    if args.kwonlyargs:
+        pairs.append((None, None))  # the bare '*' that starts keyword-only parameters
+        pairs += list(zip(args.kwonlyargs, args.kw_defaults))
+    for arg, default in pairs:
+        if arg is None:
+            extra.append("*")
+            continue
+        if arg.arg != adapter.pixel_weight:
+            unknown.append(arg.arg)
+            continue
+        if default is not None and not isinstance(default, ast.Constant):
+            unknown.append(f"{arg.arg}={ast.unparse(default)}")
+            continue
+        pixel_weight = arg.arg
+        extra.append(arg.arg if default is None else f"{arg.arg}={ast.unparse(default)}")
+    if args.kwarg:
+        var_keyword = args.kwarg.arg
+        extra.append(f"**{var_keyword}")
+    if unknown:
+        return HeadAPI(
+            bases,
+            problem=f"the tree's {where} takes {', '.join(unknown)}, which the reward loss cannot honour "
+            f"(rewardpatch hands on {adapter.pixel_weight} as per-pixel weights and **kwargs to the other losses)",
+        )
+    if extra == ["*"]:
+        extra = []
+    return HeadAPI(bases, tuple(extra), pixel_weight, var_keyword)

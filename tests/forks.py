@@ -1,0 +1,82 @@
+"""Forks written by the tests: a reference checkout plus the edits a research fork makes.
+
+The edits imitate the domain-adaptation family (DAFormer, HRDA, MIC and a 1.x port of
+them): BaseDecodeHead hands per-pixel pseudo-label weights, `seg_weight`, from the
+training step to its loss method, and the 1.x port has no cascade decode head. Each
+fork is committed, so that its git status starts clean as a user's would.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from rewardpatch.checkout import COMMIT_ENV
+
+HEADS = "mmseg/models/decode_heads"
+
+
+def edit(tree: Path, relative: str, *replacements: tuple[str, str]) -> None:
+    path = tree / relative
+    text = path.read_text()
+    for old, new in replacements:
+        assert old in text, f"{relative}: {old!r} not found"
+        text = text.replace(old, new)
+    path.write_text(text)
+
+
+def commit(tree: Path, message: str) -> None:
+    env = {**COMMIT_ENV, "PATH": "/usr/bin:/bin"}
+    subprocess.run(["git", "add", "-A"], cwd=tree, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", message], cwd=tree, check=True, env=env)
+
+
+def daformer_0x(tree: Path) -> Path:
+    """A 0.x tree whose BaseDecodeHead trains with seg_weight, as DAFormer's (MMSeg 0.16.0) does."""
+    edit(
+        tree, f"{HEADS}/decode_head.py",
+        ("def forward_train(self, inputs, img_metas, gt_semantic_seg, train_cfg):",
+         "def forward_train(self,\n                      inputs,\n                      img_metas,\n"
+         "                      gt_semantic_seg,\n                      train_cfg,\n"
+         "                      seg_weight=None):"),
+        ("losses = self.losses(seg_logits, gt_semantic_seg)",
+         "losses = self.losses(seg_logits, gt_semantic_seg, seg_weight)"),
+        ("def losses(self, seg_logit, seg_label):", "def losses(self, seg_logit, seg_label, seg_weight=None):"),
+        ("            seg_weight = self.sampler.sample(seg_logit, seg_label)\n"
+         "        else:\n            seg_weight = None\n",
+         "            seg_weight = self.sampler.sample(seg_logit, seg_label)\n"),
+    )
+    commit(tree, "BaseDecodeHead: seg_weight (pseudo-label confidence)")
+    return tree
+
+
+def daformer_1x(tree: Path) -> Path:
+    """A 1.2.2 tree with seg_weight in BaseDecodeHead.loss / loss_by_feat and no cascade decode head."""
+    edit(
+        tree, f"{HEADS}/decode_head.py",
+        ("    def loss(self, inputs: Tuple[Tensor], batch_data_samples: SampleList,\n"
+         "             train_cfg: ConfigType) -> dict:",
+         "    def loss(self,\n             inputs: Tuple[Tensor],\n             batch_data_samples: SampleList,\n"
+         "             train_cfg: ConfigType,\n             seg_weight=None) -> dict:"),
+        ("losses = self.loss_by_feat(seg_logits, batch_data_samples)",
+         "losses = self.loss_by_feat(seg_logits, batch_data_samples,\n"
+         "                                   seg_weight)"),
+        ("    def loss_by_feat(self, seg_logits: Tensor,\n"
+         "                     batch_data_samples: SampleList) -> dict:",
+         "    def loss_by_feat(self,\n                     seg_logits: Tensor,\n"
+         "                     batch_data_samples: SampleList,\n                     seg_weight=None) -> dict:"),
+        ("            seg_weight = self.sampler.sample(seg_logits, seg_label)\n"
+         "        else:\n            seg_weight = None\n",
+         "            seg_weight = self.sampler.sample(seg_logits, seg_label)\n"),
+    )
+    for stem in ("cascade_decode_head", "ocr_head", "point_head"):
+        (tree / HEADS / f"{stem}.py").unlink()
+    edit(
+        tree, f"{HEADS}/__init__.py",
+        ("from .ocr_head import OCRHead\n", ""),
+        ("from .point_head import PointHead\n", ""),
+        (" 'OCRHead',", ""),
+        ("    'PointHead', ", "    "),
+    )
+    commit(tree, "DAFormer port: seg_weight in the loss, no cascade decode head")
+    return tree
