@@ -5,6 +5,7 @@ beside the real one (as forks keep them), or a small head registered under anoth
 """
 
 import json
+import os
 import subprocess
 import textwrap
 
@@ -163,6 +164,27 @@ def test_a_0x_tree_with_a_stray_lists_and_generates_the_imported_head_only(capsy
     assert Manifest.load(MMSegTree.open(tree0)).files[f"{HEADS}/reward_fcn_head.py"].source == REAL
 
 
+def run_python0(python0: str, code: str, tree) -> subprocess.CompletedProcess:
+    """Run `code` with the 0.x stack's interpreter, `tree` first on its import path."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return subprocess.run([python0, "-c", code], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_a_patched_0x_tree_with_a_stray_imports_and_registers_each_head_once(capsys, make_tree, python0):
+    tree0 = with_stray(make_tree("0.30.0"))
+    assert run_cli(capsys, "apply", tree0)[0] == 0
+    code = (
+        "import mmseg.models\n"
+        "from mmseg.models.builder import HEADS\n"
+        "print(HEADS.get('FCNHead').__module__, HEADS.get('RewardFCNHead').__module__)\n"
+    )
+    result = run_python0(python0, code, tree0)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == [
+        "mmseg.models.decode_heads.fcn_head", "mmseg.models.decode_heads.reward_fcn_head",
+    ]
+
+
 # --- register_module(name=..., force=...) ------------------------------------------------------
 
 
@@ -228,3 +250,22 @@ def test_each_name_of_a_list_is_renamed(capsys, tree, spelling):
     assert code == 0, err
     text = (tree / HEADS / "reward_my_named_head.py").read_text()
     assert spelling.replace("'My", "'RewardMy") in text
+
+
+def test_a_0x_head_registered_with_a_name_and_force_keeps_both_heads(capsys, make_tree, python0):
+    tree0 = make_tree("0.30.0")
+    source = named_head("register_module(name='MyNamed', force=True)")
+    add_head(tree0, "my_named_head", source.replace("mmseg.registry import MODELS", "..builder import HEADS")
+             .replace("@MODELS.", "@HEADS."))
+    code, _, err = run_cli(capsys, "apply", tree0, "--heads", "MyNamedHead")
+    assert code == 0, err
+    text = (tree0 / HEADS / "reward_my_named_head.py").read_text()
+    assert "@HEADS.register_module(name='RewardMyNamed')\nclass RewardMyNamedHead(RewardDecodeHead):" in text
+    code = (
+        "import mmseg.models\n"
+        "from mmseg.models.builder import HEADS\n"
+        "print(HEADS.get('MyNamed').__name__, HEADS.get('RewardMyNamed').__name__)\n"
+    )
+    result = run_python0(python0, code, tree0)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["MyNamedHead", "RewardMyNamedHead"]
