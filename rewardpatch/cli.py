@@ -129,8 +129,9 @@ def list_heads_command(tree: str, as_json: bool) -> int:
         chain = " > ".join(head.chain)
         name = head.file.rsplit("/", 1)[-1]
         _say(f"{head.name:<{width}}{name:<{file_width}}{head.status:<14}{chain}")
-        if head.reason:
-            _say(f"{'':<{width}}  {head.reason}")
+        for line in (head.reason, *head.notes):
+            if line:
+                _say(f"{'':<{width}}  {line}")
     return EXIT_OK
 
 

@@ -47,6 +47,10 @@ class ClassInfo:
     node: ast.ClassDef
     # loss method -> None when it hands its ground truth on, else why it does not
     loss_overrides: dict[str, str | None] = field(default_factory=dict)
+    # register_module(name=...) when it is not the class name; the copy registers them Reward-prefixed
+    registry_names: tuple[str, ...] = ()
+    registry_force: str | None = None  # register_module(force=...) as written; the copy drops it
+    registry_problem: str | None = None  # why the copy's registered name cannot be known
 
     @cached_property
     def _references(self) -> tuple[frozenset[str], bool]:
@@ -92,6 +96,8 @@ class HeadInfo:
     status: str
     reason: str | None
     reward_name: str | None
+    registered_as: tuple[str, ...] = ()  # the registry names, when not the class name
+    notes: tuple[str, ...] = ()  # how the reward version registers differently from a plain copy
 
     @property
     def base(self) -> str | None:
@@ -106,6 +112,8 @@ class HeadInfo:
             "status": self.status,
             "reason": self.reason,
             "reward_name": self.reward_name,
+            "registered_as": list(self.registered_as),
+            "notes": list(self.notes),
         }
 
 
@@ -151,6 +159,50 @@ def _dotted(node: ast.expr) -> str | None:
 def _is_register_decorator(node: ast.expr) -> bool:
     target = node.func if isinstance(node, ast.Call) else node
     return isinstance(target, ast.Attribute) and target.attr == "register_module"
+
+
+def _registry_arguments(info: ClassInfo) -> None:
+    """Read register_module's name and force (mmcv and mmengine: name, force, module) into `info`.
+
+    The copy registers Reward<name> for each literal name, and never force: a reward head
+    must not replace the head it copies. A name that is not a literal cannot be renamed.
+    """
+    for decorator in info.node.decorator_list:
+        if not (isinstance(decorator, ast.Call) and _is_register_decorator(decorator)):
+            continue
+        arguments = dict(zip(("name", "force"), decorator.args))
+        for keyword in decorator.keywords:
+            if keyword.arg is None:
+                info.registry_problem = f"registers with {ast.unparse(decorator)}: **-arguments hide its name"
+                return
+            arguments.setdefault(keyword.arg, keyword.value)
+        if any(isinstance(a, ast.Starred) for a in decorator.args):
+            info.registry_problem = f"registers with {ast.unparse(decorator)}: *-arguments hide its name"
+            return
+        if "force" in arguments:
+            info.registry_force = ast.unparse(arguments["force"])
+        names = _literal_names(arguments.get("name"))
+        if names is None:
+            info.registry_problem = (
+                f"registers as name={ast.unparse(arguments['name'])}, not a literal string: "
+                f"what {reward_name(info.name)} would register as is not known statically"
+            )
+            return
+        if names and names != (info.name,):
+            info.registry_names += names
+
+
+def _literal_names(node: ast.expr | None) -> tuple[str, ...] | None:
+    """() for no name (or None), the names of a literal string or list/tuple of them, else None."""
+    if node is None or (isinstance(node, ast.Constant) and node.value is None):
+        return ()
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return (node.value,)
+    if isinstance(node, (ast.List, ast.Tuple)) and node.elts:
+        names = [_literal_names(e) for e in node.elts]
+        if all(n is not None and len(n) == 1 for n in names):
+            return tuple(n[0] for n in names)
+    return None
 
 
 def _module_imports(tree: ast.Module, package: str) -> dict[str, ImportedName]:
@@ -228,6 +280,7 @@ def _class_info(node: ast.ClassDef, stem: str, file: str, gen: Generation) -> Cl
         registered=any(_is_register_decorator(d) for d in node.decorator_list),
         node=node,
     )
+    _registry_arguments(info)
     for statement in node.body:
         if isinstance(statement, ast.FunctionDef) and statement.name in gen.loss_methods:
             method = statement.name
@@ -275,14 +328,18 @@ class HeadIndex:
                 path.stem, file, source, _module_imports(module, package), classes,
                 {name for node in module.body for name in defined_names(node)},
             )
-        if unparsable:
-            self._skip_unreached(unparsable, parsed, package)
+        self.reached = self._reached(unparsable, parsed, package)
+        for stem in sorted(unparsable):
+            warn(f"skipped {unparsable[stem]} (no __init__ of {package} imports it)")
+        self._warn_unreached_heads()
 
-    def _skip_unreached(self, unparsable: dict[str, str], parsed: dict[str, ast.Module], package: str) -> None:
-        """Skip, with a warning, the files that do not parse and that the package never imports.
+    def _reached(self, unparsable: dict[str, str], parsed: dict[str, ast.Module], package: str) -> set[str]:
+        """The stems of the package's modules that its `__init__` imports, directly or through others.
 
-        A stray backup or scratch file beside the heads must not stop every verb; a file
-        that `import mmseg.models` would execute is an error, as it breaks the tree too.
+        Only their classes are heads: a stray copy of a head beside the real one is not. A file
+        that does not parse and that the package never imports (a stray backup or scratch
+        file) must not stop every verb; one that `import mmseg.models` would execute is an
+        error, as it breaks the tree too.
         """
         init_file = self.gen.heads_init
         frontier = [parse_python(self.tree.read(init_file) or "", init_file)]
@@ -296,8 +353,22 @@ class HeadIndex:
                     raise InputError(unparsable[stem])
                 if stem in parsed:
                     frontier.append(parsed[stem])
-        for stem in sorted(unparsable):
-            warn(f"skipped {unparsable[stem]} (no __init__ of {package} imports it)")
+        return reached
+
+    def _warn_unreached_heads(self) -> None:
+        """One warning for each registered class of a module the package never imports."""
+        init_file = self.gen.heads_init
+        for stem, module in sorted(self.modules.items()):
+            if stem in self.reached:
+                continue
+            for cls in module.classes.values():
+                if not cls.registered:
+                    continue
+                message = f"skipped {cls.name} in {module.file}: {init_file} never imports it"
+                twin = self.find(cls.name)
+                if twin is not None:
+                    message += f"; the head is {twin.file}'s"
+                warn(message)
 
     @cached_property
     def api(self) -> HeadAPI:
@@ -348,12 +419,16 @@ class HeadIndex:
 
     def registered_classes(self) -> list[ClassInfo]:
         return sorted(
-            (c for mod in self.modules.values() for c in mod.classes.values() if c.registered),
+            (c for mod in self._reached_modules() for c in mod.classes.values() if c.registered),
             key=lambda c: c.name,
         )
 
+    def _reached_modules(self) -> list[ModuleInfo]:
+        return [m for stem, m in self.modules.items() if stem in self.reached]
+
     def find(self, name: str) -> ClassInfo | None:
-        for module in self.modules.values():
+        """The registered class `name` of a module the package imports, or None."""
+        for module in self._reached_modules():
             if name in module.classes and module.classes[name].registered:
                 return module.classes[name]
         return None
@@ -366,6 +441,12 @@ class HeadIndex:
         if self.api.problem:
             return HeadInfo(cls.name, cls.file, names, INCOMPATIBLE, self.api.problem, None)
         for member in chain:
+            if member.registry_problem is not None:
+                reason = f"{member.name} {member.registry_problem}"
+                if member is not cls:
+                    reason = f"inherits from {member.name}: {reason} (its reward version is generated too)"
+                return HeadInfo(cls.name, cls.file, names, INCOMPATIBLE, reason, None, cls.registry_names)
+        for member in chain:
             for reason in member.loss_overrides.values():
                 if reason is not None:
                     if member is not cls:
@@ -375,7 +456,9 @@ class HeadIndex:
                         f"{reason}: the reward loss would never run", None,
                     )
         status = PATCHED if reward_name(cls.name) in patched else COMPATIBLE
-        return HeadInfo(cls.name, cls.file, names, status, None, reward_name(cls.name))
+        return HeadInfo(
+            cls.name, cls.file, names, status, None, reward_name(cls.name), cls.registry_names, _registry_notes(cls)
+        )
 
     def _not_a_head(self, root: str) -> str:
         bases = " or ".join(self.gen.bases)
@@ -389,6 +472,20 @@ class HeadIndex:
 
     def heads(self, patched: frozenset[str] | set[str] = frozenset()) -> list[HeadInfo]:
         return [self.verdict(c, patched) for c in self.registered_classes()]
+
+
+def _registry_notes(cls: ClassInfo) -> tuple[str, ...]:
+    """How the reward version registers where a plain copy of the decorator would not."""
+    notes = []
+    if cls.registry_names:
+        given = ", ".join(repr(n) for n in cls.registry_names)
+        rewarded = ", ".join(repr(reward_name(n)) for n in cls.registry_names)
+        notes.append(f"registered as {given}: the reward version registers as {rewarded}")
+    if cls.registry_force is not None:
+        notes.append(
+            f"force={cls.registry_force} not copied: {reward_name(cls.name)} never replaces a registered head"
+        )
+    return tuple(notes)
 
 
 def _root_name(root: str) -> str:

@@ -43,7 +43,9 @@ def mini_tree(root: Path, heads: dict[str, str], heads_init: str | None = None) 
     (decode_heads / "cascade_decode_head.py").write_text(CASCADE)
     for stem, source in heads.items():
         (decode_heads / f"{stem}.py").write_text(textwrap.dedent(source))
-    (decode_heads / "__init__.py").write_text(heads_init or "")
+    # by default the package imports every head module, as a real one does: only those hold heads
+    default_init = "".join(f"from .{stem} import *  # noqa\n" for stem in heads)
+    (decode_heads / "__init__.py").write_text(default_init if heads_init is None else heads_init)
     (losses / "__init__.py").write_text("from .accuracy import accuracy\n\n__all__ = ['accuracy']\n")
     for path, source in STUBS.items():  # what the inserted files import from the tree
         (root / path).parent.mkdir(parents=True, exist_ok=True)

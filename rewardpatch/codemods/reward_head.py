@@ -1,8 +1,9 @@
 """Turn a head module into its reward module: `aspp_head.py` -> `reward_aspp_head.py`.
 
-The selected classes are copied with their syntax tree edited in three places only: the
+The selected classes are copied with their syntax tree edited in four places only: the
 class name (ASPPHead -> RewardASPPHead), the head base (BaseDecodeHead -> RewardDecodeHead,
-FCNHead -> RewardFCNHead) and explicit `super(ASPPHead, self)` calls. Everything else the
+FCNHead -> RewardFCNHead), explicit `super(ASPPHead, self)` calls, and the arguments of
+`register_module` (name='X' -> name='RewardX', force= dropped). Everything else the
 source module defines is imported from it rather than copied, so no helper class and no
 registry entry exists twice. Imports the copy no longer reads are dropped.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
+from ..heads import REWARD_PREFIX
 from .imports import bound_name, code, insert_relative_import, is_import_line, relative_import
 
 
@@ -50,13 +52,54 @@ class ExplicitSuperRenamer(cst.CSTTransformer):
         return updated
 
 
+def _reward_names(value: cst.BaseExpression) -> cst.BaseExpression:
+    """'X' -> 'RewardX' (quotes, prefixes and concatenation kept); a list or tuple of them, each."""
+    if isinstance(value, cst.SimpleString):
+        start = len(value.prefix) + len(value.quote)
+        return value.with_changes(value=value.value[:start] + REWARD_PREFIX + value.value[start:])
+    if isinstance(value, cst.ConcatenatedString):
+        return value.with_changes(left=_reward_names(value.left))
+    if isinstance(value, (cst.List, cst.Tuple)):
+        return value.with_changes(elements=[e.with_changes(value=_reward_names(e.value)) for e in value.elements])
+    return value  # None: registered under the class name, which the copy renames
+
+
+def _reward_registration(decorator: cst.Decorator) -> cst.Decorator:
+    """register_module(name='X', force=True) -> register_module(name='RewardX').
+
+    mmcv and mmengine take (name, force, module): a positional name stays positional and a
+    keyword stays a keyword. force is never copied, so the copy can never replace a head.
+    """
+    call = decorator.decorator
+    if not (isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute)):
+        return decorator
+    if call.func.attr.value != "register_module":
+        return decorator
+    args = []
+    for position, arg in enumerate(call.args):
+        keyword = arg.keyword.value if arg.keyword is not None else None
+        positional = arg.keyword is None and not arg.star
+        if keyword == "force" or (positional and position == 1):
+            continue
+        if keyword == "name" or (positional and position == 0):
+            arg = arg.with_changes(value=_reward_names(arg.value))
+        args.append(arg)
+    if len(args) == len(call.args):
+        return decorator.with_changes(decorator=call.with_changes(args=args))
+    if args:
+        args[-1] = args[-1].with_changes(comma=call.args[-1].comma)  # the trailing comma, as it was
+        return decorator.with_changes(decorator=call.with_changes(args=args))
+    return decorator.with_changes(decorator=call.with_changes(args=[], whitespace_before_args=cst.SimpleWhitespace("")))
+
+
 def rewrite_class(node: cst.ClassDef, spec: RewardClass) -> cst.ClassDef:
     bases = []
     for arg in node.bases:
         if arg.keyword is None and code(arg.value) == spec.base:
             arg = arg.with_changes(value=cst.Name(spec.reward_base))
         bases.append(arg)
-    node = node.with_changes(name=cst.Name(spec.reward_name), bases=bases)
+    decorators = [_reward_registration(d) for d in node.decorators]
+    node = node.with_changes(name=cst.Name(spec.reward_name), bases=bases, decorators=decorators)
     if spec.explicit_super:
         node = node.visit(ExplicitSuperRenamer(spec.name, spec.reward_name))
     return node
