@@ -1,4 +1,4 @@
-"""The patch engine on MMSeg 0.x trees (0.24.1 and 0.30.0, git repositories).
+"""The patch engine on MMSeg 0.x trees (0.24.1 and 0.30.0, and 0.16.0 for the flags; git repositories).
 
 The same guarantees as on 1.x: list-heads' verdicts come from patches/mmseg-0.x.toml
 (forward_train/losses hand on gt_semantic_seg/seg_label), apply writes the 0.x adapter and
@@ -111,8 +111,9 @@ def test_apply_inserts_the_0x_adapter_and_the_shared_templates_with_0x_registrie
     assert "from .reward_decode_head import RewardDecodeHead\n" in fcn
 
 
-def test_dry_run_prints_the_diff_and_writes_nothing(capsys, make_tree):
-    tree = make_tree("0.30.0")
+@pytest.mark.parametrize("version", ["0.30.0", "0.16.0"])  # 0.16.0: the DAFormer family's base
+def test_dry_run_prints_the_diff_and_writes_nothing(capsys, make_tree, version):
+    tree = make_tree(version)
     code, out, _ = run_cli(capsys, "apply", tree, "--dry-run")
     assert code == 0
     assert f"+++ b/{HEADS}/reward_aspp_head.py" in out
@@ -120,8 +121,9 @@ def test_dry_run_prints_the_diff_and_writes_nothing(capsys, make_tree):
     assert git_status(tree) == ""
 
 
-def test_commit_records_the_patch(capsys, make_tree):
-    tree = make_tree("0.24.1")
+@pytest.mark.parametrize("version", ["0.24.1", "0.16.0"])  # 0.16.0: the DAFormer family's base
+def test_commit_records_the_patch(capsys, make_tree, version):
+    tree = make_tree(version)
     assert run_cli(capsys, "apply", tree, "--heads", "PSPHead,OCRHead", "--commit")[0] == 0
     assert git_status(tree) == ""
     message = subprocess.run(["git", "log", "-1", "--format=%B"], cwd=tree, capture_output=True, text=True).stdout
@@ -129,8 +131,9 @@ def test_commit_records_the_patch(capsys, make_tree):
     assert "class RewardOCRHead(RewardCascadeDecodeHead):" in (tree / HEADS / "reward_ocr_head.py").read_text()
 
 
-def test_a_write_failing_half_way_leaves_the_tree_unchanged(make_tree, monkeypatch):
-    tree = make_tree("0.30.0")
+@pytest.mark.parametrize("version", ["0.30.0", "0.16.0"])  # 0.16.0: the DAFormer family's base
+def test_a_write_failing_half_way_leaves_the_tree_unchanged(make_tree, monkeypatch, version):
+    tree = make_tree(version)
     before = snapshot(tree)
     plan = plan_apply(MMSegTree.open(tree))
     real_replace = os.replace
@@ -169,8 +172,9 @@ def test_a_release_older_than_0_24_is_refused_naming_the_supported_ones(capsys, 
     assert snapshot(tree) == before
 
 
-def test_apply_force_keeps_a_hand_made_loss_and_revert_puts_it_back(capsys, make_tree):
-    tree = make_tree("0.30.0")
+@pytest.mark.parametrize("version", ["0.30.0", "0.16.0"])  # 0.16.0: the DAFormer family's base
+def test_apply_force_keeps_a_hand_made_loss_and_revert_puts_it_back(capsys, make_tree, version):
+    tree = make_tree(version)
     hand_made = b"# from the old README\r\nclass IoUMetricLoss:\r\n    pass"
     (tree / LOSSES / "iou_metric_loss.py").write_bytes(hand_made)
     commit(tree, "my loss")
@@ -193,8 +197,9 @@ def _add_to_init(init, imports, names):
     init.write_text(text)
 
 
-def test_adopt_takes_over_a_0x_tree_patched_by_hand_and_revert_gives_it_back(capsys, make_tree):
-    tree = make_tree("0.30.0")
+@pytest.mark.parametrize("version", ["0.30.0", "0.16.0"])  # 0.16.0: the DAFormer family's base
+def test_adopt_takes_over_a_0x_tree_patched_by_hand_and_revert_gives_it_back(capsys, make_tree, version):
+    tree = make_tree(version)
     heads, losses = tree / HEADS, tree / LOSSES
     fcn = (heads / "fcn_head.py").read_text()
     fcn = fcn.replace("from .decode_head import BaseDecodeHead", "from .reward_decode_head import RewardDecodeHead")
