@@ -165,3 +165,16 @@ def test_check_names_a_created_file_whose_import_the_tree_no_longer_has(capsys, 
         f"{HEADS}/reward_decode_head.py:20: imports from mmseg.models.decode_heads.cascade_decode_head, "
         "which the tree does not have"
     ) in err
+
+
+def test_keywords_the_trees_base_hands_on_reach_the_other_losses(capsys, daformer):
+    """VBLC's base takes **kwargs for its other losses: the reward base takes and hands them on."""
+    forks.edit(daformer, f"{HEADS}/decode_head.py", (
+        "def losses(self, seg_logit, seg_label, seg_weight=None):",
+        "def losses(self, seg_logit, seg_label, seg_weight=None, **kwargs):",
+    ))
+    forks.commit(daformer, "**kwargs for the other losses")
+    assert run_cli(capsys, "apply", daformer)[0] == 0
+    adapter = (daformer / HEADS / "reward_decode_head.py").read_text()
+    assert "    def losses(self, seg_logit, seg_label, seg_weight=None, **kwargs):" in adapter
+    assert "return self.reward_losses(seg_logit, seg_label, seg_weight, **kwargs)" in adapter
