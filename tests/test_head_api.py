@@ -1,0 +1,52 @@
+"""What the reward base must take, read from the tree's own BaseDecodeHead (head_api.py)."""
+
+import ast
+
+import pytest
+
+from rewardpatch.head_api import read_head_api
+from rewardpatch.mmseg_generations import generations
+
+GEN_0X = next(g for g in generations() if g.name == "mmseg-0.x")
+
+
+def api_of(losses_def: str, cascade: bool = True):
+    base = ast.parse(f"class BaseDecodeHead:\n    {losses_def}\n        pass\n").body[0]
+    classes = {("decode_head", "BaseDecodeHead"): base}
+    if cascade:
+        classes[("cascade_decode_head", "BaseCascadeDecodeHead")] = ast.parse("class BaseCascadeDecodeHead: pass").body[0]
+    return read_head_api(GEN_0X, classes)
+
+
+@pytest.mark.parametrize(("losses_def", "extra", "pixel_weight", "var_keyword"), [
+    ("def losses(self, seg_logit, seg_label):", (), None, None),
+    ("def losses(self, seg_logit, seg_label, seg_weight=None):", ("seg_weight=None",), "seg_weight", None),
+    ("def losses(self, seg_logit, seg_label, seg_weight):", ("seg_weight",), "seg_weight", None),
+    ("def losses(self, seg_logit, seg_label, *, seg_weight=None):", ("*", "seg_weight=None"), "seg_weight", None),
+    ("def losses(self, seg_logit, seg_label, seg_weight=None, **kw):", ("seg_weight=None", "**kw"), "seg_weight", "kw"),
+    ("def losses(self, logits, labels, **kwargs):", ("**kwargs",), None, "kwargs"),
+], ids=["upstream", "daformer", "required", "keyword-only", "vblc", "kwargs-only"])
+def test_the_extra_parameters_the_adapter_takes(losses_def, extra, pixel_weight, var_keyword):
+    api = api_of(losses_def)
+    assert api.problem is None
+    assert (api.extra, api.pixel_weight, api.var_keyword) == (extra, pixel_weight, var_keyword)
+
+
+@pytest.mark.parametrize(("losses_def", "named"), [
+    ("def losses(self, seg_logit, seg_label, temperature=1.0):", "takes temperature"),
+    ("def losses(self, seg_logit, seg_label, *args):", "takes *args"),
+    ("def losses(self, seg_logit, seg_label, seg_weight=DEFAULT):", "takes seg_weight=DEFAULT"),
+    ("def losses(self, seg_logit):", "does not take (self, seg_logit, seg_label)"),
+], ids=["unknown", "varargs", "non-literal-default", "too-few"])
+def test_a_base_the_reward_cannot_honour_is_named_with_the_reason(losses_def, named):
+    problem = api_of(losses_def).problem
+    assert problem is not None and named in problem
+
+
+def test_the_bases_the_tree_has_are_known():
+    assert api_of("def losses(self, seg_logit, seg_label):", cascade=False).bases == {"BaseDecodeHead"}
+    assert api_of("def losses(self, a, b):").bases == {"BaseDecodeHead", "BaseCascadeDecodeHead"}
+
+
+def test_a_base_without_the_loss_method_is_named():
+    assert "defines no losses" in api_of("def forward(self, x):").problem
