@@ -19,6 +19,7 @@ from . import __version__
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Interrupted, RewardpatchError
 from .mmseg_generations import supported_versions
 from .optional import require_stack
+from .options import mmseg_version_option
 from .tree import MMSegTree
 
 TREE = click.argument("tree", type=click.Path(file_okay=True, dir_okay=True, path_type=str))
@@ -87,30 +88,36 @@ class Verbs(click.Group):
         return code
 
 
-@click.group(cls=Verbs, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# The help texts name the supported releases as patches/ states them, so they are built here
+# rather than written in docstrings.
+CLI_HELP = f"""Teach an MMSegmentation checkout ({supported_versions()}) to fine-tune decode heads with task rewards.
+
+\b
+Exit codes: 0 success; 1 a check failed or the tree's state refused the
+operation; 2 usage or input error; 130 interrupted.
+"""
+LIST_HEADS_HELP = f"""List every registered decode head of TREE and whether it can get a reward version.
+
+Supported MMSegmentation releases: {supported_versions()}, as patches/ describes them.
+"""
+
+
+@click.group(cls=Verbs, help=CLI_HELP,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="rewardpatch")
 def cli() -> None:
-    """Teach an MMSegmentation checkout (0.24.1 to 0.30.0, 1.0.0 to 1.2.2) to fine-tune decode heads with task rewards.
-
-    \b
-    Exit codes: 0 success; 1 a check failed or the tree's state refused the
-    operation; 2 usage or input error; 130 interrupted.
-    """
+    pass
 
 
-@cli.command("list-heads")
+@cli.command("list-heads", help=LIST_HEADS_HELP)
 @TREE
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
-def list_heads_command(tree: str, as_json: bool) -> int:
-    """List every registered decode head of TREE and whether it can get a reward version.
-
-    Supported MMSegmentation releases: 0.24.1 to 0.30.0 (mmcv-full 1.x) and 1.0.0 to
-    1.2.2 (mmengine), as patches/ describes them.
-    """
+@mmseg_version_option
+def list_heads_command(tree: str, as_json: bool, mmseg_version: str | None) -> int:
     from .heads import COMPATIBLE, INCOMPATIBLE, PATCHED
     from .planner import list_heads
 
-    mmseg = MMSegTree.open(tree)
+    mmseg = MMSegTree.open(tree, mmseg_version)
     heads = list_heads(mmseg)
     if as_json:
         _say(json.dumps([h.as_json() for h in heads], indent=2))
@@ -154,13 +161,15 @@ def _print_changes(plan) -> None:
 @click.option("--adopt", is_flag=True,
               help="Replace a patch made by hand with the old recipe by managed files (revert puts it back).")
 @click.option("--commit", is_flag=True, help="Commit the patch with git, listing the heads.")
+@mmseg_version_option
 def apply_command(
-    tree: str, heads: str | None, dry_run: bool, allow_dirty: bool, force: bool, adopt: bool, commit: bool
+    tree: str, heads: str | None, dry_run: bool, allow_dirty: bool, force: bool, adopt: bool, commit: bool,
+    mmseg_version: str | None,
 ) -> int:
     """Insert the reward modules into TREE and generate reward_<head>.py for each head."""
     from .planner import plan_apply
 
-    mmseg = MMSegTree.open(tree)
+    mmseg = MMSegTree.open(tree, mmseg_version)
     plan = plan_apply(mmseg, _heads_option(heads), force=force, allow_dirty=allow_dirty or dry_run, adopt=adopt)
     selected = plan.heads
     if dry_run:
@@ -192,11 +201,12 @@ def apply_command(
 @TREE
 @click.option("--force", is_flag=True, help="Remove generated files even if they were hand-edited.")
 @click.option("--dry-run", is_flag=True, help="Print what revert would change as a unified diff.")
-def revert_command(tree: str, force: bool, dry_run: bool) -> int:
+@mmseg_version_option
+def revert_command(tree: str, force: bool, dry_run: bool, mmseg_version: str | None) -> int:
     """Undo `apply`: remove the created files and take the added exports out again."""
     from .planner import plan_revert
 
-    mmseg = MMSegTree.open(tree)
+    mmseg = MMSegTree.open(tree, mmseg_version)
     plan = plan_revert(mmseg, force=force)
     if dry_run:
         sys.stdout.write(plan.diff())
@@ -211,12 +221,13 @@ def revert_command(tree: str, force: bool, dry_run: bool) -> int:
 @cli.command("check")
 @TREE
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
-def check_command(tree: str, as_json: bool) -> int:
+@mmseg_version_option
+def check_command(tree: str, as_json: bool, mmseg_version: str | None) -> int:
     """Exit 0 when TREE is patched and consistent, else 1 with every problem (for CI)."""
     from .manifest import Manifest
     from .planner import check_tree
 
-    mmseg = MMSegTree.open(tree)
+    mmseg = MMSegTree.open(tree, mmseg_version)
     problems = check_tree(mmseg)
     manifest = Manifest.load(mmseg)
     if as_json:

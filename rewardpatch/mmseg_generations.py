@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
 from .errors import InputError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -27,13 +30,19 @@ def data_dir(name: str) -> Path:
     raise FileNotFoundError(f"rewardpatch is installed without its {name}/ directory")
 
 
-def version_tuple(version: str) -> tuple[int, ...]:
-    """'1.2.2' -> (1, 2, 2); pre-release suffixes ('1.0.0rc4') keep their number."""
-    parts = []
-    for piece in version.split(".")[:3]:
-        digits = "".join(ch for ch in piece.split("rc")[0] if ch.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
+def is_release(version: str) -> bool:
+    """Whether `version` is a final release, spelled as MMSeg spells one: '1.2.2', not
+    'v1.2.2', '1.2.2 ', '1.2', '1.0.0rc4', '1.3.0.dev0' or '1.2.2+fork'.
+
+    Only such a string can be matched against the releases patches/ was tested with;
+    anything looser would let an unreleased or renamed tree pass as a release.
+    """
+    try:
+        parsed = Version(version)
+    except InvalidVersion:
+        return False
+    # base_version drops pre, dev, post and local parts and normalises the spelling
+    return version == parsed.base_version and len(parsed.release) == 3
 
 
 @dataclass(frozen=True)
@@ -91,9 +100,7 @@ class TemplateSpec:
 @dataclass(frozen=True)
 class Generation:
     name: str
-    versions: str  # the releases this data was written and tested for, in words
-    min_version: tuple[int, ...]
-    max_version: tuple[int, ...]
+    releases: SpecifierSet  # the releases this data was written and tested for: ">=0.11.0,<=0.30.0"
     heads_dir: str
     heads_init: str
     # loss method -> its ground-truth parameter, which an override must hand on
@@ -104,20 +111,41 @@ class Generation:
     verify: dict  # stage-1 facts of `rewardpatch verify`: default and per-head arguments
 
     def supports(self, version: str) -> bool:
-        return self.min_version <= version_tuple(version) < self.max_version
+        return is_release(version) and version in self.releases
+
+    @property
+    def lowest(self) -> Version:
+        return _bound(self.releases, ">=")
+
+    @property
+    def releases_in_words(self) -> str:
+        """'0.11.0 to 0.30.0', read off the specifier."""
+        return f"{self.lowest} to {_bound(self.releases, '<=')}"
 
     @property
     def reward_base_names(self) -> set[str]:
         return {spec.reward for spec in self.bases.values()}
 
 
+def _bound(releases: SpecifierSet, operator: str) -> Version:
+    return Version(next(s.version for s in releases if s.operator == operator))
+
+
+def _releases(path: Path, rule: str) -> SpecifierSet:
+    """The `releases` rule of a patches/ file: one inclusive lowest and one inclusive highest
+    release, so that the supported releases can be named from it."""
+    releases = SpecifierSet(rule)
+    operators = sorted(s.operator for s in releases)
+    if operators != ["<=", ">="] or not all(is_release(s.version) for s in releases):
+        raise ValueError(f"{path.name}: releases = {rule!r} must read '>=X.Y.Z,<=X.Y.Z'")
+    return releases
+
+
 def _load(path: Path) -> Generation:
     data = tomllib.loads(path.read_text(encoding="utf-8"))
     return Generation(
         name=data["name"],
-        versions=data["versions"],
-        min_version=version_tuple(data["min_version"]),
-        max_version=version_tuple(data["max_version"]),
+        releases=_releases(path, data["releases"]),
         heads_dir=data["heads_dir"],
         heads_init=data["heads_init"],
         loss_methods=dict(data["loss_methods"]),
@@ -139,13 +167,37 @@ def generations() -> tuple[Generation, ...]:
     return tuple(_load(p) for p in sorted(data_dir("patches").glob("*.toml")))
 
 
+def supporting_generation(version: str) -> Generation | None:
+    return next((g for g in generations() if g.supports(version)), None)
+
+
 def generation_for(version: str) -> Generation:
-    for generation in generations():
-        if generation.supports(version):
-            return generation
-    raise InputError(f"MMSegmentation {version} is not supported by rewardpatch (supported: {supported_versions()})")
+    """The generation whose `releases` hold `version`, else an InputError naming them all."""
+    generation = supporting_generation(version)
+    if generation is None:
+        raise InputError(
+            f"MMSegmentation {shown(version)} is not supported by rewardpatch (supported: {supported_versions()}; "
+            "a fork can state the release it is based on with --mmseg-version)"
+        )
+    return generation
+
+
+def declared_generation(version: str) -> Generation:
+    """The generation of a release given as `--mmseg-version`, which must be supported itself."""
+    generation = supporting_generation(version)
+    if generation is None:
+        raise InputError(
+            f"--mmseg-version {shown(version)}: not a supported MMSegmentation release "
+            f"(supported: {supported_versions()})"
+        )
+    return generation
+
+
+def shown(version: str) -> str:
+    """`version` as a message shows it: quoted when blanks would hide in the line."""
+    return version if version and version == version.strip() else repr(version)
 
 
 def supported_versions() -> str:
-    """'0.24.1 to 0.30.0, 1.0.0 to 1.2.2': every generation's releases, oldest first."""
-    return ", ".join(g.versions for g in sorted(generations(), key=lambda g: g.min_version))
+    """'0.11.0 to 0.30.0, 1.0.0 to 1.2.2': every generation's releases, oldest first."""
+    return ", ".join(g.releases_in_words for g in sorted(generations(), key=lambda g: g.lowest))

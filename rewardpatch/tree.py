@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError, StateError
-from .mmseg_generations import Generation, generation_for
+from .mmseg_generations import (
+    Generation, declared_generation, generation_for, shown, supported_versions, supporting_generation,
+)
+from .notice import warn
 
 MANIFEST_NAME = ".rewardpatch.json"
 # Beside the manifest: byte-for-byte copies of the files `apply --force` replaced.
 BACKUP_DIR = ".rewardpatch"
+VERSION_FILE = "mmseg/version.py"
+# Lines git leaves in a file whose merge conflicted
+CONFLICT_MARKERS = ("<<<<<<< ", "=======", ">>>>>>> ")
 
 
 def sha256(data: bytes | str) -> str:
@@ -21,11 +28,21 @@ def sha256(data: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_version(version_file: Path) -> str:
+def read_version(version_file: Path, name: str | None = None) -> str:
+    """The __version__ string mmseg/version.py assigns, else an InputError saying why there is
+    none. `name` is how the message names the file (default: the path)."""
+    name = name or str(version_file)
     try:
-        module = ast.parse(version_file.read_text(encoding="utf-8"))
-    except SyntaxError:
-        raise InputError(f"{version_file}: cannot parse") from None
+        text = version_file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{name}: not UTF-8 text") from None
+    try:
+        module = ast.parse(text)
+    except SyntaxError as exc:
+        markers = [n for n, line in enumerate(text.splitlines(), 1) if line.startswith(CONFLICT_MARKERS)]
+        if markers:
+            raise InputError(f"{name}:{markers[0]}: cannot parse: merge-conflict marker") from None
+        raise InputError(f"{name}:{exc.lineno}: cannot parse: {exc.msg}") from None
     for node in module.body:
         if (
             isinstance(node, ast.Assign)
@@ -34,27 +51,68 @@ def read_version(version_file: Path) -> str:
             and isinstance(node.value.value, str)
         ):
             return node.value.value
-    raise InputError(f"{version_file}: no __version__ string found")
+    raise InputError(f"{name}: no __version__ string found (computed, or missing)")
+
+
+def _recorded_version(root: Path) -> str | None:
+    """The release a manifest says the tree was patched as, when it names a supported one."""
+    try:
+        recorded = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))["mmseg_version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return recorded if isinstance(recorded, str) and supporting_generation(recorded) else None
+
+
+def _refused(problem: InputError, root: Path, hint: str) -> InputError:
+    """`problem` with the way out: --mmseg-version with the release a manifest records, else `hint`."""
+    recorded = _recorded_version(root)
+    if recorded:
+        hint = f"{MANIFEST_NAME} records MMSegmentation {recorded}: rerun with --mmseg-version {recorded}"
+    return InputError(f"{problem}; {hint}" if hint else str(problem))
 
 
 @dataclass(frozen=True)
 class MMSegTree:
     root: Path
-    version: str
+    version: str  # the release the tree is treated as: version.py's, or --mmseg-version's
     generation: Generation
 
     @classmethod
-    def open(cls, path: str | Path) -> "MMSegTree":
+    def open(cls, path: str | Path, mmseg_version: str | None = None) -> "MMSegTree":
+        """The tree at `path`, of the release its mmseg/version.py names.
+
+        `mmseg_version` (--mmseg-version) is the release the user says the tree is based on:
+        a fork's version.py may name an unreleased version, compute it or hold a conflict.
+        It wins, with one warning when version.py says something else or cannot be read.
+        """
+        declared = declared_generation(mmseg_version) if mmseg_version is not None else None
         root = Path(path)
         if not root.exists():
             raise InputError(f"{path}: no such directory")
         if not root.is_dir():
             raise InputError(f"{path}: not a directory")
-        version_file = root / "mmseg" / "version.py"
+        version_file = root / VERSION_FILE
         if not version_file.is_file():
             raise InputError(f"{path}: not an MMSegmentation tree (no mmseg/version.py)")
-        version = read_version(version_file)
-        return cls(root=root.resolve(), version=version, generation=generation_for(version))
+        if declared is None:
+            try:
+                found = read_version(version_file)
+            except InputError as problem:
+                raise _refused(problem, root, f"if the tree is based on a release of MMSegmentation "
+                                              f"({supported_versions()}), state it with --mmseg-version") from None
+            try:
+                generation = generation_for(found)
+            except InputError as problem:  # its message names --mmseg-version already
+                raise _refused(problem, root, "") from None
+            return cls(root=root.resolve(), version=found, generation=generation)
+        try:
+            found = read_version(version_file, VERSION_FILE)
+        except InputError as problem:
+            warn(f"{problem}; treated as MMSegmentation {mmseg_version} (--mmseg-version)")
+        else:
+            if found != mmseg_version:
+                warn(f"{VERSION_FILE} says {shown(found)}; treated as MMSegmentation {mmseg_version} (--mmseg-version)")
+        return cls(root=root.resolve(), version=mmseg_version, generation=declared)
 
     @property
     def manifest_path(self) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError, StateError
+from ..options import mmseg_version_option
 from .heads import reward_heads
 from .plan import DEFAULT_ITERS, FinetuneOptions, FinetunePlan, start_from
 from .render import base_reference, load_config, render, write_verified
@@ -72,9 +73,10 @@ def _prepare_checkpoint(checkpoint: str, convert: bool, out: Path) -> tuple[str,
     "Reading CKPT for it executes code pickled in the file: use it only for checkpoints you trust.",
 )
 @click.option("-o", "--output", "out", required=True, metavar="OUT", help="The config file to write (.py).")
+@mmseg_version_option
 def config_command(
     src: str, tree_path: str, checkpoint: str | None, lr: float | None, iters: int, schedule: str,
-    aux: bool, rewards: tuple[str, ...], convert_checkpoint: bool, out: str,
+    aux: bool, rewards: tuple[str, ...], convert_checkpoint: bool, out: str, mmseg_version: str | None,
 ) -> int:
     """Write OUT, a config that fine-tunes SRC's model with reward heads from TREE.
 
@@ -99,7 +101,7 @@ def config_command(
     if out_path.exists() and out_path.resolve() == source_path.resolve():
         raise InputError(f"{out}: the output would overwrite the source config")
 
-    tree = MMSegTree.open(tree_path)
+    tree = MMSegTree.open(tree_path, mmseg_version)
     manifest = Manifest.load(tree)
     if manifest is None:
         raise StateError(f"{tree.root} is not patched: run `rewardpatch apply {tree_path}` first")

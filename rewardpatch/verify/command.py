@@ -16,6 +16,7 @@ import click
 from ..errors import EXIT_OK, EXIT_REFUSED, InputError
 from ..heads import unrewarded_name
 from ..manifest import Manifest
+from ..options import mmseg_version_option
 from ..tree import MMSegTree
 from .events import EventReader
 
@@ -137,8 +138,11 @@ def _run_worker(tree: MMSegTree, workdir: Path, stages: str, options: list[str],
     launcher = [sys.executable, "-P"]
     if nproc > 1:
         launcher += ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={_free_port()}"]
+    # --mmseg-version: the worker treats the tree as the release this command settled on, which
+    # a fork's own version.py may not name
     command = [*launcher, "-m", "rewardpatch.verify.worker", "--tree", str(tree.root), "--workdir", str(workdir),
-               "--events", str(events), "--device", device, "--stages", stages, *options]
+               "--events", str(events), "--device", device, "--stages", stages,
+               "--mmseg-version", tree.version, *options]
     env = {**os.environ, "PYTHONPATH": _worker_path(tree), "PYTHONUNBUFFERED": "1"}
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
@@ -182,12 +186,13 @@ def _run_worker(tree: MMSegTree, workdir: Path, stages: str, options: list[str],
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_WORKDIR,
               show_default=True, help="Dataset, checkpoints, logs, report and plot.")
 @click.option("--skip-finetune", is_flag=True, help="Run stage 1, the per-head checks, only.")
+@mmseg_version_option
 def verify_command(tree: str, device: str, heads: str | None, iters: int, ce_iters: int, nproc: int,
-                   report_path: Path | None, workdir: Path, skip_finetune: bool) -> int:
+                   report_path: Path | None, workdir: Path, skip_finetune: bool, mmseg_version: str | None) -> int:
     """Prove that a patched TREE trains: each reward head, then a short reward fine-tune."""
     from .report import print_summary, write_plot
 
-    mmseg = MMSegTree.open(tree)
+    mmseg = MMSegTree.open(tree, mmseg_version)
     manifest = Manifest.load(mmseg)
     if manifest is None:
         raise InputError(f"{mmseg.root} is not patched: run `rewardpatch apply {tree}` first")

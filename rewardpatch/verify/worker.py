@@ -1,6 +1,6 @@
 """The verify worker: runs with the tree first on its import path, alone or under torchrun.
 
-    python -P -m rewardpatch.verify.worker --tree T --workdir W --events E --stages heads,finetune ...
+    python -P -m rewardpatch.verify.worker --tree T --mmseg-version V --workdir W --events E --stages heads,finetune ...
 
 `-P` keeps the current directory off sys.path, so nothing but PYTHONPATH (the tree) can
 shadow the tree's mmseg. The worker still checks where mmseg came from before trusting it.
@@ -55,6 +55,7 @@ def stack_mismatch(version: str, stack: dict) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tree", required=True, type=Path)
+    parser.add_argument("--mmseg-version", default=None)  # the release the command treats the tree as
     parser.add_argument("--workdir", required=True, type=Path)
     parser.add_argument("--events", required=True, type=Path)
     parser.add_argument("--stages", default="heads,finetune")
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     tree = args.tree.resolve()
     from rewardpatch.tree import MMSegTree
 
-    expected = MMSegTree.open(tree)
+    expected = MMSegTree.open(tree, args.mmseg_version)
     mismatch = stack_mismatch(expected.version, expected.generation.verify["stack"])
     if mismatch:
         events.emit("error", kind="stack", message=mismatch)
@@ -103,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     if not origin.is_relative_to(tree):
         events.emit("error", kind="origin", message=f"mmseg would be imported from {origin.parent}, not from {tree}")
         return EXIT_SETUP
-    from rewardpatch.mmseg_generations import generation_for
-
-    generation = generation_for(mmseg.__version__)
+    # the generation of the release the tree is treated as: a fork's mmseg.__version__ may be
+    # one no generation lists (1.3.0.dev0), or computed
+    generation = expected.generation
     # 1.x: mmengine's registries and Runner; 0.x: mmcv-full 1.x's registries and runner
     legacy = generation.name == "mmseg-0.x"
     if not legacy:
