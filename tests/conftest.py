@@ -72,8 +72,10 @@ def python0() -> str:
 
 # The keys of verify's report and of its fine-tune result, the same for every MMSeg generation
 # (report.py and the plot read them).
-REPORT_KEYS = {"ok", "device", "gpu", "tree", "mmseg_version", "workdir", "heads", "finetune", "seconds", "plot"}
-HEAD_KEYS = {"name", "ok", "loss", "seconds", "error"}
+REPORT_KEYS = {
+    "ok", "device", "gpu", "tree", "mmseg_version", "workdir", "notes", "heads", "finetune", "seconds", "plot",
+}
+HEAD_KEYS = {"name", "ok", "loss", "seconds", "error", "pixel_weight"}
 FINETUNE_KEYS = {
     "ok", "head", "ce_iters", "iters", "miou_tolerance", "world_size", "checkpoint", "miou_ce",
     "checkpoint_loads_weights_only", "load_from", "reward_cfg", "dataset_miou_before", "dataset_miou_after",

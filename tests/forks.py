@@ -32,7 +32,8 @@ def commit(tree: Path, message: str) -> None:
 
 
 def daformer_0x(tree: Path) -> Path:
-    """A 0.x tree whose BaseDecodeHead trains with seg_weight, as DAFormer's (MMSeg 0.16.0) does."""
+    """A 0.x tree whose BaseDecodeHead trains with seg_weight, as DAFormer's (MMSeg 0.16.0) does,
+    and whose heads that override `losses` take it and hand it on."""
     edit(
         tree, f"{HEADS}/decode_head.py",
         ("def forward_train(self, inputs, img_metas, gt_semantic_seg, train_cfg):",
@@ -45,6 +46,20 @@ def daformer_0x(tree: Path) -> Path:
         ("            seg_weight = self.sampler.sample(seg_logit, seg_label)\n"
          "        else:\n            seg_weight = None\n",
          "            seg_weight = self.sampler.sample(seg_logit, seg_label)\n"),
+    )
+    # the heads that override losses hand it on too, as DAFormer's DAHead does (EncHead alike):
+    # the base calls losses(seg_logit, seg_label, seg_weight)
+    edit(
+        tree, f"{HEADS}/da_head.py",
+        ("def losses(self, seg_logit, seg_label):", "def losses(self, seg_logit, seg_label, seg_weight=None):"),
+        *[(f"super(DAHead, self).losses({logit}, seg_label)", f"super(DAHead, self).losses({logit}, seg_label,\n"
+           f"{' ' * 43}seg_weight)") for logit in ("pam_cam_seg_logit", "pam_seg_logit", "cam_seg_logit")],
+    )
+    edit(
+        tree, f"{HEADS}/enc_head.py",
+        ("def losses(self, seg_logit, seg_label):", "def losses(self, seg_logit, seg_label, seg_weight=None):"),
+        ("loss.update(super(EncHead, self).losses(seg_logit, seg_label))",
+         "loss.update(\n            super(EncHead, self).losses(seg_logit, seg_label, seg_weight))"),
     )
     commit(tree, "BaseDecodeHead: seg_weight (pseudo-label confidence)")
     return tree

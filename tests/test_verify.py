@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+import forks
 from conftest import FINETUNE_KEYS, HEAD_KEYS, REPORT_KEYS, copy_checkout, run_cli
 from rewardpatch.configs.reward_cfg import reward_cfg_checker
 from rewardpatch.planner import plan_apply
@@ -48,6 +49,8 @@ def test_default_verify_passes_on_the_patched_1_2_2_checkout(verified_tree, tmp_
     assert fine["load_from"].endswith("weights_only.pth")
     assert (tmp_path / "work" / "verify_curves.png").stat().st_size > 10_000
     assert "27/27 heads passed on cpu" in out
+    # mmcv 2.1.0 is inside 1.2.2's MMCV_MIN..MMCV_MAX; its BaseDecodeHead.loss takes no seg_weight
+    assert report["notes"] == [] and all(h["pixel_weight"] is None for h in report["heads"])
 
 
 def test_a_broken_generated_head_fails_verify_and_is_named(fresh_patched, tmp_path, capsys):
@@ -115,3 +118,17 @@ def test_the_fine_tune_runs_under_torchrun_with_two_processes(fresh_patched, tmp
     assert code == 0, out + err
     fine = json.loads(report_path.read_text())["finetune"]
     assert fine["world_size"] == 2 and fine["ok"]
+
+
+def test_stage_one_runs_a_pseudo_label_step_on_a_1x_port_of_daformer(tmp_path, capsys, stack):
+    # the port's BaseDecodeHead.loss takes seg_weight: each head's loss gets [B, H, W] weights
+    tree = forks.daformer_1x(copy_checkout("1.2.2", tmp_path / "port"))
+    plan_apply(MMSegTree.open(tree), ["ASPPHead", "FCNHead", "UPerHead"]).execute()
+    report_path = tmp_path / "report.json"
+    code, out, err = verify(capsys, tree, "--device", "cpu", "--skip-finetune", "--workdir", tmp_path / "work",
+                            "--report", report_path)
+    assert code == 0, out + err
+    heads = json.loads(report_path.read_text())["heads"]
+    assert [(h["name"], h["ok"], h["pixel_weight"]) for h in heads] == [
+        (name, True, "seg_weight") for name in ("RewardASPPHead", "RewardFCNHead", "RewardUPerHead")
+    ]

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+import forks
 from conftest import FINETUNE_KEYS, HEAD_KEYS, REPORT_KEYS, copy_checkout, one_line_error, run_cli
 from rewardpatch.planner import plan_apply
 from rewardpatch.tree import MMSegTree
+from rewardpatch.verify.worker import assert_bound, mmcv_range
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,6 +69,9 @@ def test_every_head_and_a_short_fine_tune_pass_on_0_30_0(tree030, python0, tmp_p
     assert fine["reward_cfg"]["mode"] == "local"
     assert (tmp_path / "work" / "verify_curves.png").stat().st_size > 10_000
     assert f"{len(names)}/{len(names)} heads passed on cpu" in out
+    # 0.30.0 allows mmcv-full up to 1.8.0: nothing relaxed; its BaseDecodeHead takes no seg_weight
+    assert report["notes"] == [] and "relaxed" not in out
+    assert all(h["pixel_weight"] is None for h in report["heads"])
 
 
 def _reward_classes(tree: MMSegTree) -> list[str]:
@@ -86,19 +91,69 @@ def test_the_fine_tune_runs_under_torchrun_with_two_processes(tree030, python0, 
     assert "on cpu x2" in out
 
 
-def test_stage_one_passes_on_0_24_1(python0, tmp_path):
+def relaxed_line(version: str, highest: str) -> str:
+    return (f"rewardpatch: MMSeg {version} asserts mmcv-full <= {highest}; verified with 1.7.2, "
+            "the tree's assert relaxed for this run only")
+
+
+@pytest.mark.parametrize("version, lowest, highest", [
+    ("0.11.0", "1.1.4", "1.3.0"), ("0.16.0", "1.3.7", "1.4.0"), ("0.20.2", "1.3.13", "1.5.0"),
+    ("0.24.1", "1.3.13", "1.6.0"), ("0.30.0", "1.3.13", "1.8.0"),
+])
+def test_the_worker_reads_the_tree_s_own_mmcv_range_without_importing_it(pristine, version, lowest, highest):
+    tree = pristine(version)
+    assert mmcv_range(tree) == (lowest, highest)
+    assert assert_bound(tree, "1.7.2") == (None if version == "0.30.0" else (highest, f"<= {highest}"))
+    assert assert_bound(tree, "1.0.0") == (lowest, f">= {lowest}")
+    assert assert_bound(tree, lowest) is None and assert_bound(tree, highest) is None  # inclusive
+
+
+def test_stage_one_passes_on_0_24_1_with_its_mmcv_assert_relaxed_in_the_worker(python0, tmp_path):
     tree = patched("0.24.1", tmp_path / "mmsegmentation")
     # 0.24.1 asserts mmcv-full <= 1.6.0; this stack has 1.7.2 (the one mmcv-full built here),
-    # whose API 0.24.1 uses unchanged, so the assert is relaxed in this copy of the tree only
+    # whose API 0.24.1 uses unchanged: the worker relaxes the assert, the tree stays as it is
     init = tree / "mmseg" / "__init__.py"
-    source = init.read_text()
-    assert "MMCV_MAX = '1.6.0'" in source
-    init.write_text(source.replace("MMCV_MAX = '1.6.0'", "MMCV_MAX = '1.7.2'"))
+    before = init.read_bytes()
+    assert b"MMCV_MAX = '1.6.0'" in before
     code, out, err, report = verify0(python0, tree, tmp_path / "work", "--skip-finetune")
     assert code == 0, out + err[-3000:]
+    assert init.read_bytes() == before
+    assert relaxed_line("0.24.1", "1.6.0") in out.splitlines()
+    assert report["notes"] == [relaxed_line("0.24.1", "1.6.0").removeprefix("rewardpatch: ")]
     assert report["mmseg_version"] == "0.24.1" and report["finetune"] is None
     names = _reward_classes(MMSegTree.open(tree))
     assert [h["name"] for h in report["heads"]] == names and all(h["ok"] for h in report["heads"])
+
+
+# MMSeg 0.11.0: 20 reward heads, 0.20.2: 25, 0.23.0: 26 (tests/test_mmseg0_releases.py)
+@pytest.mark.parametrize("version, highest", [("0.11.0", "1.3.0"), ("0.20.2", "1.5.0"), ("0.23.0", "1.5.0")])
+def test_stage_one_passes_on_an_older_release(python0, tmp_path, version, highest):
+    tree = patched(version, tmp_path / "mmsegmentation")
+    code, out, err, report = verify0(python0, tree, tmp_path / "work", "--skip-finetune")
+    assert code == 0, out + err[-3000:]
+    assert relaxed_line(version, highest) in out.splitlines()
+    names = _reward_classes(MMSegTree.open(tree))
+    assert [h["name"] for h in report["heads"]] == names and all(h["ok"] for h in report["heads"])
+    assert all(h["pixel_weight"] is None for h in report["heads"])
+
+
+def test_the_daformer_fork_verifies_with_a_pseudo_label_step_and_a_fine_tune(python0, tmp_path):
+    tree = forks.daformer_0x(copy_checkout("0.16.0", tmp_path / "daformer"))
+    plan_apply(MMSegTree.open(tree)).execute()
+    code, out, err, report = verify0(python0, tree, tmp_path / "work", "--ce-iters", "20", "--iters", "8")
+    assert code == 0, out + err[-3000:]
+    assert relaxed_line("0.16.0", "1.4.0") in out.splitlines()
+    names = _reward_classes(MMSegTree.open(tree))
+    assert [h["name"] for h in report["heads"]] == names and all(h["ok"] for h in report["heads"])
+    # every head trained through forward_train(..., seg_weight=<[B, H, W] weights>), except the
+    # cascade head, whose forward_train (the fork's cascade_decode_head.py) takes no seg_weight
+    weighted = {h["name"]: h["pixel_weight"] for h in report["heads"]}
+    assert weighted.pop("RewardOCRHead") is None
+    assert set(weighted.values()) == {"seg_weight"}
+    fine = report["finetune"]
+    assert fine["ok"], fine["error"]
+    assert (fine["ce_iters"], fine["iters"]) == (20, 8) and len(fine["reward_mean"]) == 8
+    assert fine["dataset_miou_before"] is not None and 0 < fine["dataset_miou_after"] <= 100
 
 
 def test_a_0x_tree_under_the_1x_stack_names_the_stack_it_needs(tree030, stack, tmp_path, capsys):

@@ -59,6 +59,12 @@ class Progress:
             self.bar.update(event["iter"] - self.bar.pos, f"{event['phase']} iteration")
         elif kind == "finetune":
             self.report["finetune"] = event
+        elif kind == "note":
+            # how this run differs from the tree's own expectations (a relaxed mmcv assert)
+            if event["message"] not in self.report["notes"]:
+                self.report["notes"].append(event["message"])
+                self.close()
+                click.echo(f"rewardpatch: {event['message']}")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -200,7 +206,7 @@ def verify_command(tree: str, device: str, heads: str | None, iters: int, ce_ite
     finetune_head = None if skip_finetune else _finetune_head(mmseg, names)
     workdir = _prepare_workdir(workdir)
     report: dict = {"ok": False, "device": None, "tree": str(mmseg.root), "mmseg_version": mmseg.version,
-                    "workdir": str(workdir), "heads": [], "finetune": None}
+                    "workdir": str(workdir), "notes": [], "heads": [], "finetune": None}
     options = ["--heads", ",".join(names), "--iters", str(iters), "--ce-iters", str(ce_iters),
                "--finetune-head", finetune_head or ""]
     progress = Progress(report)

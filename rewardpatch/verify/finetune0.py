@@ -11,10 +11,16 @@ because train_segmentor's distributed wrapper needs CUDA (see _wrap), and the ch
 to start from, which goes through rewardpatch.checkpoints as in finetune.py (mmcv 1.7's
 load_checkpoint calls torch.load without weights_only, so torch >= 2.6 loads it
 weights-only).
+
+Releases before 0.24 build the optimizer with mmcv.runner's build_optimizer (mmseg.core has
+its own from 0.24), and before 0.20 they evaluate from whole predictions: no `pre_eval`
+(progressive per-image statistics) in single_gpu_test, the eval hooks or dataset.evaluate.
+Both are read from the tree at run time, never from its version.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from pathlib import Path
@@ -107,6 +113,22 @@ def _wrap(model, device: str, distributed: bool):
     return MMDataParallel(model, device_ids=None)
 
 
+def _pre_eval() -> dict:
+    """{'pre_eval': True} where the tree's tests and eval hooks take it (MMSeg >= 0.20: each
+    image's statistics as it goes), else {} (whole predictions, evaluated at the end)."""
+    from mmseg.apis import single_gpu_test
+
+    return {"pre_eval": True} if "pre_eval" in inspect.signature(single_gpu_test).parameters else {}
+
+
+def _build_optimizer(model, config: dict):
+    """The optimizer builder train_segmentor uses: mmseg.core's (MMSeg >= 0.24), else mmcv's."""
+    import mmseg.core
+    from mmcv.runner import build_optimizer
+
+    return getattr(mmseg.core, "build_optimizer", build_optimizer)(model, config)
+
+
 def _evaluate(model, loader, distributed: bool, tmpdir: Path) -> float | None:
     """MMSeg's mIoU (%) of `model` on `loader`'s dataset, as its eval hooks compute it; rank 0
     gets the number, other ranks None."""
@@ -115,11 +137,11 @@ def _evaluate(model, loader, distributed: bool, tmpdir: Path) -> float | None:
 
     if distributed:
         # results are gathered through files in tmpdir: no CUDA tensor involved
-        results = multi_gpu_test(model, loader, tmpdir=str(tmpdir), pre_eval=True)
+        results = multi_gpu_test(model, loader, tmpdir=str(tmpdir), **_pre_eval())
         if dist.get_rank() != 0:
             return None
     else:
-        results = single_gpu_test(model, loader, pre_eval=True)
+        results = single_gpu_test(model, loader, **_pre_eval())
     return round(float(loader.dataset.evaluate(results, metric="mIoU")["mIoU"]) * 100, 2)
 
 
@@ -167,7 +189,7 @@ def _train(phase: Phase, workdir: Path, model_cfg: dict, data_root: Path, metain
     from mmcv import ConfigDict
     from mmcv.runner import IterBasedRunner
     from mmseg.apis import set_random_seed
-    from mmseg.core import DistEvalHook, EvalHook, build_optimizer
+    from mmseg.core import DistEvalHook, EvalHook
     from mmseg.datasets import RepeatDataset, build_dataset
     from mmseg.models import build_segmentor
     from mmseg.utils import get_root_logger
@@ -185,7 +207,7 @@ def _train(phase: Phase, workdir: Path, model_cfg: dict, data_root: Path, metain
     train_set = RepeatDataset(train_set, math.ceil(phase.iters * BATCH_SIZE * world / len(train_set)) + 1)
     model.CLASSES, model.PALETTE = train_set.CLASSES, train_set.PALETTE
     model = _wrap(model, device, distributed)
-    optimizer = build_optimizer(model, dict(type="SGD", lr=phase.lr, momentum=0.9, weight_decay=1e-4))
+    optimizer = _build_optimizer(model, dict(type="SGD", lr=phase.lr, momentum=0.9, weight_decay=1e-4))
     runner = IterBasedRunner(model=model, optimizer=optimizer, work_dir=str(work_dir),
                              logger=get_root_logger(log_level="WARNING"), max_iters=phase.iters)
     runner.timestamp = f"{phase.name}_{os.getpid()}"
@@ -198,7 +220,7 @@ def _train(phase: Phase, workdir: Path, model_cfg: dict, data_root: Path, metain
                          distributed, train=False)
     eval_hook = recording_eval_hook(DistEvalHook if distributed else EvalHook, phase.record)
     runner.register_hook(eval_hook(val_loader, by_epoch=False, interval=phase.val_interval, metric="mIoU",
-                                   pre_eval=True), priority="LOW")
+                                   **_pre_eval()), priority="LOW")
     val_first = val_loader if phase.reward else None
     runner.register_hook(make_probe(events, phase.name, phase.offset, phase.record, distributed, val_first),
                          priority="LOW")

@@ -2,10 +2,18 @@
 
 Runs inside the worker, whose import path starts with the tree. Constructor arguments
 and inputs come from the generation's data (patches/), not from code.
+
+Where the tree's BaseDecodeHead training entry (1.x `loss`, 0.x `forward_train`) takes the
+generation's pixel-weight parameter (`[adapter] pixel_weight`, `seg_weight` in the
+domain-adaptation forks), each head whose own entry takes it too is checked with a
+pseudo-label step: a random per-pixel weight [B, H, W] handed to that entry, as a
+self-training step hands the teacher's confidence. The row's `pixel_weight` names the
+parameter then (None otherwise).
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 import traceback
 
@@ -55,15 +63,32 @@ def _classifier(head):
     return classifier if classifier is not None else head
 
 
-def check_head(name: str, verify: dict, device: str) -> dict:
+def check_head(name: str, verify: dict, device: str, pixel_weight: str | None = None) -> dict:
     """MMSeg 1.x: Reward<name> built from MODELS, its loss(inputs, data samples, train_cfg)."""
-    return _check(name, verify, device, _build_1x, _loss_1x)
+    return _check(name, verify, device, _build_1x, _loss_1x, "loss", pixel_weight)
 
 
-def check_head_0x(name: str, verify: dict, device: str) -> dict:
+def check_head_0x(name: str, verify: dict, device: str, pixel_weight: str | None = None) -> dict:
     """MMSeg 0.x: Reward<name> built by build_head, its forward_train(inputs, img_metas,
     gt_semantic_seg [B, 1, H, W], train_cfg); a cascade head's prev_output follows the inputs."""
-    return _check(name, verify, device, _build_0x, _loss_0x)
+    return _check(name, verify, device, _build_0x, _loss_0x, "forward_train", pixel_weight)
+
+
+def takes(cls, method: str, parameter: str | None) -> bool:
+    """Whether cls.method names `parameter` in its signature."""
+    if not parameter or not hasattr(cls, method):
+        return False
+    try:
+        return parameter in inspect.signature(getattr(cls, method)).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _tree_pixel_weight(entry: str, pixel_weight: str | None) -> str | None:
+    """`pixel_weight` when the tree's own BaseDecodeHead.<entry> takes it, else None."""
+    from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+
+    return pixel_weight if takes(BaseDecodeHead, entry, pixel_weight) else None
 
 
 def _build_1x(config: dict):
@@ -72,7 +97,7 @@ def _build_1x(config: dict):
     return MODELS.build(config)
 
 
-def _loss_1x(head, features, extra, labels):
+def _loss_1x(head, features, extra, labels, weight: dict):
     from mmengine.config import ConfigDict
     from mmengine.structures import PixelData
 
@@ -83,7 +108,7 @@ def _loss_1x(head, features, extra, labels):
         sample = SegDataSample()
         sample.gt_sem_seg = PixelData(data=label)
         samples.append(sample)
-    return head.loss(features, *extra, samples, ConfigDict())
+    return head.loss(features, *extra, samples, ConfigDict(), **weight)
 
 
 def _build_0x(config: dict):
@@ -92,23 +117,25 @@ def _build_0x(config: dict):
     return build_head(config)
 
 
-def _loss_0x(head, features, extra, labels):
+def _loss_0x(head, features, extra, labels, weight: dict):
     from mmcv import ConfigDict
 
     side = labels.shape[-1]
     shape = (side, side, 3)
     img_metas = [dict(img_shape=shape, ori_shape=shape, pad_shape=shape, flip=False) for _ in labels]
-    return head.forward_train(features, *extra, img_metas, labels, ConfigDict())
+    return head.forward_train(features, *extra, img_metas, labels, ConfigDict(), **weight)
 
 
-def _check(name: str, verify: dict, device: str, build, loss) -> dict:
+def _check(name: str, verify: dict, device: str, build, loss, entry: str, pixel_weight: str | None) -> dict:
     """Build Reward<name> with exactly <name>'s arguments (a drop-in: its default
-    CrossEntropyLoss becomes the reward loss), run loss and backward; a result row."""
+    CrossEntropyLoss becomes the reward loss), run loss (a pseudo-label step where the
+    tree's training entry takes the pixel weight) and backward; a result row."""
     import torch
 
     spec = head_spec(verify, name)
     start = time.perf_counter()
-    row = {"name": reward_name(name), "ok": False, "loss": None, "seconds": None, "error": None}
+    row = {"name": reward_name(name), "ok": False, "loss": None, "seconds": None, "error": None,
+           "pixel_weight": None}
     try:
         torch.manual_seed(0)
         batch, classes, size = verify["batch"], verify["num_classes"], verify["label_size"]
@@ -130,7 +157,13 @@ def _check(name: str, verify: dict, device: str, build, loss) -> dict:
         if produced != expected:
             raise AssertionError(f"output shape {produced} differs from {name}'s {expected}")
 
-        losses = loss(rewarded, features, extra, labels)
+        weight = {}
+        parameter = _tree_pixel_weight(entry, pixel_weight)
+        if parameter and takes(type(rewarded), entry, parameter):
+            # a pseudo-label step: the teacher's confidence per pixel, at the labels' size
+            weight = {parameter: torch.rand(batch, size, size, device=device)}
+            row["pixel_weight"] = parameter
+        losses = loss(rewarded, features, extra, labels, weight)
         if type(rewarded.loss_decode).__name__ != "CrossEntropyRewardLoss":
             raise AssertionError(f"its default loss became {type(rewarded.loss_decode).__name__}, not the reward loss")
         if not any(key.endswith("reward_mean") for key in losses):

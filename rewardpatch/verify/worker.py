@@ -6,22 +6,43 @@
 shadow the tree's mmseg. The worker still checks where mmseg came from before trusting it.
 Results go to the events file; logs go to stdout/stderr, which the command redirects.
 
-The tree's generation picks the code: MMSeg 1.x (mmengine) heads.check_head and finetune.py,
-MMSeg 0.x (mmcv-full 1.x) heads.check_head_0x and finetune0.py. Before mmseg is imported,
-the interpreter's mmcv is checked against the generation's (patches/, [verify] stack).
+The generation's [verify] `runner` (patches/) picks the code, in RUNNERS: "mmengine" (MMSeg
+1.x) heads.check_head and finetune.py, "mmcv" (MMSeg 0.x, mmcv-full 1.x) heads.check_head_0x
+and finetune0.py. Before mmseg is imported, the interpreter's mmcv is checked against the
+generation's (patches/, [verify] stack), and the tree's own mmcv version assert is read: an
+mmcv of the right major version outside the tree's MMCV_MIN..MMCV_MAX is let through for
+this import only (relaxed_mmcv_assert), and the run says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import contextlib
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..heads import reward_name
 from .events import EventWriter
 
 EXIT_SETUP = 3  # the worker could not start checking (device, mmseg origin, import)
+
+
+@dataclass(frozen=True)
+class Runner:
+    """The code verify runs for a generation's [verify] runner (patches/*.toml)."""
+
+    check_head: str  # in heads.py
+    finetune_module: str  # in this package, with its finetune()
+    register_all_modules: bool  # mmseg.utils.register_all_modules() before building
+
+
+RUNNERS = {
+    "mmengine": Runner("check_head", "finetune", register_all_modules=True),
+    "mmcv": Runner("check_head_0x", "finetune0", register_all_modules=False),
+}
 
 
 def _resolve_device(requested: str) -> str | None:
@@ -50,6 +71,58 @@ def stack_mismatch(version: str, stack: dict) -> str | None:
         return None
     return (f"MMSeg {version} needs {stack['needs']}; this interpreter ({sys.executable}) has {have}: "
             f"run the rewardpatch of {stack['setup']}")
+
+
+def mmcv_range(tree: Path) -> tuple[str, str] | None:
+    """The tree's own (MMCV_MIN, MMCV_MAX) from mmseg/__init__.py, read with ast; None when
+    it names no such pair of strings."""
+    try:
+        module = ast.parse((tree / "mmseg" / "__init__.py").read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    found = {}
+    for node in module.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            for target in node.targets:
+                if isinstance(target, ast.Name) and target.id in ("MMCV_MIN", "MMCV_MAX"):
+                    found[target.id] = node.value.value
+    if set(found) != {"MMCV_MIN", "MMCV_MAX"}:
+        return None
+    return found["MMCV_MIN"], found["MMCV_MAX"]
+
+
+def assert_bound(tree: Path, have: str) -> tuple[str, str] | None:
+    """(bound, words) when mmcv `have` is outside the tree's MMCV_MIN..MMCV_MAX (inclusive, as
+    every 0.x and 1.x release asserts it): the bound mmcv should read as while mmseg imports,
+    and what the tree asserts ("<= 1.4.0"); None when it is inside or the tree names no range."""
+    from ..mmseg_generations import version_tuple
+
+    bounds = mmcv_range(tree)
+    if bounds is None:
+        return None
+    low, high = bounds
+    if version_tuple(have) > version_tuple(high):
+        return high, f"<= {high}"
+    if version_tuple(have) < version_tuple(low):
+        return low, f">= {low}"
+    return None
+
+
+@contextlib.contextmanager
+def relaxed_mmcv_assert(bound: str | None):
+    """mmcv.__version__ reads as `bound` inside, the real one again after (and on failure).
+    The tree's files are never touched."""
+    if bound is None:
+        yield
+        return
+    import mmcv
+
+    real = mmcv.__version__
+    mmcv.__version__ = bound
+    try:
+        yield
+    finally:
+        mmcv.__version__ = real
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,9 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     if mismatch:
         events.emit("error", kind="stack", message=mismatch)
         return EXIT_SETUP
+    import mmcv
+
+    relaxed = assert_bound(tree, mmcv.__version__)
+    if relaxed is not None:
+        package = expected.generation.verify["stack"]["needs"].split()[0]  # "mmcv-full 1.x" -> mmcv-full
+        events.emit("note", message=(
+            f"MMSeg {expected.version} asserts {package} {relaxed[1]}; verified with {mmcv.__version__}, "
+            "the tree's assert relaxed for this run only"))
     try:
-        import mmseg
-        import mmseg.models  # noqa: F401 - registers every head, the reward ones included
+        with relaxed_mmcv_assert(relaxed[0] if relaxed else None):
+            import mmseg
+            import mmseg.models  # noqa: F401 - registers every head, the reward ones included
     except Exception as exc:  # noqa: BLE001 - reported to the user, with the log kept
         events.emit("error", kind="import", message=f"import mmseg.models failed: {type(exc).__name__}: {exc}")
         return EXIT_SETUP
@@ -107,29 +189,28 @@ def main(argv: list[str] | None = None) -> int:
     # the generation of the release the tree is treated as: a fork's mmseg.__version__ may be
     # one no generation lists (1.3.0.dev0), or computed
     generation = expected.generation
-    # 1.x: mmengine's registries and Runner; 0.x: mmcv-full 1.x's registries and runner
-    legacy = generation.name == "mmseg-0.x"
-    if not legacy:
+    # "mmengine": mmengine's registries and Runner; "mmcv": mmcv-full 1.x's registries and runner
+    runner = RUNNERS[generation.verify["runner"]]
+    if runner.register_all_modules:
         from mmseg.utils import register_all_modules
 
         register_all_modules(init_default_scope=False)
 
     stages = args.stages.split(",")
     if "heads" in stages:
-        from .heads import check_head, check_head_0x
+        from . import heads as stage_one
 
-        check = check_head_0x if legacy else check_head
+        check = getattr(stage_one, runner.check_head)
         heads = [h for h in args.heads.split(",") if h]
         events.emit("stage", stage="heads", total=len(heads))
         for name in heads:
-            events.emit("head", **check(name, generation.verify, device))
+            events.emit("head", **check(name, generation.verify, device, generation.adapter.pixel_weight))
     if "finetune" in stages:
+        import importlib
+
         from .heads import head_spec
 
-        if legacy:
-            from .finetune0 import finetune
-        else:
-            from .finetune import finetune
+        finetune = importlib.import_module(f"{__package__}.{runner.finetune_module}").finetune
 
         events.emit("stage", stage="finetune", total=args.ce_iters + args.iters, head=reward_name(args.finetune_head))
         own = head_spec(generation.verify, args.finetune_head)["args"]
