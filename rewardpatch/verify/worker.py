@@ -95,16 +95,19 @@ def assert_bound(tree: Path, have: str) -> tuple[str, str] | None:
     """(bound, words) when mmcv `have` is outside the tree's MMCV_MIN..MMCV_MAX (inclusive, as
     every 0.x and 1.x release asserts it): the bound mmcv should read as while mmseg imports,
     and what the tree asserts ("<= 1.4.0"); None when it is inside or the tree names no range."""
-    from ..mmseg_generations import version_tuple
+    from packaging.version import InvalidVersion, Version
 
     bounds = mmcv_range(tree)
     if bounds is None:
         return None
     low, high = bounds
-    if version_tuple(have) > version_tuple(high):
-        return high, f"<= {high}"
-    if version_tuple(have) < version_tuple(low):
-        return low, f">= {low}"
+    try:
+        if Version(have) > Version(high):
+            return high, f"<= {high}"
+        if Version(have) < Version(low):
+            return low, f">= {low}"
+    except InvalidVersion:  # a range the tree spells oddly: its own assert decides
+        return None
     return None
 
 
