@@ -109,6 +109,8 @@ class Generation:
     adapter: AdapterSpec
     templates: tuple[TemplateSpec, ...]
     verify: dict  # stage-1 facts of `rewardpatch verify`: default and per-head arguments
+    # the runner its configs are written for and verify trains with: "mmengine" or "mmcv"
+    runner: str
 
     def supports(self, version: str) -> bool:
         return is_release(version) and version in self.releases
@@ -141,8 +143,22 @@ def _releases(path: Path, rule: str) -> SpecifierSet:
     return releases
 
 
-def _load(path: Path) -> Generation:
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
+# What every generation shares, beside the patches/mmseg-*.toml that say what differs.
+COMMON = "common.toml"
+
+
+def _merged(common: dict, own: dict) -> dict:
+    """`common` with `own` on top, tables merged key by key."""
+    merged = dict(common)
+    for key, value in own.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = _merged(merged[key], value)
+        merged[key] = value
+    return merged
+
+
+def _load(path: Path, common: dict) -> Generation:
+    data = _merged(common, tomllib.loads(path.read_text(encoding="utf-8")))
     return Generation(
         name=data["name"],
         releases=_releases(path, data["releases"]),
@@ -159,12 +175,15 @@ def _load(path: Path) -> Generation:
             for t in data["templates"]
         ),
         verify=data.get("verify", {}),
+        runner=data["runner"],
     )
 
 
 @cache
 def generations() -> tuple[Generation, ...]:
-    return tuple(_load(p) for p in sorted(data_dir("patches").glob("*.toml")))
+    patches = data_dir("patches")
+    common = tomllib.loads((patches / COMMON).read_text(encoding="utf-8"))
+    return tuple(_load(p, common) for p in sorted(patches.glob("mmseg-*.toml")))
 
 
 def supporting_generation(version: str) -> Generation | None:

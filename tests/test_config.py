@@ -519,12 +519,12 @@ def poly_end(base, min_lr, power, max_iters):
     return (base - min_lr) * (1 - (max_iters - 1) / max_iters) ** power + min_lr
 
 
-def plan_0x(source, generation="mmseg-0.x", **options):
+def plan_0x(source, runner="mmcv", **options):
     from rewardpatch.configs.command import plan_finetune
     from rewardpatch.configs.plan import FinetuneOptions
 
     return plan_finetune(source, FinetuneOptions(
-        reward_classes=REWARD_HEADS_0, tree="TREE", generation=generation, **options))
+        reward_classes=REWARD_HEADS_0, tree="TREE", runner=runner, **options))
 
 
 def load_0x(pristine, version, src) -> dict:
@@ -730,18 +730,18 @@ def test_a_0x_resume_from_is_cleared(pristine, tmp_path):
     assert "does not resume" in notes["resume_from"]
 
 
-@pytest.mark.parametrize("source, generation, message", [
-    (tiny_0x(), "mmseg-1.x", "an MMSeg 0.x config (it sets lr_config, runner) but the tree is MMSeg 1.x"),
-    (tiny_0x(runner=REMOVE, total_iters=100), "mmseg-1.x", "(it sets lr_config, total_iters)"),
+@pytest.mark.parametrize("source, runner, message", [
+    (tiny_0x(), "mmengine", "an MMSeg 0.x config (it sets lr_config, runner) but the tree is MMSeg 1.x"),
+    (tiny_0x(runner=REMOVE, total_iters=100), "mmengine", "(it sets lr_config, total_iters)"),
     (dict(tiny_0x(lr_config=REMOVE, runner=REMOVE), optim_wrapper=dict(optimizer=dict(lr=0.01)),
-          train_cfg=dict(type="IterBasedTrainLoop", max_iters=100)), "mmseg-0.x",
+          train_cfg=dict(type="IterBasedTrainLoop", max_iters=100)), "mmcv",
      "an MMSeg 1.x config (it sets optim_wrapper, train_cfg) but the tree is MMSeg 0.x"),
 ], ids=["0x-in-1x", "0x-total-iters-in-1x", "1x-in-0x"])
-def test_a_config_of_the_other_generation_is_an_input_error(source, generation, message):
+def test_a_config_of_the_other_generation_is_an_input_error(source, runner, message):
     from rewardpatch.errors import InputError
 
     with pytest.raises(InputError) as error:
-        plan_0x(source, generation=generation)
+        plan_0x(source, runner=runner)
     assert message in str(error.value) and "\n" not in str(error.value)
 
 

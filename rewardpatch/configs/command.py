@@ -114,7 +114,7 @@ def config_command(
             raise InputError(f"--reward: {exc}") from None
 
     options = FinetuneOptions(
-        reward_classes=manifest.reward_classes, tree=tree_path, generation=tree.generation.name, lr=lr, iters=iters,
+        reward_classes=manifest.reward_classes, tree=tree_path, runner=tree.generation.runner, lr=lr, iters=iters,
         schedule=schedule, aux=aux, reward_cfg=reward_cfg, check_reward_cfg=check_reward_cfg,
     )
     source = load_config(source_path, src)

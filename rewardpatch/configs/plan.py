@@ -22,7 +22,7 @@ class FinetuneOptions:
 
     reward_classes: set[str]
     tree: str
-    generation: str = "mmseg-1.x"  # the tree's: whose config keys the schedule is in
+    runner: str  # the tree's generation's (patches/): whose config keys the schedule is in
     lr: float | None = None
     iters: int = DEFAULT_ITERS
     schedule: str = "poly"

@@ -164,13 +164,14 @@ def _rewrite_0x(plan: FinetunePlan, options: FinetuneOptions) -> None:
     _cap(plan, target.get("evaluation"), "interval", "evaluation.interval", iters)
 
 
+# by the runner a generation's configs are written for (patches/*.toml `runner`)
 DIALECTS = {
-    "mmseg-1.x": Dialect(
+    "mmengine": Dialect(
         name="MMSeg 1.x", markers=("optim_wrapper", "param_scheduler", "train_cfg"),
         lr_path=("optim_wrapper", "optimizer", "lr"), iterations=_train_loop_iterations,
         end_lr=_param_scheduler_end_lr, rewrite=_rewrite_1x,
     ),
-    "mmseg-0.x": Dialect(
+    "mmcv": Dialect(
         name="MMSeg 0.x", markers=("lr_config", "runner", "total_iters"),
         lr_path=("optimizer", "lr"), iterations=_runner_iterations,
         end_lr=lambda source, base_lr, max_iters: lr_config_end_lr(source.get("lr_config"), base_lr, max_iters),
@@ -179,11 +180,11 @@ DIALECTS = {
 }
 
 
-def dialect_of(source: dict, generation: str) -> Dialect:
+def dialect_of(source: dict, runner: str) -> Dialect:
     """The tree's dialect; a source config that sets only the other one's keys is refused."""
-    dialect = DIALECTS.get(generation)
+    dialect = DIALECTS.get(runner)
     if dialect is None:
-        raise StateError(f"config does not know how {generation} configs spell the schedule; please report it")
+        raise StateError(f"config does not know how {runner} configs spell the schedule; please report it")
     spoken = [d for d in DIALECTS.values() if any(key in source for key in d.markers)]
     if spoken and dialect not in spoken:
         keys = ", ".join(key for key in spoken[0].markers if key in source)
@@ -216,7 +217,7 @@ def _continued(lr, base_lr: float) -> float:
 
 def reward_schedule(plan: FinetunePlan, options: FinetuneOptions) -> None:
     """Start from --lr or where the source schedule ended, decay over --iters."""
-    dialect = dialect_of(plan.source, options.generation)
+    dialect = dialect_of(plan.source, options.runner)
     max_iters = dialect.iterations(plan.source)
     base_lr = _base_lr(plan.source, dialect.lr_path)
     if options.lr is not None:

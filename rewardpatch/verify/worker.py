@@ -32,7 +32,7 @@ EXIT_SETUP = 3  # the worker could not start checking (device, mmseg origin, imp
 
 @dataclass(frozen=True)
 class Runner:
-    """The code verify runs for a generation's [verify] runner (patches/*.toml)."""
+    """The code verify runs for a generation's runner (patches/mmseg-*.toml `runner`)."""
 
     check_head: str  # in heads.py
     finetune_module: str  # in this package, with its finetune()
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     # one no generation lists (1.3.0.dev0), or computed
     generation = expected.generation
     # "mmengine": mmengine's registries and Runner; "mmcv": mmcv-full 1.x's registries and runner
-    runner = RUNNERS[generation.verify["runner"]]
+    runner = RUNNERS[generation.runner]
     if runner.register_all_modules:
         from mmseg.utils import register_all_modules
 
