@@ -52,7 +52,7 @@ def stack() -> None:
 
 
 @pytest.fixture(scope="session")
-def python0() -> str:
+def python_0x() -> str:
     """The interpreter of the MMSeg 0.x stack (`make setup0`), which `make test` names in
     REWARDPATCH_MMSEG0_PYTHON. Missing: a skip outside CI, a failure in CI."""
     python = os.environ.get("REWARDPATCH_MMSEG0_PYTHON", "")

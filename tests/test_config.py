@@ -511,7 +511,7 @@ OCRNET_0 = "configs/ocrnet/ocrnet_hr18s_512x1024_40k_cityscapes.py"
 STEP_0 = "configs/pspnet/pspnet_r50-d8_rsb-pretrain_512x1024_adamw_80k_cityscapes.py"  # step, warmup
 CGNET_0 = "configs/cgnet/cgnet_512x1024_60k_cityscapes.py"  # legacy total_iters, no runner
 SEGFORMER_0 = "configs/segformer/segformer_mit-b0_512x512_160k_ade20k.py"  # poly to min_lr=0.0
-REWARD_HEADS_0 = {"RewardASPPHead", "RewardPSPHead", "RewardFCNHead", "RewardOCRHead", "RewardSegformerHead"}
+REWARD_HEADS_0X = {"RewardASPPHead", "RewardPSPHead", "RewardFCNHead", "RewardOCRHead", "RewardSegformerHead"}
 
 
 def poly_end(base, min_lr, power, max_iters):
@@ -524,7 +524,7 @@ def plan_0x(source, runner="mmcv", **options):
     from rewardpatch.configs.plan import FinetuneOptions
 
     return plan_finetune(source, FinetuneOptions(
-        reward_classes=REWARD_HEADS_0, tree="TREE", runner=runner, **options))
+        reward_classes=REWARD_HEADS_0X, tree="TREE", runner=runner, **options))
 
 
 def load_0x(pristine, version, src) -> dict:
@@ -840,7 +840,7 @@ def test_a_1x_config_on_a_patched_0x_tree_is_refused_in_one_line(config_0x, pris
     assert not out.exists()
 
 
-# The 0.x end LR against mmcv 1.x itself, in the 0.x stack (the python0 fixture).
+# The 0.x end LR against mmcv 1.x itself, in the 0.x stack (the python_0x fixture).
 MMCV_END_LR = """
 import json, sys, torch
 from mmcv.runner import HOOKS
@@ -864,7 +864,7 @@ print(json.dumps(results))
 """
 
 
-def test_the_0x_end_lr_is_what_mmcv_1x_sets_at_the_last_iteration(python0):
+def test_the_0x_end_lr_is_what_mmcv_1x_sets_at_the_last_iteration(python_0x):
     from rewardpatch.configs.lr_config import lr_config_end_lr
 
     lr_configs = [
@@ -878,14 +878,14 @@ def test_the_0x_end_lr_is_what_mmcv_1x_sets_at_the_last_iteration(python0):
         dict(policy="poly", power=0.9, by_epoch=False, warmup="constant", warmup_iters=1500),
     ]
     cases = [(lr_config, max_iters) for lr_config in lr_configs for max_iters in (1000, 7, 1)]
-    result = subprocess.run([python0, "-c", MMCV_END_LR, json.dumps(cases)],
+    result = subprocess.run([python_0x, "-c", MMCV_END_LR, json.dumps(cases)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     mmcv = json.loads(result.stdout.strip().splitlines()[-1])
     assert [lr_config_end_lr(lr_config, 0.01, max_iters) for lr_config, max_iters in cases] == mmcv
 
 
-def test_the_written_0x_config_builds_reward_heads_with_mmcv_1x_in_the_patched_tree(python0, config_0x, patched_0x):
+def test_the_written_0x_config_builds_reward_heads_with_mmcv_1x_in_the_patched_tree(python_0x, config_0x, patched_0x):
     if not patched_0x.name.endswith("0.30.0"):
         pytest.skip("the 0.x stack is 0.30.0's: mmcv 1.7.2, which 0.24.1 refuses (it wants mmcv <= 1.6.0)")
     code, out, _, _ = config_0x(OCRNET_0, "--schedule", "cosine")
@@ -899,7 +899,7 @@ print(cfg.lr_config.policy, cfg.runner.max_iters, [type(h).__name__ for h in mod
       {{type(h.loss_decode).__name__ for h in model.decode_head}})
 """
     env = {**os.environ, "PYTHONPATH": str(patched_0x)}
-    result = subprocess.run([python0, "-c", build_0x], cwd=patched_0x, env=env,
+    result = subprocess.run([python_0x, "-c", build_0x], cwd=patched_0x, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     expected = "CosineAnnealing 2000 ['RewardFCNHead', 'RewardOCRHead'] {'CrossEntropyRewardLoss'}"

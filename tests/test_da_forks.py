@@ -13,7 +13,7 @@ import pytest
 
 import forks
 from conftest import git_status, one_line_error, run_cli, run_python
-from test_mmseg0 import snapshot
+from test_mmseg_0x import snapshot
 
 HEADS = forks.HEADS
 
@@ -115,14 +115,14 @@ def test_a_pseudo_label_step_through_a_reward_head_of_the_1x_port(capsys, port_1
     assert result.stdout.strip().splitlines()[-1].startswith("ok")
 
 
-def test_a_pseudo_label_step_through_a_reward_head_of_the_0x_fork(capsys, daformer, python0):
+def test_a_pseudo_label_step_through_a_reward_head_of_the_0x_fork(capsys, daformer, python_0x):
     assert run_cli(capsys, "apply", daformer)[0] == 0
     code = PSEUDO_LABEL_STEP.format(
         imports=relaxed_import(daformer) + "from mmseg.models.builder import build_head as build\n",
         train_step="head.forward_train(features, [{}] * 2, gt, None, seg_weight=weight)",
         loss_method="head.losses(logits, gt, w)",
     )
-    result = run_python(code, daformer, python=python0)
+    result = run_python(code, daformer, python=python_0x)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "'loss_ce_reward'" in result.stdout
 

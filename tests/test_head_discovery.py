@@ -154,31 +154,31 @@ def test_a_star_import_reaches_a_module(capsys, tree):
 
 
 def test_a_0x_tree_with_a_stray_lists_and_generates_the_imported_head_only(capsys, make_tree):
-    tree0 = with_stray(make_tree("0.30.0"))
-    code, out, err = run_cli(capsys, "list-heads", tree0, "--json")
+    tree_0x = with_stray(make_tree("0.30.0"))
+    code, out, err = run_cli(capsys, "list-heads", tree_0x, "--json")
     assert code == 0
     assert [r["file"] for r in json.loads(out) if r["name"] == "FCNHead"] == [REAL]
     assert err.strip().splitlines() == [STRAY_WARNING]
-    assert run_cli(capsys, "apply", tree0, "--heads", "FCNHead")[0] == 0
-    assert not (tree0 / HEADS / "reward_fcn_haed.py").exists()
-    assert Manifest.load(MMSegTree.open(tree0)).files[f"{HEADS}/reward_fcn_head.py"].source == REAL
+    assert run_cli(capsys, "apply", tree_0x, "--heads", "FCNHead")[0] == 0
+    assert not (tree_0x / HEADS / "reward_fcn_haed.py").exists()
+    assert Manifest.load(MMSegTree.open(tree_0x)).files[f"{HEADS}/reward_fcn_head.py"].source == REAL
 
 
-def run_python0(python0: str, code: str, tree) -> subprocess.CompletedProcess:
+def run_python_0x(python_0x: str, code: str, tree) -> subprocess.CompletedProcess:
     """Run `code` with the 0.x stack's interpreter, `tree` first on its import path."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    return subprocess.run([python0, "-c", code], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([python_0x, "-c", code], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_a_patched_0x_tree_with_a_stray_imports_and_registers_each_head_once(capsys, make_tree, python0):
-    tree0 = with_stray(make_tree("0.30.0"))
-    assert run_cli(capsys, "apply", tree0)[0] == 0
+def test_a_patched_0x_tree_with_a_stray_imports_and_registers_each_head_once(capsys, make_tree, python_0x):
+    tree_0x = with_stray(make_tree("0.30.0"))
+    assert run_cli(capsys, "apply", tree_0x)[0] == 0
     code = (
         "import mmseg.models\n"
         "from mmseg.models.builder import HEADS\n"
         "print(HEADS.get('FCNHead').__module__, HEADS.get('RewardFCNHead').__module__)\n"
     )
-    result = run_python0(python0, code, tree0)
+    result = run_python_0x(python_0x, code, tree_0x)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == [
         "mmseg.models.decode_heads.fcn_head", "mmseg.models.decode_heads.reward_fcn_head",
@@ -252,20 +252,20 @@ def test_each_name_of_a_list_is_renamed(capsys, tree, spelling):
     assert spelling.replace("'My", "'RewardMy") in text
 
 
-def test_a_0x_head_registered_with_a_name_and_force_keeps_both_heads(capsys, make_tree, python0):
-    tree0 = make_tree("0.30.0")
+def test_a_0x_head_registered_with_a_name_and_force_keeps_both_heads(capsys, make_tree, python_0x):
+    tree_0x = make_tree("0.30.0")
     source = named_head("register_module(name='MyNamed', force=True)")
-    add_head(tree0, "my_named_head", source.replace("mmseg.registry import MODELS", "..builder import HEADS")
+    add_head(tree_0x, "my_named_head", source.replace("mmseg.registry import MODELS", "..builder import HEADS")
              .replace("@MODELS.", "@HEADS."))
-    code, _, err = run_cli(capsys, "apply", tree0, "--heads", "MyNamedHead")
+    code, _, err = run_cli(capsys, "apply", tree_0x, "--heads", "MyNamedHead")
     assert code == 0, err
-    text = (tree0 / HEADS / "reward_my_named_head.py").read_text()
+    text = (tree_0x / HEADS / "reward_my_named_head.py").read_text()
     assert "@HEADS.register_module(name='RewardMyNamed')\nclass RewardMyNamedHead(RewardDecodeHead):" in text
     code = (
         "import mmseg.models\n"
         "from mmseg.models.builder import HEADS\n"
         "print(HEADS.get('MyNamed').__name__, HEADS.get('RewardMyNamed').__name__)\n"
     )
-    result = run_python0(python0, code, tree0)
+    result = run_python_0x(python_0x, code, tree_0x)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["MyNamedHead", "RewardMyNamedHead"]

@@ -66,9 +66,9 @@ def test_the_edited_init_files_gain_no_problem(patched_tree, tmp_path, init):
     assert lint(patched_tree, [init]) == before
 
 
-def test_the_0x_stack_has_the_linters_mmseg_0x_pins(python0):
+def test_the_0x_stack_has_the_linters_mmseg_0x_pins(python_0x):
     code = f"from importlib import metadata; print({{n: metadata.version(n) for n in {sorted(PINS_0X)!r}}})"
-    result = subprocess.run([python0, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run([python_0x, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == repr(dict(sorted(PINS_0X.items())))
 
 
@@ -86,19 +86,19 @@ def patched_0x(tmp_path, version):
 
 
 @pytest.mark.parametrize("version", ["0.24.1", "0.30.0"])
-def test_what_apply_writes_into_a_0x_tree_passes_its_linters(python0, tmp_path, version):
+def test_what_apply_writes_into_a_0x_tree_passes_its_linters(python_0x, tmp_path, version):
     pristine, tree = patched_0x(tmp_path, version)
     files = [f for f in created_files(tree) if f != LONG_LINES_0X]
     assert len(files) >= 25
-    assert lint(tree, files, python0) == []
+    assert lint(tree, files, python_0x) == []
     for init in INITS:
-        assert lint(tree, [init], python0) == lint(pristine, [init], python0)
+        assert lint(tree, [init], python_0x) == lint(pristine, [init], python_0x)
 
 
 @pytest.mark.xfail(strict=True, reason="0.x RewardDAHead: two renamed super() lines exceed 79 columns")
-def test_the_0x_da_head_copy_passes_its_linters(python0, tmp_path):
+def test_the_0x_da_head_copy_passes_its_linters(python_0x, tmp_path):
     _, tree = patched_0x(tmp_path, "0.30.0")
-    assert lint(tree, [LONG_LINES_0X], python0) == []
+    assert lint(tree, [LONG_LINES_0X], python_0x) == []
 
 
 def test_the_adapter_fitted_to_a_domain_adaptation_port_passes_its_linters(tmp_path, stack):
@@ -115,16 +115,16 @@ def test_the_adapter_fitted_to_a_domain_adaptation_port_passes_its_linters(tmp_p
 ISORT4_RELEASES = {"0.11.0", "0.16.0", "0.20.2"}
 
 
-def test_the_0x_stack_keeps_the_isort_older_0x_releases_pin(python0):
-    isort4 = Path(python0).parent.parent / "isort4"
+def test_the_0x_stack_keeps_the_isort_older_0x_releases_pin(python_0x):
+    isort4 = Path(python_0x).parent.parent / "isort4"
     code = "import isort; print(isort.__version__)"
-    result = subprocess.run([python0, "-c", code], env={**os.environ, "PYTHONPATH": str(isort4)},
+    result = subprocess.run([python_0x, "-c", code], env={**os.environ, "PYTHONPATH": str(isort4)},
                             capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "4.3.21"
 
 
 @pytest.mark.parametrize("version", ["0.11.0", "0.16.0", "0.20.2", "0.23.0", "DAFormer 0.16.0"])
-def test_what_apply_writes_into_an_older_0x_tree_passes_its_linters(python0, tmp_path, version):
+def test_what_apply_writes_into_an_older_0x_tree_passes_its_linters(python_0x, tmp_path, version):
     release = version.split()[-1]
     tree = copy_checkout(release, tmp_path / "mmsegmentation")
     if version.startswith("DAFormer"):
@@ -132,5 +132,5 @@ def test_what_apply_writes_into_an_older_0x_tree_passes_its_linters(python0, tmp
     plan_apply(MMSegTree.open(tree)).execute()
     files = [f for f in created_files(tree) if f != LONG_LINES_0X]
     assert len(files) >= 20
-    isort4 = Path(python0).parent.parent / "isort4" if release in ISORT4_RELEASES else None
-    assert lint(tree, files, python0, isort4) == []
+    isort4 = Path(python_0x).parent.parent / "isort4" if release in ISORT4_RELEASES else None
+    assert lint(tree, files, python_0x, isort4) == []

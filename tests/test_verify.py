@@ -40,7 +40,7 @@ def test_default_verify_passes_on_the_patched_1_2_2_checkout(verified_tree, tmp_
     assert report["ok"] is True and report["device"] == "cpu"
     assert report["tree"] == str(verified_tree)
     assert len(report["heads"]) == 27
-    # the schema test_verify0.py expects of a 0.x tree's report too
+    # the schema test_verify_0x.py expects of a 0.x tree's report too
     assert set(report) == REPORT_KEYS and set(report["heads"][0]) == HEAD_KEYS
     fine = report["finetune"]
     assert set(fine) == FINETUNE_KEYS

@@ -8,7 +8,7 @@ Results go to the events file; logs go to stdout/stderr, which the command redir
 
 The generation's [verify] `runner` (patches/) picks the code, in RUNNERS: "mmengine" (MMSeg
 1.x) heads.check_head and finetune.py, "mmcv" (MMSeg 0.x, mmcv-full 1.x) heads.check_head_0x
-and finetune0.py. Before mmseg is imported, the interpreter's mmcv is checked against the
+and finetune_0x.py. Before mmseg is imported, the interpreter's mmcv is checked against the
 generation's (patches/, [verify] stack), and the tree's own mmcv version assert is read: an
 mmcv of the right major version outside the tree's MMCV_MIN..MMCV_MAX is let through for
 this import only (relaxed_mmcv_assert), and the run says so.
@@ -41,7 +41,7 @@ class Runner:
 
 RUNNERS = {
     "mmengine": Runner("check_head", "finetune", register_all_modules=True),
-    "mmcv": Runner("check_head_0x", "finetune0", register_all_modules=False),
+    "mmcv": Runner("check_head_0x", "finetune_0x", register_all_modules=False),
 }
 
 

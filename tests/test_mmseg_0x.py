@@ -50,7 +50,7 @@ def commit(tree, message):
 
 
 @pytest.fixture(params=VERSIONS)
-def tree0(request, make_tree):
+def tree_0x(request, make_tree):
     return make_tree(request.param)
 
 
@@ -74,20 +74,20 @@ def test_list_heads_names_the_version_and_its_generation(capsys, pristine):
     assert out.splitlines()[1] == "rewardpatch supports MMSegmentation 0.11.0 to 0.30.0, 1.0.0 to 1.2.2 (mmseg-0.x for this tree)"
 
 
-def test_apply_check_revert_round_trip_leaves_a_clean_git_status(capsys, tree0):
-    before = snapshot(tree0)
-    code, out, _ = run_cli(capsys, "apply", tree0)
+def test_apply_check_revert_round_trip_leaves_a_clean_git_status(capsys, tree_0x):
+    before = snapshot(tree_0x)
+    code, out, _ = run_cli(capsys, "apply", tree_0x)
     assert code == 0
-    generated = "".join(p.read_text() for p in (tree0 / HEADS).glob("reward_*.py"))
+    generated = "".join(p.read_text() for p in (tree_0x / HEADS).glob("reward_*.py"))
     for name in COMPATIBLE_0X:
         assert f"@HEADS.register_module()\nclass Reward{name}(" in generated
-    for path in (tree0 / "mmseg/models").rglob("*.py"):
+    for path in (tree_0x / "mmseg/models").rglob("*.py"):
         compile(path.read_text(), str(path), "exec")
-    assert run_cli(capsys, "check", tree0)[0] == 0
-    assert run_cli(capsys, "apply", tree0)[1].startswith("already patched")
-    assert run_cli(capsys, "revert", tree0)[0] == 0
-    assert git_status(tree0) == ""
-    assert snapshot(tree0) == before
+    assert run_cli(capsys, "check", tree_0x)[0] == 0
+    assert run_cli(capsys, "apply", tree_0x)[1].startswith("already patched")
+    assert run_cli(capsys, "revert", tree_0x)[0] == 0
+    assert git_status(tree_0x) == ""
+    assert snapshot(tree_0x) == before
 
 
 def test_apply_inserts_the_0x_adapter_and_the_shared_templates_with_0x_registries(capsys, make_tree):
@@ -253,12 +253,12 @@ def _reward_numbers(python, version, dest, out):
     return torch.load(out)
 
 
-def test_the_0x_reward_head_gives_the_numbers_of_the_1x_one(tmp_path, python0, stack):
+def test_the_0x_reward_head_gives_the_numbers_of_the_1x_one(tmp_path, python_0x, stack):
     """Every mode, scope, reward and baseline, class weights and sparse labels: the same
     completed reward_cfg, loss items and logits gradients, bit for bit, through each
     generation's own head API (same torch, same seeds)."""
     one = _reward_numbers(sys.executable, "1.2.2", tmp_path / "one" / "mmsegmentation", tmp_path / "one.pt")
-    zero = _reward_numbers(python0, "0.30.0", tmp_path / "zero" / "mmsegmentation", tmp_path / "zero.pt")
+    zero = _reward_numbers(python_0x, "0.30.0", tmp_path / "zero" / "mmsegmentation", tmp_path / "zero.pt")
     assert (one["mmseg"], zero["mmseg"]) == ("1.2.2", "0.30.0")
     assert len(one["results"]) == len(zero["results"]) >= 10
     for a, b in zip(one["results"], zero["results"]):

@@ -1,7 +1,7 @@
 """verify on MMSeg 0.x trees, run by the 0.x stack's interpreter (REWARDPATCH_MMSEG0_PYTHON).
 
 The 0.x stack (mmcv-full 1.x) cannot share this process with the 1.x one, so each test runs
-`python0 -m rewardpatch verify` in a subprocess, with this checkout's rewardpatch first on its
+`python_0x -m rewardpatch verify` in a subprocess, with this checkout's rewardpatch first on its
 path. The fine-tunes are short (a few CE and reward iterations): they prove that the runner,
 the eval hooks, the checkpoint hand-over and the reward statistics work, not that it learns.
 """
@@ -22,11 +22,11 @@ from rewardpatch.verify.worker import assert_bound, mmcv_range
 REPO = Path(__file__).resolve().parents[1]
 
 
-def verify0(python0: str, tree: Path, workdir: Path, *args) -> tuple[int, str, str, dict | None]:
+def verify_0x(python_0x: str, tree: Path, workdir: Path, *args) -> tuple[int, str, str, dict | None]:
     """(exit code, stdout, stderr, report or None) of the 0.x stack's `rewardpatch verify`."""
     report = workdir.parent / f"{workdir.name}-report.json"
     result = subprocess.run(
-        [python0, "-m", "rewardpatch", "verify", str(tree), "--device", "cpu", "--workdir", str(workdir),
+        [python_0x, "-m", "rewardpatch", "verify", str(tree), "--device", "cpu", "--workdir", str(workdir),
          "--report", str(report), *map(str, args)],
         cwd=workdir.parent, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
         timeout=600,
@@ -42,12 +42,12 @@ def patched(version: str, dest: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tree030(tmp_path_factory, python0) -> Path:
-    return patched("0.30.0", tmp_path_factory.mktemp("verify0") / "mmsegmentation")
+def tree030(tmp_path_factory, python_0x) -> Path:
+    return patched("0.30.0", tmp_path_factory.mktemp("verify_0x") / "mmsegmentation")
 
 
-def test_every_head_and_a_short_fine_tune_pass_on_0_30_0(tree030, python0, tmp_path):
-    code, out, err, report = verify0(python0, tree030, tmp_path / "work", "--ce-iters", "20", "--iters", "8")
+def test_every_head_and_a_short_fine_tune_pass_on_0_30_0(tree030, python_0x, tmp_path):
+    code, out, err, report = verify_0x(python_0x, tree030, tmp_path / "work", "--ce-iters", "20", "--iters", "8")
     assert code == 0, out + err[-3000:]
     names = _reward_classes(MMSegTree.open(tree030))  # every patched head, the default
     assert [h["name"] for h in report["heads"]] == names and all(h["ok"] for h in report["heads"])
@@ -80,8 +80,8 @@ def _reward_classes(tree: MMSegTree) -> list[str]:
     return sorted(Manifest.load(tree).reward_classes)
 
 
-def test_the_fine_tune_runs_under_torchrun_with_two_processes(tree030, python0, tmp_path):
-    code, out, err, report = verify0(python0, tree030, tmp_path / "work", "--heads", "FCNHead", "--nproc", "2",
+def test_the_fine_tune_runs_under_torchrun_with_two_processes(tree030, python_0x, tmp_path):
+    code, out, err, report = verify_0x(python_0x, tree030, tmp_path / "work", "--heads", "FCNHead", "--nproc", "2",
                                      "--ce-iters", "8", "--iters", "4")
     assert code == 0, out + err[-3000:]
     fine = report["finetune"]
@@ -108,14 +108,14 @@ def test_the_worker_reads_the_tree_s_own_mmcv_range_without_importing_it(pristin
     assert assert_bound(tree, lowest) is None and assert_bound(tree, highest) is None  # inclusive
 
 
-def test_stage_one_passes_on_0_24_1_with_its_mmcv_assert_relaxed_in_the_worker(python0, tmp_path):
+def test_stage_one_passes_on_0_24_1_with_its_mmcv_assert_relaxed_in_the_worker(python_0x, tmp_path):
     tree = patched("0.24.1", tmp_path / "mmsegmentation")
     # 0.24.1 asserts mmcv-full <= 1.6.0; this stack has 1.7.2 (the one mmcv-full built here),
     # whose API 0.24.1 uses unchanged: the worker relaxes the assert, the tree stays as it is
     init = tree / "mmseg" / "__init__.py"
     before = init.read_bytes()
     assert b"MMCV_MAX = '1.6.0'" in before
-    code, out, err, report = verify0(python0, tree, tmp_path / "work", "--skip-finetune")
+    code, out, err, report = verify_0x(python_0x, tree, tmp_path / "work", "--skip-finetune")
     assert code == 0, out + err[-3000:]
     assert init.read_bytes() == before
     assert relaxed_line("0.24.1", "1.6.0") in out.splitlines()
@@ -125,11 +125,11 @@ def test_stage_one_passes_on_0_24_1_with_its_mmcv_assert_relaxed_in_the_worker(p
     assert [h["name"] for h in report["heads"]] == names and all(h["ok"] for h in report["heads"])
 
 
-# MMSeg 0.11.0: 20 reward heads, 0.20.2: 25, 0.23.0: 26 (tests/test_mmseg0_releases.py)
+# MMSeg 0.11.0: 20 reward heads, 0.20.2: 25, 0.23.0: 26 (tests/test_mmseg_0x_releases.py)
 @pytest.mark.parametrize("version, highest", [("0.11.0", "1.3.0"), ("0.20.2", "1.5.0"), ("0.23.0", "1.5.0")])
-def test_stage_one_passes_on_an_older_release(python0, tmp_path, version, highest):
+def test_stage_one_passes_on_an_older_release(python_0x, tmp_path, version, highest):
     tree = patched(version, tmp_path / "mmsegmentation")
-    code, out, err, report = verify0(python0, tree, tmp_path / "work", "--skip-finetune")
+    code, out, err, report = verify_0x(python_0x, tree, tmp_path / "work", "--skip-finetune")
     assert code == 0, out + err[-3000:]
     assert relaxed_line(version, highest) in out.splitlines()
     names = _reward_classes(MMSegTree.open(tree))
@@ -137,10 +137,10 @@ def test_stage_one_passes_on_an_older_release(python0, tmp_path, version, highes
     assert all(h["pixel_weight"] is None for h in report["heads"])
 
 
-def test_the_daformer_fork_verifies_with_a_pseudo_label_step_and_a_fine_tune(python0, tmp_path):
+def test_the_daformer_fork_verifies_with_a_pseudo_label_step_and_a_fine_tune(python_0x, tmp_path):
     tree = forks.daformer_0x(copy_checkout("0.16.0", tmp_path / "daformer"))
     plan_apply(MMSegTree.open(tree)).execute()
-    code, out, err, report = verify0(python0, tree, tmp_path / "work", "--ce-iters", "20", "--iters", "8")
+    code, out, err, report = verify_0x(python_0x, tree, tmp_path / "work", "--ce-iters", "20", "--iters", "8")
     assert code == 0, out + err[-3000:]
     assert relaxed_line("0.16.0", "1.4.0") in out.splitlines()
     names = _reward_classes(MMSegTree.open(tree))
@@ -164,9 +164,9 @@ def test_a_0x_tree_under_the_1x_stack_names_the_stack_it_needs(tree030, stack, t
     assert line.endswith("run the rewardpatch of a 0.x environment (make setup0)")
 
 
-def test_a_1x_tree_under_the_0x_stack_names_the_stack_it_needs(python0, tmp_path):
+def test_a_1x_tree_under_the_0x_stack_names_the_stack_it_needs(python_0x, tmp_path):
     tree = patched("1.2.2", tmp_path / "mmsegmentation")
-    code, _, err, _ = verify0(python0, tree, tmp_path / "work", "--skip-finetune")
+    code, _, err, _ = verify_0x(python_0x, tree, tmp_path / "work", "--skip-finetune")
     assert code == 2
     line = one_line_error(err)
     assert "MMSeg 1.2.2 needs mmcv 2.x and mmengine; this interpreter" in line and "has mmcv 1.7" in line

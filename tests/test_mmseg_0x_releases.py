@@ -2,7 +2,7 @@
 
 Reference trees of 0.11.0, 0.16.0, 0.20.2 and 0.23.0 (PyPI sdists; 0.11.0's wheel
 carries no configs): the same verdict rules and guarantees as 0.24.1 and 0.30.0 in
-test_mmseg0.py, and a patched tree imports in the 0.x stack with every reward head
+test_mmseg_0x.py, and a patched tree imports in the 0.x stack with every reward head
 registered and built. These releases predate CrossEntropyLoss's `loss_name` (0.20) and
 `avg_non_ignore` (0.23); the inserted reward loss works with the tree's own.
 """
@@ -16,7 +16,7 @@ from rewardpatch.heads import COMPATIBLE, INCOMPATIBLE
 from rewardpatch.planner import list_heads
 from rewardpatch.tree import MMSegTree
 from test_da_forks import relaxed_import
-from test_mmseg0 import COMPATIBLE_0X, NOT_HEADS, OWN_LOSS, snapshot
+from test_mmseg_0x import COMPATIBLE_0X, NOT_HEADS, OWN_LOSS, snapshot
 
 RELEASES = ["0.11.0", "0.16.0", "0.20.2", "0.23.0"]
 # heads that came later than a release: DPT, ISA, Segformer and STDC in 0.20, K-Net and
@@ -73,11 +73,11 @@ print(json.dumps(dict(names=names, loss_name=loss.loss_name, keys=sorted(losses)
 
 @pytest.mark.parametrize("version", RELEASES)
 def test_a_patched_older_release_imports_in_the_0x_stack_and_trains_a_reward_head(
-    capsys, make_tree, python0, version
+    capsys, make_tree, python_0x, version
 ):
     tree = make_tree(version)
     assert run_cli(capsys, "apply", tree)[0] == 0
-    result = run_python(relaxed_import(tree) + BUILD_EVERY_REWARD_HEAD, tree, python=python0)
+    result = run_python(relaxed_import(tree) + BUILD_EVERY_REWARD_HEAD, tree, python=python_0x)
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(found["names"]) == {f"Reward{n}" for n in COMPATIBLE_0X - ADDED[version]}
