@@ -580,8 +580,23 @@ def test_reinforce_weights_classes_by_the_ground_truth_and_stays_unbiased(mm, mo
     assert torch.allclose(expected, exact, atol=1e-7), (expected - exact).abs().max()
 
 
-# A domain-adaptation fork's pseudo-label confidence, per pixel (the ignored one's is unused)
+# Two images, three classes, five labelled pixels (one out of range), and a domain-adaptation
+# fork's pseudo-label confidence per pixel (the ignored one's is unused)
+GT = [[[0, 1, 255]], [[2, 7, 1]]]
+LOGITS = [[[[1.0, -0.5, 0.0]], [[0.3, 0.8, 0.0]], [[-0.2, 0.1, 0.0]]],
+          [[[0.2, 0.0, -1.0]], [[0.9, -0.3, 0.5]], [[0.0, 0.4, 0.3]]]]
 SEG_WEIGHT = [[[0.9, 0.2, 0.7]], [[0.5, 1.0, 0.0]]]
+
+
+def seg_weighted_estimate(mm, monkeypatch, head, logits, gt, seg_weight):
+    """E[the head's gradient on the logits], seg_weight passed as the fork's base passes it."""
+    expected = mm.torch.zeros(logits.shape, dtype=mm.torch.float64)
+    for labels in enumerate_maps(mm, gt, head.num_classes):
+        fix_samples(monkeypatch, mm, labels[None])
+        param = logits.clone().requires_grad_(True)
+        head.reward_losses(param, gt[:, None], seg_weight)["loss_ce_reward"].backward()
+        expected -= map_probability(mm, logits, labels, gt, 1.0) * param.grad.double()
+    return expected
 
 
 @pytest.mark.parametrize("scope", ["image", "batch"])
@@ -589,17 +604,9 @@ def test_seg_weight_keeps_the_local_estimate_unbiased_for_the_pixel_weighted_gra
     """E[estimate] = the exact gradient with each pixel's row times its seg_weight: 243 label maps."""
     torch = mm.torch
     classes = 3
-    gt = torch.tensor([[[0, 1, 255]], [[2, 7, 1]]])
-    logits = torch.tensor([[[[1.0, -0.5, 0.0]], [[0.3, 0.8, 0.0]], [[-0.2, 0.1, 0.0]]],
-                           [[[0.2, 0.0, -1.0]], [[0.9, -0.3, 0.5]], [[0.0, 0.4, 0.3]]]])
-    seg_weight = torch.tensor(SEG_WEIGHT)
+    gt, logits, seg_weight = (torch.tensor(t) for t in (GT, LOGITS, SEG_WEIGHT))
     head = build_head(mm, num_classes=classes, loss=dict(avg_non_ignore=True), scope=scope, temperature=1.0)
-    expected = torch.zeros(logits.shape, dtype=torch.float64)
-    for labels in enumerate_maps(mm, gt, classes):
-        fix_samples(monkeypatch, mm, labels[None])
-        param = logits.clone().requires_grad_(True)
-        head.reward_losses(param, gt[:, None], seg_weight)["loss_ce_reward"].backward()
-        expected -= map_probability(mm, logits, labels, gt, 1.0) * param.grad.double()
+    expected = seg_weighted_estimate(mm, monkeypatch, head, logits, gt, seg_weight)
     exact = exact_expected_gradient(mm, logits, gt, classes, scope, "miou", 1.0, seg_weight.double())
     assert torch.allclose(expected, exact, atol=1e-7), (expected - exact).abs().max()
 
@@ -609,18 +616,10 @@ def test_seg_weight_keeps_reinforce_unbiased_for_the_pixel_weighted_gradient(mm,
     """One sample, no baseline: E[estimate] = the seg_weight-weighted gradient, by exact enumeration."""
     torch = mm.torch
     classes = 3
-    gt = torch.tensor([[[0, 1, 255]], [[2, 7, 1]]])
-    logits = torch.tensor([[[[1.0, -0.5, 0.0]], [[0.3, 0.8, 0.0]], [[-0.2, 0.1, 0.0]]],
-                           [[[0.2, 0.0, -1.0]], [[0.9, -0.3, 0.5]], [[0.0, 0.4, 0.3]]]])
-    seg_weight = torch.tensor(SEG_WEIGHT)
+    gt, logits, seg_weight = (torch.tensor(t) for t in (GT, LOGITS, SEG_WEIGHT))
     head = build_head(mm, num_classes=classes, loss=dict(avg_non_ignore=True),
                       mode="reinforce", scope=scope, num_samples=1, baseline="none")
-    expected = torch.zeros(logits.shape, dtype=torch.float64)
-    for labels in enumerate_maps(mm, gt, classes):
-        fix_samples(monkeypatch, mm, labels[None])
-        param = logits.clone().requires_grad_(True)
-        head.reward_losses(param, gt[:, None], seg_weight)["loss_ce_reward"].backward()
-        expected -= map_probability(mm, logits, labels, gt, 1.0) * param.grad.double()
+    expected = seg_weighted_estimate(mm, monkeypatch, head, logits, gt, seg_weight)
     exact = exact_expected_gradient(mm, logits, gt, classes, scope, "miou", 1.0, seg_weight.double())
     # REINFORCE's mean runs over the labelled pixels; the local scale over units
     tables = mm.estimator.confusion(gt.clamp(max=classes - 1)[None], mm.estimator.count_keys(
