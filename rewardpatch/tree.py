@@ -145,6 +145,11 @@ class MMSegTree:
         except UnicodeDecodeError:
             raise InputError(f"{relative}: not UTF-8 text") from None
 
+    def encode(self, relative: str, text: str) -> bytes:
+        """The bytes that hold `text` at `relative`, in the encoding the file declares (its BOM
+        or coding cookie) and otherwise UTF-8: what the writer puts on disk."""
+        return text.encode("utf-8")
+
     def rel(self, path: Path) -> str:
         """`path`, a path under the root (not resolved), relative to the root."""
         return Path(path).relative_to(self.root).as_posix()
