@@ -16,10 +16,12 @@ import sys
 import click
 
 from . import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Interrupted, RewardpatchError
+from . import journal
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Interrupted, RewardpatchError, StateError
 from .mmseg_generations import supported_versions
 from .optional import require_stack
 from .options import mmseg_version_option
+from .signals import name as signal_name, signum_of
 from .tree import MMSegTree
 
 TREE = click.argument("tree", type=click.Path(file_okay=True, dir_okay=True, path_type=str))
@@ -32,6 +34,14 @@ def _heads_option(value: str | None) -> list[str] | None:
     if not names:
         raise click.BadParameter("expects head names separated by commas, e.g. ASPPHead,FCNHead")
     return names
+
+
+def open_tree(path: str, mmseg_version: str | None) -> MMSegTree:
+    """The tree at `path`, for a verb that only reads it: a run that was interrupted there is
+    rolled back first (journal.py); a verb that writes holds journal.exclusive instead."""
+    mmseg = MMSegTree.open(path, mmseg_version)
+    journal.settle(mmseg.root)
+    return mmseg
 
 
 def _say(message: str = "") -> None:
@@ -76,8 +86,9 @@ class Verbs(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:  # caught before click makes it an Abort: it has its own exit code
-            raise Interrupted("interrupted") from None
+        except KeyboardInterrupt as exc:  # caught before click makes it an Abort: it has its own exit code
+            signum = signum_of(exc)
+            raise Interrupted(f"interrupted ({signal_name(signum)})", signum=signum) from None
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         code = _exit_code(functools.partial(
@@ -117,7 +128,7 @@ def list_heads_command(tree: str, as_json: bool, mmseg_version: str | None) -> i
     from .heads import COMPATIBLE, INCOMPATIBLE, PATCHED
     from .planner import list_heads
 
-    mmseg = MMSegTree.open(tree, mmseg_version)
+    mmseg = open_tree(tree, mmseg_version)
     heads = list_heads(mmseg)
     if as_json:
         _say(json.dumps([h.as_json() for h in heads], indent=2))
@@ -169,17 +180,24 @@ def apply_command(
     """Insert the reward modules into TREE and generate reward_<head>.py for each head."""
     from .planner import plan_apply
 
-    mmseg = MMSegTree.open(tree, mmseg_version)
-    plan = plan_apply(mmseg, _heads_option(heads), force=force, allow_dirty=allow_dirty or dry_run, adopt=adopt)
-    selected = plan.heads
     if dry_run:
+        mmseg = open_tree(tree, mmseg_version)
+        plan = plan_apply(mmseg, _heads_option(heads), force=force, allow_dirty=True, adopt=adopt)
         sys.stdout.write(plan.diff())
         _tell(f"dry run: apply would change {len(plan.changes)} files; nothing was written")
         return EXIT_OK
+    mmseg = MMSegTree.open(tree, mmseg_version)
+    with journal.exclusive(mmseg.root):  # one writer; an interrupted run is rolled back first
+        return _apply(mmseg, plan_apply(mmseg, _heads_option(heads), force=force, allow_dirty=allow_dirty, adopt=adopt),
+                      commit)
+
+
+def _apply(mmseg: MMSegTree, plan, commit: bool) -> int:
+    selected = plan.heads
     if plan.empty:
         _say(f"already patched: nothing to do ({mmseg.root})")
         return EXIT_OK
-    plan.execute()
+    plan.execute("apply")
     _say(f"patched MMSegmentation {mmseg.version} at {mmseg.root}:")
     _print_changes(plan)
     _say(f"{len(selected)} heads have a reward version: {', '.join(selected)}")
@@ -206,13 +224,15 @@ def revert_command(tree: str, force: bool, dry_run: bool, mmseg_version: str | N
     """Undo `apply`: remove the created files and take the added exports out again."""
     from .planner import plan_revert
 
-    mmseg = MMSegTree.open(tree, mmseg_version)
-    plan = plan_revert(mmseg, force=force)
     if dry_run:
+        plan = plan_revert(open_tree(tree, mmseg_version), force=force)
         sys.stdout.write(plan.diff())
         _tell(f"dry run: revert would change {len(plan.changes)} files; nothing was written")
         return EXIT_OK
-    plan.execute()
+    mmseg = MMSegTree.open(tree, mmseg_version)
+    with journal.exclusive(mmseg.root):
+        plan = plan_revert(mmseg, force=force)
+        plan.execute("revert")
     _say(f"reverted the patch of {mmseg.root}:")
     _print_changes(plan)
     return EXIT_OK
@@ -225,10 +245,17 @@ def revert_command(tree: str, force: bool, dry_run: bool, mmseg_version: str | N
 def check_command(tree: str, as_json: bool, mmseg_version: str | None) -> int:
     """Exit 0 when TREE is patched and consistent, else 1 with every problem (for CI)."""
     from .manifest import Manifest
-    from .planner import check_tree
+    from .planner import Problem, check_tree
 
     mmseg = MMSegTree.open(tree, mmseg_version)
-    problems = check_tree(mmseg)
+    try:
+        recovery = journal.settle(mmseg.root)
+    except StateError as busy:
+        recovery, problems = None, [Problem(journal.LOCK_NAME, "locked", str(busy))]
+    else:
+        problems = check_tree(mmseg)
+    if recovery:  # the tree is consistent again, but the run that was interrupted did not happen
+        problems.insert(0, Problem(journal.JOURNAL_NAME, "interrupted", f"{recovery.message}; rerun it"))
     manifest = Manifest.load(mmseg)
     if as_json:
         report = {
@@ -286,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    from .__main__ import run as script
+
+    script()
 
 
 if __name__ == "__main__":

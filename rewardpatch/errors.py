@@ -1,8 +1,12 @@
 """Errors a user can cause, each carrying the exit code the CLI documents.
 
 0 success; 1 a check failed or the tree's state refused the operation;
-2 usage or input error; 130 interrupted (Ctrl-C), as shells report SIGINT.
+2 usage or input error; 128 + the signal's number when a signal stopped it, as shells
+report it: 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 SIGHUP.
 """
+
+import signal
+
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -29,6 +33,10 @@ class StateError(RewardpatchError):
 
 
 class Interrupted(RewardpatchError):
-    """Ctrl-C: whatever was half written has been rolled back."""
+    """Ctrl-C, SIGTERM or SIGHUP: whatever was half written has been rolled back."""
 
     exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.exit_code = 128 + signum

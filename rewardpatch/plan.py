@@ -1,21 +1,21 @@
 """A patch plan: every file change, computed before anything is written.
 
-apply, revert and dry-run share it. `execute` writes each file through a temporary file
-and an atomic rename in the same directory; if any step fails, what was already written
-is put back, so the tree ends either fully changed or untouched.
+apply, revert and dry-run share it. `execute` writes it under a journal (journal.py):
+each file through a temporary file and an atomic rename in the same directory; if any
+step fails or a signal comes, what was already written is put back, and after a crash the
+next command puts it back, so the tree ends either fully changed or untouched.
 """
 
 from __future__ import annotations
 
+import base64
 import difflib
+import hashlib
 import os
-import signal
-import tempfile
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import faults, journal, signals
 from .errors import Interrupted, StateError
 from .tree import MMSegTree
 
@@ -64,78 +64,147 @@ class PatchPlan:
     def diff(self) -> str:
         return "".join(change.diff() for change in self.changes)
 
-    def execute(self) -> None:
-        """Write every change, or none: a failure rolls back what was written."""
-        targets = [(change, self.tree.path(change.path)) for change in self.changes]
-        done: list[tuple[FileChange, Path]] = []
+    def execute(self, verb: str = "apply") -> None:
+        """Write every change, or none: see journal.py. The caller holds the tree's lock
+        (journal.exclusive); a failure or a signal rolls back what was written."""
+        root = self.tree.root
+        faults.begin("write")
+        made: set[str] = set()  # folders an earlier entry creates
+        staged = [self._entry(change, made) for change in self.changes]
+        record = journal.Record(verb, os.getpid(), [entry for entry, _ in staged])
         current = None
+        with signals.held():
+            try:
+                journal.record(root, record)
+                for entry, data in staged:  # every new content on disk before the first rename
+                    current = entry.path
+                    if data is not None:
+                        _stage(root, entry, data)
+                    _stop_if_signalled()
+                for entry, data in staged:
+                    current = entry.path
+                    faults.step("write", f"{'rename' if entry.temp else 'remove'} {entry.path}")
+                    if entry.temp:
+                        os.replace(root / entry.temp, root / entry.path)
+                    else:
+                        _remove(root, entry.path)
+                    _stop_if_signalled()
+                for folder in sorted({(root / entry.path).parent for entry, _ in staged}):
+                    if folder.is_dir():
+                        journal.fsync_dir(folder)
+                faults.step("write", "commit")
+                _stop_if_signalled()
+                journal.complete(root)
+            except (OSError, _Stop, KeyboardInterrupt) as exc:  # KeyboardInterrupt: raised, not signalled
+                self._roll_back(record, current, exc)
+            late = _consume_pending()
+        if late is not None:
+            raise Interrupted(
+                f"interrupted ({signals.name(late)}) after {verb} had written every file: the change is complete",
+                signum=late,
+            )
+
+    def _entry(self, change: FileChange, made: set[str]) -> tuple[journal.Entry, bytes | None]:
+        """What the journal records for `change`, checked against the disk as it is now, and
+        the bytes to write. A symlink inside the tree is written through: its target changes."""
+        root = self.tree.root
+        path = self.tree.path(change.path)
+        if change.after is not None and path.is_symlink():
+            path = path.resolve()
+        before = path.read_bytes() if path.is_file() else None
+        expected = None if change.before is None else self.tree.encode(change.path, change.before)
+        if before != expected:
+            raise StateError(f"{change.path} changed while rewardpatch was planning; nothing was written, rerun")
+        after = None if change.after is None else self.tree.encode(change.path, change.after)
+        dirs = [
+            self.tree.rel(folder) for folder in reversed(path.parents)
+            if after is not None and folder.is_relative_to(root) and folder != root and not folder.exists()
+            and self.tree.rel(folder) not in made
+        ]
+        made.update(dirs)
+        entry = journal.Entry(
+            path=self.tree.rel(path),
+            temp=None if after is None else self.tree.rel(path.with_name(f".{path.name}{journal.TEMP_SUFFIX}")),
+            before=None if before is None else base64.b64encode(before).decode("ascii"),
+            mode=path.stat().st_mode & 0o7777 if before is not None else None,
+            after_sha256=None if after is None else hashlib.sha256(after).hexdigest(),
+            dirs=dirs,
+        )
+        return entry, after
+
+    def _roll_back(self, record: journal.Record, current: str | None, exc: BaseException) -> None:
+        """Put back what the run wrote, then end with one line saying why it stopped."""
+        root = self.tree.root
+        failed = current or "the tree"
         try:
-            for change, current in targets:
-                # recorded first: Ctrl-C can land between the rename and the next line
-                done.append((change, current))
-                _put(current, change.after, self.tree.root)
-        except (OSError, KeyboardInterrupt) as exc:
-            with _ctrl_c_held_off():
-                for written, path in reversed(done):
-                    if not _holds(path, written.before):
-                        _put(path, written.before, self.tree.root)
-            failed = self.tree.rel(current) if current is not None else "the tree"
-            if isinstance(exc, KeyboardInterrupt):
-                raise Interrupted(f"interrupted while writing {failed}; the tree was left unchanged") from None
-            reason = exc.strerror or str(exc)
-            raise StateError(f"could not write {failed}: {reason}; the tree was left unchanged") from None
+            journal.roll_back(root, record, "write")
+            journal.complete(root)
+        except OSError as again:
+            raise StateError(
+                f"could not write {failed} ({_reason(exc)}), and rolling back failed too ({_reason(again)}); "
+                f"the next rewardpatch command on this tree rolls it back ({journal.JOURNAL_NAME})"
+            ) from None
+        _consume_pending()  # a second signal, or a third: the rollback is done
+        if isinstance(exc, (_Stop, KeyboardInterrupt)):
+            signum = exc.signum if isinstance(exc, _Stop) else signals.signum_of(exc)
+            raise Interrupted(
+                f"interrupted ({signals.name(signum)}) while writing {failed}; the tree was left unchanged",
+                signum=signum,
+            ) from None
+        raise StateError(f"could not write {failed}: {_reason(exc)}; the tree was left unchanged") from None
 
 
-@contextmanager
-def _ctrl_c_held_off():
-    """Ignore Ctrl-C while rolling back: a second one must not leave half a rollback."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread receives SIGINT
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+class _Stop(Exception):
+    """A stopping signal is pending: roll back."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _holds(path: Path, content: str | None) -> bool:
-    if content is None:
-        return not path.exists()
-    return path.is_file() and path.read_bytes() == content.encode("utf-8")
+def _consume_pending() -> int | None:
+    """Take every pending stopping signal off the queue; the first one, or None."""
+    first = signals.pending()
+    signum = first
+    while signum is not None:
+        signals.consume(signum)
+        signum = signals.pending()
+    return first
 
 
-def _put(path: Path, content: str | None, root: Path) -> None:
-    """Make `path` hold `content` (None: absent), with the folders that takes.
+def _stop_if_signalled() -> None:
+    signum = signals.pending()
+    if signum is not None:
+        raise _Stop(signum)
 
-    A folder only a removed file needed goes too (the backups' folder after revert), so
-    that a reverted tree holds nothing rewardpatch made.
-    """
-    if content is None:
-        path.unlink(missing_ok=True)
-        for folder in path.parents:
-            if folder == root or not folder.is_relative_to(root) or any(folder.iterdir()):
-                break
-            folder.rmdir()
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(path, content)
+
+def _stage(root: Path, entry: journal.Entry, data: bytes) -> None:
+    for folder in entry.dirs:
+        faults.step("write", f"mkdir {folder}")
+        (root / folder).mkdir(exist_ok=True)
+    faults.step("write", f"write {entry.temp}")
+    mode = entry.mode if entry.mode is not None else _default_mode()
+    journal.write_durably(root / entry.temp, data, mode)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
+
+
+def _remove(root: Path, relative: str) -> None:
+    """Remove the file, and the folders only it needed (the backups' folder after revert),
+    so that a reverted tree holds nothing rewardpatch made."""
+    path = root / relative
+    path.unlink(missing_ok=True)
+    for folder in path.parents:
+        if folder == root or not folder.is_relative_to(root) or any(folder.iterdir()):
+            break
+        folder.rmdir()
 
 
 def _default_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
-
-
-def _write_atomically(path: Path, content: str) -> None:
-    mode = path.stat().st_mode & 0o7777 if path.exists() else _default_mode()
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".rewardpatch")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content.encode("utf-8"))
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

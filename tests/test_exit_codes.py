@@ -58,71 +58,78 @@ def test_without_standalone_mode_the_code_is_returned(pristine, capsys):
     assert cli.main(["list-heads", str(pristine("1.2.2"))], standalone_mode=False) == 0
 
 
-def interrupt_on_replace(monkeypatch, call):
-    """Ctrl-C arriving during the `call`-th atomic rename of a plan's execution."""
-    real_replace = os.replace
-    calls = {"n": 0}
-
-    def replace(src, dst):
-        calls["n"] += 1
-        if calls["n"] == call:
-            raise KeyboardInterrupt
-        return real_replace(src, dst)
-
-    monkeypatch.setattr("rewardpatch.plan.os.replace", replace)
+def interrupt_at(monkeypatch, step, mode="int"):
+    """A real signal (SIGINT by default) sent to this process at the writer's `step`-th step."""
+    monkeypatch.setenv("REWARDPATCH_FAULT", f"write:{step}:{mode}")
 
 
 def test_ctrl_c_during_apply_rolls_back_and_exits_130(capsys, tree, monkeypatch):
     before = snapshot(tree)
-    interrupt_on_replace(monkeypatch, 5)
+    interrupt_at(monkeypatch, 5)
     code, _, err = run_cli(capsys, "apply", tree)
     assert code == 130
-    assert "interrupted while writing" in one_line_error(err)
+    assert "interrupted (SIGINT) while writing" in one_line_error(err)
     assert "the tree was left unchanged" in err
     assert snapshot(tree) == before
     assert git_status(tree) == ""
 
 
+@pytest.mark.parametrize("mode, code", [("term", 143), ("hup", 129)])
+def test_sigterm_and_sighup_roll_back_like_ctrl_c(capsys, tree, monkeypatch, mode, code):
+    before = snapshot(tree)
+    interrupt_at(monkeypatch, 30, mode)  # among the renames
+    exit_code, _, err = run_cli(capsys, "apply", tree)
+    assert exit_code == code
+    assert f"interrupted (SIG{mode.upper()}) while writing" in one_line_error(err)
+    assert snapshot(tree) == before
+
+
 def test_ctrl_c_during_revert_rolls_back_and_exits_130(capsys, tree, monkeypatch):
     run_cli(capsys, "apply", tree)
     before = snapshot(tree)
-    interrupt_on_replace(monkeypatch, 2)  # one __init__ rewritten, the created files removed
+    interrupt_at(monkeypatch, 3)
     code, _, err = run_cli(capsys, "revert", tree)
     assert code == 130
     assert "the tree was left unchanged" in one_line_error(err)
     assert snapshot(tree) == before
 
 
-def test_a_second_ctrl_c_cannot_interrupt_the_rollback(capsys, tree, monkeypatch):
-    real_replace = os.replace
-    during_rollback = []
+def test_more_signals_cannot_interrupt_the_rollback(capsys, tree, monkeypatch):
+    """Ctrl-C, then Ctrl-C and SIGTERM at every step of the rollback: it completes, once."""
+    import rewardpatch.faults
 
-    def replace(src, dst):
-        if str(dst).endswith("__init__.py"):
-            if not during_rollback:
-                during_rollback.append(None)
-                real_replace(src, dst)
-                raise KeyboardInterrupt  # right after the rename of the heads' __init__: it must be put back
-            during_rollback.append(signal.getsignal(signal.SIGINT))
-        return real_replace(src, dst)
+    real_step = rewardpatch.faults.step
+    steps, restores = [], []
 
-    monkeypatch.setattr("rewardpatch.plan.os.replace", replace)
-    # Python's own handler, whatever the test runner inherited (a background job starts
-    # with SIGINT ignored): the rollback must put back exactly the handler it found
+    def step(phase, what):
+        steps.append(what)
+        if len(steps) == 50:  # among the renames: the run rolls back
+            os.kill(os.getpid(), signal.SIGINT)
+        elif what.startswith("restore "):  # at every step of putting files back
+            restores.append(what)
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(phase, what)
+
+    monkeypatch.setattr(rewardpatch.faults, "step", step)
+    before = snapshot(tree)
+    # Python's own handler, whatever the test runner inherited: the run must leave it as it found it
     inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        code, _, _ = run_cli(capsys, "apply", tree)
+        code, _, err = run_cli(capsys, "apply", tree)
         restored = signal.getsignal(signal.SIGINT)
     finally:
         signal.signal(signal.SIGINT, inherited)
     assert code == 130
-    assert during_rollback[1:] == [signal.SIG_IGN]
+    assert "the tree was left unchanged" in one_line_error(err)
+    assert len(restores) > 5
     assert restored is signal.default_int_handler
+    assert snapshot(tree) == before
     assert git_status(tree) == ""
 
 
 def test_ctrl_c_through_the_click_runner_exits_130_too(tree, monkeypatch):
-    interrupt_on_replace(monkeypatch, 3)
+    interrupt_at(monkeypatch, 3)
     result = invoke("apply", tree)
     assert result.exit_code == 130
     assert git_status(tree) == ""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from .. import journal
 from ..errors import InputError, StateError
 from ..options import mmseg_version_option
 from .heads import reward_heads
@@ -102,6 +103,7 @@ def config_command(
         raise InputError(f"{out}: the output would overwrite the source config")
 
     tree = MMSegTree.open(tree_path, mmseg_version)
+    journal.settle(tree.root)  # an interrupted apply or revert is rolled back first
     manifest = Manifest.load(tree)
     if manifest is None:
         raise StateError(f"{tree.root} is not patched: run `rewardpatch apply {tree_path}` first")

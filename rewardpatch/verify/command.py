@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from .. import journal
 from ..errors import EXIT_OK, EXIT_REFUSED, InputError
 from ..heads import unrewarded_name
 from ..manifest import Manifest
@@ -199,6 +200,7 @@ def verify_command(tree: str, device: str, heads: str | None, iters: int, ce_ite
     from .report import print_summary, write_plot
 
     mmseg = MMSegTree.open(tree, mmseg_version)
+    journal.settle(mmseg.root)  # an interrupted apply or revert is rolled back first
     manifest = Manifest.load(mmseg)
     if manifest is None:
         raise InputError(f"{mmseg.root} is not patched: run `rewardpatch apply {tree}` first")
