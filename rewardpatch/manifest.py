@@ -75,10 +75,8 @@ def _typed(value, kind: type | tuple[type, ...], what: str):
 
 
 def _json_type(value) -> str:
-    for kind, name in ((type(None), "null"), (bool, "a boolean"), (str, "a string"), (dict, "an object"), (list, "an array")):
-        if isinstance(value, kind):
-            return name
-    return "a number"
+    names = ((type(None), "null"), (bool, "a boolean"), (str, "a string"), (dict, "an object"), (list, "an array"))
+    return next((name for kind, name in names if isinstance(value, kind)), "a number")
 
 
 @dataclass(frozen=True)
