@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .errors import StateError
 from .heads import INCOMPATIBLE, REWARD_STEM_PREFIX, HeadIndex, is_generated, is_reward_name, unrewarded_name
 from .manifest import Manifest
-from .tree import MMSegTree
+from .tree import MMSegTree, NotText
 
 KEEP_OLD_BEHAVIOUR = (
     "to keep the hand-made heads' old behaviour (cross-entropy weighted by each image's "
@@ -72,7 +72,10 @@ def find_hand_made(tree: MMSegTree, manifest: Manifest | None) -> tuple[list[Han
     heads: list[HandMadeFile] = []
     for path in sorted(tree.path(gen.heads_dir).glob(f"{REWARD_STEM_PREFIX}*.py")):
         file = tree.rel(path)
-        source = tree.read(file)
+        try:
+            source = tree.read(file)
+        except NotText:  # the head index skips it with a warning, or names it when the package imports it
+            continue
         if file in owned or file in targets or source is None or is_generated(source):
             continue
         classes = _reward_classes(source)

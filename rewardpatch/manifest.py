@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from . import __version__
 from .codemods.export_record import ExportRecord
 from .errors import StateError
-from .tree import MANIFEST_NAME, MMSegTree
+from .tree import MANIFEST_NAME, MMSegTree, NotText
 
 SCHEMA = 1
 
@@ -43,11 +43,40 @@ class FileRecord:
 
     @classmethod
     def from_json(cls, data: dict) -> "FileRecord":
-        data = dict(data)
+        """The record `data` holds; a TypeError or ValueError naming what is wrong with it."""
+        data = dict(_typed(data, dict, "a file record"))
         exports = data.pop("exports", None)
         record = cls(**data)
-        record.exports = ExportRecord.from_json(exports) if exports is not None else None
+        for name in ("action", "sha256", "kind"):
+            _typed(getattr(record, name), str, name)
+        for name in ("source", "source_sha256"):
+            _typed(getattr(record, name), (str, type(None)), name)
+        for name in _typed(record.classes, list, "classes"):
+            _typed(name, str, "a name of classes")
+        if record.action not in (CREATED, EDITED):
+            raise ValueError(f"action {record.action!r} is neither {CREATED!r} nor {EDITED!r}")
+        if record.action == EDITED and exports is None:
+            raise ValueError("an edited file's record has no exports")
+        if exports is not None:
+            _typed(exports, dict, "exports")
+            for key in ("imports", "names"):
+                for item in _typed(exports.get(key, []), list, f"exports.{key}"):
+                    _typed(item, str, f"an item of exports.{key}")
+            _typed(exports.get("rewrapped", False), bool, "exports.rewrapped")
+            record.exports = ExportRecord.from_json(exports)
         return record
+
+
+def _typed(value, kind: type | tuple[type, ...], what: str):
+    """`value`, when it is a `kind`; a TypeError naming `what` otherwise (JSON's names for types)."""
+    if not isinstance(value, kind):
+        raise TypeError(f"{what} is {_json_type(value)}")
+    return value
+
+
+def _json_type(value) -> str:
+    names = ((type(None), "null"), (bool, "a boolean"), (str, "a string"), (dict, "an object"), (list, "an array"))
+    return next((name for kind, name in names if isinstance(value, kind)), "a number")
 
 
 @dataclass(frozen=True)
@@ -103,21 +132,40 @@ class Manifest:
 
     @classmethod
     def load(cls, tree: MMSegTree) -> "Manifest | None":
-        text = tree.read(MANIFEST_NAME)
+        try:
+            text = tree.read(MANIFEST_NAME)
+        except NotText as exc:
+            raise StateError(f"{MANIFEST_NAME} is not a valid rewardpatch manifest ({exc.why})") from None
         if text is None:
             return None
         try:
-            data = json.loads(text)
+            data = _typed(json.loads(text), dict, "the manifest")
             if data.get("schema") != SCHEMA:
                 raise ValueError(f"unknown schema {data.get('schema')!r}")
+            for name in ("generation", "mmseg_version", "tool_version"):
+                _typed(data[name], str, name)
+            for head in _typed(data["heads"], list, "heads"):
+                _typed(head, str, "a name of heads")
+            for digest in _typed(data["templates"], dict, "templates").values():
+                _typed(digest, str, "a hash of templates")
+            backups = []
+            for backup in _typed(data.get("backups", []), list, "backups"):
+                backup = Backup(**_typed(backup, dict, "a backup"))
+                for name in ("path", "copy", "sha256", "kind"):
+                    _typed(getattr(backup, name), str, f"a backup's {name}")
+                if backup.kind not in (ORIGINAL, HAND_EDITED):
+                    raise ValueError(f"a backup's kind {backup.kind!r} is neither {ORIGINAL!r} nor {HAND_EDITED!r}")
+                backups.append(backup)
             return cls(
                 generation=data["generation"],
                 mmseg_version=data["mmseg_version"],
                 heads=list(data["heads"]),
                 templates=dict(data["templates"]),
-                files={p: FileRecord.from_json(r) for p, r in data["files"].items()},
+                files={p: FileRecord.from_json(r) for p, r in _typed(data["files"], dict, "files").items()},
                 tool_version=data["tool_version"],
-                backups=[Backup(**b) for b in data.get("backups", [])],
+                backups=backups,
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except KeyError as exc:
+            raise StateError(f"{MANIFEST_NAME} is not a valid rewardpatch manifest (no {exc})") from None
+        except (ValueError, TypeError) as exc:
             raise StateError(f"{MANIFEST_NAME} is not a valid rewardpatch manifest ({exc})") from None

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ast
+import codecs
 import hashlib
+import io
 import json
-from dataclasses import dataclass
+import tokenize
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError, StateError
@@ -20,6 +23,49 @@ BACKUP_DIR = ".rewardpatch"
 VERSION_FILE = "mmseg/version.py"
 # Lines git leaves in a file whose merge conflicted
 CONFLICT_MARKERS = ("<<<<<<< ", "=======", ">>>>>>> ")
+UTF8 = "utf-8"
+
+
+class NotText(InputError):
+    """A file whose bytes are not text in the encoding it declares (its BOM, its coding cookie, else UTF-8)."""
+
+    def __init__(self, name: str, why: str):
+        super().__init__(f"{name}: not text in its declared encoding ({why})")
+        self.why = why
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How a file's text is held on disk: a codec, and whether a UTF-8 byte-order mark comes first."""
+
+    name: str = UTF8
+    bom: bool = False
+
+
+def decode_source(data: bytes, name: str) -> tuple[str, Encoding]:
+    """The text of a Python source's bytes, in the encoding Python would read them with
+    (PEP 263: a UTF-8 BOM, a coding cookie on line 1 or 2, else UTF-8; the stdlib's
+    tokenize.detect_encoding), without the BOM; a NotText error naming `name` otherwise."""
+    try:
+        found, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError as exc:  # a codec Python does not know, a BOM the cookie contradicts, lines 1-2 not UTF-8
+        raise NotText(name, exc.msg) from None
+    encoding = Encoding(UTF8, True) if found == "utf-8-sig" else Encoding(found)
+    start = len(codecs.BOM_UTF8) if encoding.bom else 0
+    try:
+        return data[start:].decode(encoding.name), encoding
+    except UnicodeDecodeError as exc:
+        raise NotText(name, f"{encoding.name}: {exc.reason} at byte {start + exc.start}") from None
+
+
+def declared_encoding(text: str) -> str:
+    """The codec `text`'s own coding cookie names (tokenize.detect_encoding on its first two
+    lines), else UTF-8: what the text says its bytes are."""
+    try:
+        found, _ = tokenize.detect_encoding(io.BytesIO(text.encode(UTF8, "surrogatepass")).readline)
+    except SyntaxError:  # a cookie naming no codec: writing it as UTF-8 is all one can do
+        return UTF8
+    return UTF8 if found == "utf-8-sig" else found
 
 
 def sha256(data: bytes | str) -> str:
@@ -32,10 +78,7 @@ def read_version(version_file: Path, name: str | None = None) -> str:
     """The __version__ string mmseg/version.py assigns, else an InputError saying why there is
     none. `name` is how the message names the file (default: the path)."""
     name = name or str(version_file)
-    try:
-        text = version_file.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{name}: not UTF-8 text") from None
+    text, _ = decode_source(version_file.read_bytes(), name)
     try:
         module = ast.parse(text)
     except SyntaxError as exc:
@@ -76,6 +119,10 @@ class MMSegTree:
     root: Path
     version: str  # the release the tree is treated as: version.py's, or --mmseg-version's
     generation: Generation
+    # how each file read was encoded (by relative path), and the bytes each text read came
+    # from (None: two files read hold that text in different bytes); see `encode`
+    _encodings: dict[str, Encoding] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _bytes_of_text: dict[str, bytes | None] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def open(cls, path: str | Path, mmseg_version: str | None = None) -> "MMSegTree":
@@ -135,20 +182,42 @@ class MMSegTree:
     def read(self, relative: str) -> str | None:
         """The file's text with its line endings untouched, or None when it is absent.
 
+        Decoded as Python reads a source (`decode_source`: BOM, coding cookie, else UTF-8),
+        the BOM left out so that the text parses; `encode` puts both back. A file that is
+        not text in that encoding is a NotText error (an InputError) naming it.
         Reading may follow a symlink out of the tree; writing (see `path`) may not.
         """
         path = self.root / relative
         if not path.is_file():
             return None
-        try:
-            return path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            raise InputError(f"{relative}: not UTF-8 text") from None
+        data = path.read_bytes()
+        text, encoding = decode_source(data, relative)
+        self._encodings[relative] = encoding
+        self._bytes_of_text[text] = data if self._bytes_of_text.get(text, data) == data else None
+        return text
 
     def encode(self, relative: str, text: str) -> bytes:
         """The bytes that hold `text` at `relative`, in the encoding the file declares (its BOM
-        or coding cookie) and otherwise UTF-8: what the writer puts on disk."""
-        return text.encode("utf-8")
+        or coding cookie) and otherwise UTF-8: what the writer puts on disk.
+
+        A text read from the tree is given back as the very bytes it was read from (a file
+        as it was, a byte-for-byte copy, a file put back). Any other text is encoded in the
+        codec its own coding cookie names, else UTF-8, with a BOM when `relative` had one.
+        """
+        data = self._bytes_of_text.get(text)
+        if data is not None:
+            return data
+        codec = declared_encoding(text)
+        try:
+            data = text.encode(codec)
+        except UnicodeEncodeError as exc:
+            line = text.count("\n", 0, exc.start) + 1
+            raise InputError(
+                f"{relative}:{line}: {exc.object[exc.start]!r} cannot be written in {codec}, "
+                "the encoding its coding line declares"
+            ) from None
+        bom = codec == UTF8 and self._encodings.get(relative, Encoding()).bom
+        return codecs.BOM_UTF8 + data if bom else data
 
     def rel(self, path: Path) -> str:
         """`path`, a path under the root (not resolved), relative to the root."""

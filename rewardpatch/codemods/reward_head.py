@@ -10,6 +10,7 @@ registry entry exists twice. Imports the copy no longer reads are dropped.
 
 from __future__ import annotations
 
+import tokenize
 from dataclasses import dataclass
 
 import libcst as cst
@@ -248,6 +249,22 @@ def render_reward_module(
             leading_lines=[cst.EmptyLine(), cst.EmptyLine()]
         )
     header_lines = [cst.EmptyLine(comment=cst.Comment(line)) for line in header]
-    new_module = module.with_changes(header=[*header_lines, *module.header], body=body + rewritten)
+    first = min(_lines_kept_first(source), len(module.header))
+    new_module = module.with_changes(
+        header=[*module.header[:first], *header_lines, *module.header[first:]], body=body + rewritten
+    )
     return new_module.code
+
+
+def _lines_kept_first(source: str) -> int:
+    """How many lines of `source` stay above the generated header: a shebang, which must be
+    line 1 (flake8 E265), and a coding line, which counts only on line 1 or 2 (PEP 263;
+    matched with the pattern of tokenize, the stdlib's implementation of it)."""
+    lines = source.split("\n", 2)[:2]
+    first, second = lines + [""] * (2 - len(lines))
+    if tokenize.cookie_re.match(first):
+        return 1
+    if tokenize.blank_re.match(first.encode("utf-8")) and tokenize.cookie_re.match(second):
+        return 2
+    return 1 if first.startswith("#!") else 0
 
