@@ -276,7 +276,8 @@ def recover(root: Path) -> Recovery | None:
 
 
 def unfinished(root: Path) -> bool:
-    return (root / JOURNAL_NAME).exists() or (root / JOURNAL_TEMP).exists()
+    """A run's leftovers: its journal, or its lock file (its holder died, or is at work)."""
+    return any((root / name).exists() for name in (JOURNAL_NAME, JOURNAL_TEMP, LOCK_NAME))
 
 
 @contextmanager
@@ -288,10 +289,14 @@ def exclusive(root: Path) -> Iterator[Recovery | None]:
 
 
 def settle(root: Path) -> Recovery | None:
-    """For a reader: roll back an unfinished run first, if there is one and nobody is writing."""
+    """For a reader: roll back an unfinished run first, if there is one and nobody is writing,
+    and clear a lock its dead holder left. While a live writer holds the lock, a reader goes
+    on unless the writer has begun changing the tree (its journal exists)."""
     if not unfinished(root):
         return None
     holder = lock_holder(root)
+    if holder and not (root / JOURNAL_NAME).exists():
+        return None
     if holder:
         raise StateError(f"{holder} is changing {root} now; wait for it to finish (lock: {LOCK_NAME})")
     with locked(root):

@@ -159,3 +159,21 @@ def one_line_error(err: str) -> str:
     assert len(lines) == 1, err
     assert "Traceback" not in err
     return lines[0]
+
+
+@pytest.fixture
+def terminal_signals():
+    """SIGINT, SIGTERM and SIGHUP handled as the `rewardpatch` script handles them, whatever
+    this process inherited (a background job starts with SIGINT ignored, and an ignored
+    signal is dropped even while blocked); put back afterwards."""
+    import signal
+
+    from rewardpatch import signals
+
+    saved = {s: signal.getsignal(s) for s in signals.STOPPING}
+    for signum in saved:
+        signal.signal(signum, signal.SIG_DFL)
+    signals.install()
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)

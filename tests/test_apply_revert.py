@@ -175,3 +175,20 @@ def test_every_file_operation_goes_through_one_plan(tree):
         "mmseg/models/losses/iou_metric_loss.py", "mmseg/models/losses/cross_entropy_reward_loss.py",
         "mmseg/models/losses/reward_estimator.py", "mmseg/models/losses/__init__.py", MANIFEST_NAME,
     }
+
+
+def test_a_symlinked_init_keeps_its_link_and_its_target_is_patched_and_put_back(capsys, tree):
+    """A fork that keeps decode_heads/__init__.py as a link to a file elsewhere in the tree."""
+    from conftest import run_cli
+
+    init = tree / HEADS / "__init__.py"
+    shared = tree / "mmseg" / "shared_heads_init.py"
+    original = init.read_bytes()
+    shared.write_bytes(original)
+    init.unlink()
+    init.symlink_to(os.path.relpath(shared, init.parent))
+    assert run_cli(capsys, "apply", tree, "--allow-dirty")[0] == 0
+    assert init.is_symlink() and b"RewardFCNHead" in shared.read_bytes()
+    assert run_cli(capsys, "check", tree)[0] == 0
+    assert run_cli(capsys, "revert", tree)[0] == 0
+    assert init.is_symlink() and shared.read_bytes() == original

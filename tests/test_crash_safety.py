@@ -83,7 +83,7 @@ def run(tree: MMSegTree, plan, verb: str = "apply") -> None:
 
 
 @pytest.fixture
-def no_fault(monkeypatch):
+def no_fault(monkeypatch, terminal_signals):
     monkeypatch.delenv(faults.ENV, raising=False)
     return monkeypatch
 

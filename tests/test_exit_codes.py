@@ -58,6 +58,11 @@ def test_without_standalone_mode_the_code_is_returned(pristine, capsys):
     assert cli.main(["list-heads", str(pristine("1.2.2"))], standalone_mode=False) == 0
 
 
+@pytest.fixture(autouse=True)
+def _signals(terminal_signals):
+    pass
+
+
 def interrupt_at(monkeypatch, step, mode="int"):
     """A real signal (SIGINT by default) sent to this process at the writer's `step`-th step."""
     monkeypatch.setenv("REWARDPATCH_FAULT", f"write:{step}:{mode}")
