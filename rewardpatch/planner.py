@@ -6,6 +6,7 @@ Nothing here writes: the CLI prints a plan (dry-run) or executes it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from . import __version__, gitstate
 from .bindings import parse_python, sibling_path, unbound_imports, unresolved_imports
@@ -19,6 +20,7 @@ from .heads import (
     ClassInfo,
     HeadIndex,
     HeadInfo,
+    is_generated,
     reward_name,
     reward_stem,
 )
@@ -193,7 +195,7 @@ def plan_apply(
     adopt: bool = False,
 ) -> PatchPlan:
     """The plan that patches `tree`; `adopt` takes over a patch made by hand first (see adopt.py)."""
-    from .codemods.exports import add_exports, drop_imports_from, remove_exports
+    from .codemods.exports import add_exports, drop_imports_from, remove_exports, undo_unrecorded_exports
 
     hand_made = {f.path: f for f in _hand_made(tree, adopt)}
     manifest, index = load_state(tree, frozenset(hand_made))
@@ -251,6 +253,16 @@ def plan_apply(
         parse_python(current, init)  # one line naming file:line, rather than libcst's report
         owned = previous.get(init)
         pristine = remove_exports(current, owned.exports) if owned and owned.exports else current
+        if owned is None:  # imports an earlier patch added, its manifest lost: recorded again, not missed
+            earlier = {
+                stem for stem in (PurePosixPath(p).stem for p in files)
+                if sibling_path(init, stem) in files and is_generated(tree.read(sibling_path(init, stem)) or "")
+            }
+            ours = [(stem, group) for stem, group in imports if stem in earlier]
+            stripped = undo_unrecorded_exports(pristine, ours, [n for _, g in ours for n in g]) if ours else pristine
+            if stripped != pristine:
+                plan.notes.append(f"{init}: the imports of an earlier patch whose {MANIFEST_NAME} is gone, recorded again")
+                pristine = stripped
         replaced = {f.stem for f in hand_made.values() if sibling_path(init, f.stem) == f.path}
         if replaced:
             stripped = drop_imports_from(pristine, replaced)
@@ -286,7 +298,7 @@ def plan_apply(
         files=records,
         backups=list(backups.values()),
     )
-    if not plan.empty or (manifest and manifest.to_text() != new_manifest.to_text()):
+    if not plan.empty or manifest is None or manifest.to_text() != new_manifest.to_text():
         plan.add(MANIFEST_NAME, tree.read(MANIFEST_NAME), new_manifest.to_text(), note="manifest")
     return plan
 

@@ -242,3 +242,15 @@ def test_two_writers_racing_never_lose_a_change(tree, first, second):
             assert any(args[0] == "revert" for args in won)
             assert snapshot(tree) == pristine, trial
         assert not (tree / journal.LOCK_NAME).exists()
+
+
+def test_a_patched_tree_whose_manifest_was_deleted_is_recorded_again_and_reverts_clean(capsys, tree):
+    assert run_cli(capsys, "apply", tree)[0] == 0
+    (tree / ".rewardpatch.json").unlink()
+    code, _, err = run_cli(capsys, "check", tree)
+    assert code == 1 and "not patched" in err
+    code, out, _ = run_cli(capsys, "apply", tree)
+    assert code == 0 and "recorded again" in out
+    assert run_cli(capsys, "check", tree)[0] == 0
+    assert run_cli(capsys, "revert", tree)[0] == 0
+    assert git_status(tree) == ""

@@ -290,3 +290,22 @@ def drop_imports_from(source: str, stems: set[str]) -> str:
     still_bound = _bound_names(module.with_changes(body=body))
     _drop_all_names(body, dropped - still_bound)
     return module.with_changes(body=body).code
+
+
+def undo_unrecorded_exports(source: str, imports: Sequence[tuple[str, Sequence[str]]], names: Sequence[str]) -> str:
+    """`source` before an earlier `add_exports(..., imports, names)` whose record is lost
+    (its manifest deleted): the text that add_exports turns into `source` again, where one of
+    the inverses finds it, so that revert gives back every byte; else `source` without those
+    import lines and the names only they bound (drop_imports_from)."""
+    stems = {stem for stem, _ in imports}
+    module = cst.parse_module(source)
+    ours = tuple(_statement_code(s) for s in module.body if _imports_from(s, stems))
+    found = _find_all(list(module.body))
+    present = {_string_value(e) for e in found[1].elements} if found else set()
+    listed = tuple(n for n in dict.fromkeys(names) if n in present)
+    for rewrapped in (True, False):  # both can be consistent: the packed layout yapf leaves first
+        candidate = remove_exports(source, ExportRecord(ours, listed, rewrapped))
+        text, record = add_exports(candidate, imports, names)
+        if text == source and record.rewrapped == rewrapped:
+            return candidate
+    return drop_imports_from(source, stems)
