@@ -4,10 +4,18 @@ The handlers go in before the CLI's imports (click, libcst, gitpython: a noticea
 of a second), so that a signal while they load ends in one line and its exit code too.
 """
 
-import signal
-import sys
+from .signals import STOPPING, install, signum_of  # imports `signal` alone
 
-from .signals import STOPPING, install, signum_of
+install()  # first: at import, before run() and before the CLI's imports
+
+import signal  # noqa: E402 - loaded already; after the handlers on purpose
+import sys  # noqa: E402
+
+
+def _decided() -> None:
+    """The outcome is decided: a late signal must not print a traceback on the way out."""
+    for signum in STOPPING:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def run() -> None:
@@ -16,11 +24,11 @@ def run() -> None:
         from .cli import main
 
         code = main()
+        _decided()
     except KeyboardInterrupt as exc:  # while the CLI was being imported: nothing was read or written
+        _decided()
         print("rewardpatch: error: interrupted", file=sys.stderr)
         code = 128 + signum_of(exc)
-    for signum in STOPPING:  # the outcome is decided: a late signal must not print a traceback on the way out
-        signal.signal(signum, signal.SIG_IGN)
     sys.exit(code)
 
 

@@ -10,28 +10,29 @@ rollback half-way; SIGKILL and power loss are the journal's business.
 
 from __future__ import annotations
 
-import signal
-import threading
-from contextlib import contextmanager
-from typing import Iterator
+# The interpreter's builtin signal module, loaded with it, and nothing else at the top: the
+# `rewardpatch` script installs the handlers before anything else loads (__main__.py), so
+# that a signal during start-up ends in one line too. `signal` (its enums) comes later.
+import _signal
 
-STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOPPING = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
+NAMES = {_signal.SIGINT: "SIGINT", _signal.SIGTERM: "SIGTERM", _signal.SIGHUP: "SIGHUP"}
 
 
 class Signalled(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised where Ctrl-C would raise KeyboardInterrupt."""
 
     def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
+        super().__init__(name(signum))
         self.signum = signum
 
 
 def signum_of(interrupt: KeyboardInterrupt) -> int:
-    return getattr(interrupt, "signum", signal.SIGINT)
+    return getattr(interrupt, "signum", _signal.SIGINT)
 
 
 def name(signum: int) -> str:
-    return signal.Signals(signum).name
+    return NAMES.get(signum, f"signal {signum}")
 
 
 def _raise(signum, frame):
@@ -41,38 +42,40 @@ def _raise(signum, frame):
 def install() -> None:
     """SIGTERM and SIGHUP raise Signalled, unless the process was started ignoring them
     (`nohup` ignores SIGHUP: that choice stays)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(signum) == signal.SIG_DFL:
-            signal.signal(signum, _raise)
-    if signal.getsignal(signal.SIGINT) == signal.SIG_DFL:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        for signum in (_signal.SIGTERM, _signal.SIGHUP):
+            if _signal.getsignal(signum) == _signal.SIG_DFL:
+                _signal.signal(signum, _raise)
+        if _signal.getsignal(_signal.SIGINT) == _signal.SIG_DFL:
+            _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+    except ValueError:  # not the main thread: only the main thread's handlers run
+        pass
 
 
 def _in_main_thread() -> bool:
+    import threading
+
     return threading.current_thread() is threading.main_thread()
 
 
-@contextmanager
-def held() -> Iterator[None]:
-    """Block SIGINT, SIGTERM and SIGHUP; on leaving, those still pending are delivered."""
-    if not _in_main_thread():  # only the main thread runs Python's handlers
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+class held:
+    """Block SIGINT, SIGTERM and SIGHUP (a context manager); on leaving, those still pending
+    are delivered. Only the main thread runs Python's handlers: elsewhere it does nothing."""
+
+    def __enter__(self) -> None:
+        self.previous = _signal.pthread_sigmask(_signal.SIG_BLOCK, STOPPING) if _in_main_thread() else None
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, self.previous)
 
 
 def pending() -> int | None:
     """The first stopping signal waiting to be delivered, if any (inside `held`)."""
-    waiting = signal.sigpending() if _in_main_thread() else set()
+    waiting = _signal.sigpending() if _in_main_thread() else set()
     return next((s for s in STOPPING if s in waiting), None)
 
 
 def consume(signum: int) -> None:
     """Take the pending `signum` off the queue: it has been dealt with."""
-    signal.sigtimedwait([signum], 0)
+    _signal.sigtimedwait([signum], 0)
