@@ -32,7 +32,8 @@ def kept_folder(tree, out):
 def dangling(tree):
     """Imports of the package `__init__` files that the tree cannot satisfy."""
     source = MMSegTree.open(tree).read
-    return [p for init in (INIT, "mmseg/models/losses/__init__.py") for p in unresolved_imports(init, source(init), source)]
+    inits = (INIT, "mmseg/models/losses/__init__.py")
+    return [p for init in inits for p in unresolved_imports(init, source(init), source)]
 
 
 def edit_init(tree, old, new):
@@ -77,7 +78,10 @@ def test_revert_force_keeps_the_hand_edits_apply_force_kept(capsys, tree):
     assert code == 0
     folder = kept_folder(tree, out)
     assert "2 hand-edited file(s)" in out
-    kept = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".gitignore"}
+    kept = {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in folder.rglob("*") if p.is_file() and p.name != ".gitignore"
+    }
     assert kept[f"{HEADS}/reward_fcn_head.py"] == second
     (copy,) = [name for name in kept if name.startswith(f"{HEADS}/reward_fcn_head.py.")]
     assert kept[copy] == first
