@@ -96,7 +96,7 @@ def dirty_files(root: Path, paths: list[str]) -> set[str]:
         return set()
     in_repo = {(_prefix(root, repo) / p).as_posix(): p for p in paths}
     output = _run(repo, "status", "--porcelain=v1", "--untracked-files=no", "-z", "--", *in_repo,
-                  what="git status failed")
+                  what="git status failed (--allow-dirty skips this check)")
     dirty = set()
     for entry in output.split("\0"):
         if len(entry) > 3:

@@ -126,20 +126,23 @@ def test_dubious_ownership_is_one_line_with_the_way_out(capsys, tree, monkeypatc
     code, _, err = run_cli(capsys, "apply", tree, "--heads", "FCNHead")
     assert code == 1
     line = one_line_error(err)
-    assert line == (f"rewardpatch: error: git status failed: detected dubious ownership in repository at "
+    assert line == (f"rewardpatch: error: git status failed (--allow-dirty skips this check): "
+                    f"detected dubious ownership in repository at "
                     f"'{tree}' (if you trust it: git config --global --add safe.directory {tree})")
     assert git_status(tree) == ""
 
 
-def test_dubious_ownership_as_git_reports_it(capsys, tree, monkeypatch):
+@pytest.mark.parametrize("extra", [(), ("--allow-dirty",)], ids=["status", "commit-check"])
+def test_dubious_ownership_as_git_reports_it(capsys, tree, monkeypatch, extra):
     monkeypatch.setenv("GIT_TEST_ASSUME_DIFFERENT_OWNER", "1")  # git >= 2.35.2's test switch
     probe = subprocess.run(["git", "status"], cwd=tree, capture_output=True, text=True)
     if "dubious ownership" not in probe.stderr:
         pytest.skip(f"this git does not simulate a foreign owner ({probe.stderr.strip() or 'no error'})")
     before = snapshot(tree)
-    code, _, err = run_cli(capsys, "apply", tree, "--heads", "FCNHead", "--commit")
+    code, _, err = run_cli(capsys, "apply", tree, "--heads", "FCNHead", "--commit", *extra)
     assert code == 1
-    assert f"safe.directory {tree}" in one_line_error(err)
+    line = one_line_error(err)
+    assert f"safe.directory {tree})" in line and ("cannot --commit" in line) == bool(extra)
     assert snapshot(tree) == before
 
 
