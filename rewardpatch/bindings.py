@@ -168,3 +168,34 @@ def unresolved_imports(path: str, source: str, module_source) -> list[str]:
                 if module_file(f"{dotted}.{alias.name}") is None:
                     problems.append(f"{path}:{node.lineno}: imports {alias.name} from {dotted}, which does not define it")
     return problems
+
+
+def imports_of_files(path: str, source: str, files: set[str]) -> list[tuple[int, str]]:
+    """(line, file) for each import in the file `path` that reads one of `files` (paths
+    relative to the tree root, such as the modules a revert removes)."""
+    package = package_of(path)
+    found = []
+
+    def hit(lineno: int, dotted: str) -> None:
+        for candidate in (f"{dotted.replace('.', '/')}.py", f"{dotted.replace('.', '/')}/__init__.py"):
+            if candidate in files:
+                found.append((lineno, candidate))
+                return
+
+    for node in ast.walk(parse_python(source, path)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                for end in range(1, len(parts) + 1):
+                    hit(node.lineno, ".".join(parts[:end]))
+        elif isinstance(node, ast.ImportFrom):
+            dotted = _absolute(node, package)
+            if not dotted:
+                continue
+            parts = dotted.split(".")
+            for end in range(1, len(parts) + 1):
+                hit(node.lineno, ".".join(parts[:end]))
+            for alias in node.names:
+                if alias.name != "*":
+                    hit(node.lineno, f"{dotted}.{alias.name}")
+    return sorted(set(found))

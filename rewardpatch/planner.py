@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from . import __version__, gitstate
-from .bindings import parse_python, sibling_path, unbound_imports, unresolved_imports
+from .bindings import imports_of_files, parse_python, sibling_path, unbound_imports, unresolved_imports
 from .errors import InputError, StateError
 from .adopt import KEEP_OLD_BEHAVIOUR, HandMadeFile, adopted_heads, find_hand_made
 from .mmseg_generations import TemplateSpec
@@ -375,6 +375,23 @@ def _refuse_dirty(tree: MMSegTree, plan: PatchPlan, previous: dict[str, FileReco
         )
 
 
+# Where `revert --force` keeps the hand edits it removes: one folder per revert, at the tree
+# root, outside the package (no later apply or check reads it) and ignored by git.
+KEPT_DIR = ".rewardpatch-reverted"
+
+
+def _kept_folder(tree: MMSegTree) -> str:
+    """A fresh `KEPT_DIR/<UTC timestamp>` folder name for this revert's hand edits."""
+    from datetime import datetime, timezone
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    folder, n = f"{KEPT_DIR}/{stamp}", 1
+    while tree.path(folder).exists():
+        n += 1
+        folder = f"{KEPT_DIR}/{stamp}-{n}"
+    return folder
+
+
 def plan_revert(tree: MMSegTree, force: bool = False) -> PatchPlan:
     from .codemods.exports import remove_exports
 
@@ -385,6 +402,7 @@ def plan_revert(tree: MMSegTree, force: bool = False) -> PatchPlan:
     backups = {b.copy: b for b in manifest.backups}
     originals = manifest.originals()
     edited = []
+    kept: list[tuple[str, str, str]] = []  # (name under the kept folder, text, what it is)
     for path, record in sorted(manifest.created().items()):
         current = tree.read(path)
         original = originals.get(path)
@@ -394,14 +412,19 @@ def plan_revert(tree: MMSegTree, force: bool = False) -> PatchPlan:
             continue
         if current is not None and sha256(current) != record.sha256:
             edited.append(path)
+            kept.append((path, current, f"hand edits of {path}"))
         plan.add(path, current, after, note=record.kind if after is None else "your file, put back")
     for copy, backup in sorted(backups.items()):  # hand edits that apply --force replaced
         if backup.kind == HAND_EDITED:
             edited.append(copy)
-            plan.add(copy, tree.read(copy), None, note=f"hand edits of {backup.path}")
+            text = tree.read(copy)
+            if text is not None:
+                kept.append((copy.removeprefix(f"{BACKUP_DIR}/{HAND_EDITED}/"), text, f"hand edits of {backup.path}"))
+            plan.add(copy, text, None, note=f"hand edits of {backup.path}")
     if edited and not force:
         raise StateError(
-            f"hand-edited generated file(s): {', '.join(edited)}; use --force to remove them anyway"
+            f"hand-edited generated file(s): {', '.join(edited)}; use --force to remove them anyway "
+            f"(they are kept under {KEPT_DIR}/)"
         )
     for path, record in sorted(manifest.edited().items()):
         current = tree.read(path)
@@ -419,7 +442,7 @@ def plan_revert(tree: MMSegTree, force: bool = False) -> PatchPlan:
                     f"{path} changed since apply --adopt replaced its hand-made imports (kept at "
                     f"{original.copy}); use --force to take out only rewardpatch's exports"
                 )
-            _put_back(tree, plan, backups, original)
+            kept.append((path, _put_back(tree, plan, backups, original), f"{path} before apply --adopt"))
             plan.add(path, current, remove_exports(current, record.exports), note="exports")
             plan.notes.append(f"{path}: the hand-made imports apply --adopt replaced are not put back")
             continue
@@ -434,8 +457,64 @@ def plan_revert(tree: MMSegTree, force: bool = False) -> PatchPlan:
                     f"apply --adopt removed (kept at {copy})"
                 )
             plan.add(backup.path, current, text, note="your file, put back")
+    _refuse_dangling_imports(plan, manifest)
+    if kept:
+        folder = _kept_folder(tree)
+        plan.add(f"{folder}/.gitignore", None, "# hand edits `rewardpatch revert --force` removed\n*\n",
+                 note="keeps the folder out of git")
+        for name, text, what in kept:
+            plan.add(f"{folder}/{name}", None, text, note=f"{what}, kept")
+        plan.notes.append(f"{len(kept)} hand-edited file(s) removed by revert --force are kept in {folder}/")
     plan.add(MANIFEST_NAME, tree.read(MANIFEST_NAME), None, note="manifest")
     return plan
+
+
+def _refuse_dangling_imports(plan: PatchPlan, manifest: Manifest) -> None:
+    """Refuse a revert after which an `__init__` still imports a module the revert removes:
+    `import mmseg.models` would break (an import of ours spelt in a way remove_exports does
+    not recognise, or one a user added)."""
+    removed = {c.path for c in plan.changes if c.after is None and c.path.endswith(".py")}
+    after = {c.path: c.after for c in plan.changes}
+    for path in sorted(manifest.edited()) if removed else ():
+        current = plan.tree.read(path)
+        text = after[path] if path in after else current
+        for line, module in imports_of_files(path, text, removed) if text is not None else ():
+            line = _line_before(current or "", text, line)
+            raise StateError(
+                f"{path}:{line}: imports from {module}, which revert removes, in a form revert "
+                "cannot take out; delete that import (or restore the line apply wrote) and revert again"
+            )
+
+
+def _line_before(before: str, after: str, line: int) -> int:
+    """The number in `before` of line `line` of `after`, a text made from `before` by taking
+    lines out (remove_exports): the same text, as many times over above it."""
+    lines = after.splitlines()
+    if not 0 < line <= len(lines):
+        return line
+    target, seen = lines[line - 1], lines[: line - 1].count(lines[line - 1])
+    for number, text in enumerate(before.splitlines(), 1):
+        if text == target:
+            if not seen:
+                return number
+            seen -= 1
+    return line
+
+
+def unrevertable_imports(tree: MMSegTree, manifest: Manifest, path: str, current: str) -> list[Problem]:
+    """The imports of `path` (an `__init__` apply edited) that revert would leave pointing
+    at a module it removes."""
+    from .codemods.exports import remove_exports
+
+    record = manifest.files[path]
+    removed = {p for p in manifest.created() if p.endswith(".py") and p not in manifest.originals()}
+    after = remove_exports(current, record.exports) if record.exports else current
+    return [
+        Problem(path, "unrevertable-import",
+                f"{path}:{_line_before(current, after, line)}: imports from {module} in a form revert cannot take out; "
+                "restore the line apply wrote")
+        for line, module in imports_of_files(path, after, removed)
+    ]
 
 
 def check_tree(tree: MMSegTree) -> list[Problem]:
@@ -528,9 +607,19 @@ def _recorded_problems(tree: MMSegTree, manifest: Manifest) -> list[Problem]:
         parse_python(current, path)
         for what in missing_exports(current, record.exports):
             problems.append(Problem(path, "missing-export", f"{path}: missing {what}"))
+        problems += unrevertable_imports(tree, manifest, path, current)
         for stem, names in unbound_imports(path, current, managed):
             module = sibling_path(path, stem)
             problems.append(
                 Problem(path, "unbound-import", f"{path}: imports {', '.join(names)} from .{stem}, which {module} does not define")
             )
     return problems
+
+
+def undo(plan: PatchPlan) -> None:
+    """Put back what executing `plan` wrote: the inverse plan (each change's before and after
+    swapped, in reverse order), executed; it rolls itself back if it fails."""
+    inverse = PatchPlan(plan.tree)
+    for change in reversed(plan.changes):
+        inverse.add(change.path, change.after, change.before, note=f"undo {change.note}".strip())
+    inverse.execute()

@@ -235,12 +235,21 @@ def remove_exports(source: str, record: ExportRecord) -> str:
     module = cst.parse_module(source)
     body = list(module.body)
     wanted = set(record.imports)
+    ours = _recorded_imports(record)
     index = 0
     while index < len(body):
         statement = body[index]
         if is_import_line(statement) and _statement_code(statement) in wanted:
             _drop_statement(body, index)
             continue
+        if isinstance(statement, cst.SimpleStatementLine) and ours:
+            kept = [small for small in statement.body if not _is_ours(small, ours)]
+            if not kept:  # ours with a comment added, rewrapped, or several joined with `;`
+                _drop_statement(body, index)
+                continue
+            if len(kept) < len(statement.body):  # ours joined with `;` to statements of yours
+                kept[-1] = kept[-1].with_changes(semicolon=cst.MaybeSentinel.DEFAULT)
+                body[index] = statement.with_changes(body=kept)
         index += 1
 
     _drop_all_names(body, set(record.names))
@@ -252,6 +261,33 @@ def remove_exports(source: str, record: ExportRecord) -> str:
             elements[-2] = elements[-2].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
             _with_all(body, position, value.with_changes(elements=elements))
     return module.with_changes(body=body).code
+
+
+def _recorded_imports(record: ExportRecord) -> dict[str, set[str]]:
+    """{module stem: names} of the import lines `record` says add_exports wrote."""
+    ours: dict[str, set[str]] = {}
+    for line in record.imports:
+        for small in cst.parse_statement(line).body:
+            if isinstance(small, cst.ImportFrom) and small.module is not None and not isinstance(
+                small.names, cst.ImportStar
+            ):
+                ours.setdefault(code(small.module), set()).update(code(a.name) for a in small.names)
+    return ours
+
+
+def _is_ours(small: cst.BaseSmallStatement, ours: dict[str, set[str]]) -> bool:
+    """Whether `small` is `from .<module> import <names>` for one of our modules and only
+    names add_exports imported from it, unaliased: however it is spelt or commented, it
+    is an import apply added, and nothing of the user's."""
+    if not (
+        isinstance(small, cst.ImportFrom)
+        and len(small.relative) == 1
+        and small.module is not None
+        and not isinstance(small.names, cst.ImportStar)
+    ):
+        return False
+    names = ours.get(code(small.module))
+    return bool(names) and all(a.asname is None and code(a.name) in names for a in small.names)
 
 
 def _imports_from(statement: cst.BaseStatement, stems: set[str]) -> bool:
