@@ -16,6 +16,7 @@ import libcst as cst
 
 from ..heads import REWARD_PREFIX
 from .imports import bound_name, code, insert_relative_import, is_import_line, relative_import
+from .layout import fit_renamed_super_lines
 
 
 @dataclass(frozen=True)
@@ -249,5 +250,6 @@ def render_reward_module(
         )
     header_lines = [cst.EmptyLine(comment=cst.Comment(line)) for line in header]
     new_module = module.with_changes(header=[*header_lines, *module.header], body=body + rewritten)
-    return new_module.code
+    renames = {c.reward_name: c.name for c in classes if c.explicit_super}
+    return fit_renamed_super_lines(new_module.code, renames)
 
