@@ -134,4 +134,4 @@ def _split(line: str, number: int, tokens, limit: int) -> str | None:
     out.append(current)
     if len(out) == 1 or any(len(part) > limit for part in out):
         return None
-    return "\n".join(out) + ending
+    return (ending or "\n").join(out) + ending
