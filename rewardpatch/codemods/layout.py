@@ -30,7 +30,7 @@ def fit_renamed_super_lines(text: str, renames: dict[str, str], limit: int = COL
     pattern = re.compile(r"\bsuper\((%s)\s*," % "|".join(map(re.escape, renames))) if renames else None
     if pattern is None or not pattern.search(text):
         return text
-    lines = text.splitlines(keepends=True)
+    lines = io.StringIO(text).readlines()  # the rows tokenize counts: "\n" ends a line, nothing else
     renamed: dict[int, list[tuple[int, int]]] = {}  # line -> [(column after the name, delta)]
     for number, line in enumerate(lines, 1):
         for match in pattern.finditer(line):
@@ -74,7 +74,7 @@ def _realign(tokens, renamed) -> dict[int, int]:
 
 
 def _split_long_lines(text: str, touched: set[int], limit: int) -> str:
-    lines = text.splitlines(keepends=True)
+    lines = io.StringIO(text).readlines()  # the rows tokenize counts: "\n" ends a line, nothing else
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
     except (tokenize.TokenError, SyntaxError):
