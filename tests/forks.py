@@ -54,6 +54,8 @@ def daformer_0x(tree: Path) -> Path:
         ("def losses(self, seg_logit, seg_label):", "def losses(self, seg_logit, seg_label, seg_weight=None):"),
         *[(f"super(DAHead, self).losses({logit}, seg_label)", f"super(DAHead, self).losses({logit}, seg_label,\n"
            f"{' ' * 43}seg_weight)") for logit in ("pam_cam_seg_logit", "pam_seg_logit", "cam_seg_logit")],
+        # laid out as the fork's yapf (0.30.0) lays it out, as a fork's pre-commit keeps it
+        ("seg_weight),\n                'pam_cam'))", "seg_weight), 'pam_cam'))"),
     )
     edit(
         tree, f"{HEADS}/enc_head.py",

@@ -162,7 +162,7 @@ def test_check_names_a_created_file_whose_import_the_tree_no_longer_has(capsys, 
     code, _, err = run_cli(capsys, "check", tree)
     assert code == 1
     assert (
-        f"{HEADS}/reward_decode_head.py:20: imports from mmseg.models.decode_heads.cascade_decode_head, "
+        f"{HEADS}/reward_decode_head.py:21: imports from mmseg.models.decode_heads.cascade_decode_head, "
         "which the tree does not have"
     ) in err
 

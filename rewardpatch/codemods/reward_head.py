@@ -17,6 +17,7 @@ import libcst as cst
 
 from ..heads import REWARD_PREFIX
 from .imports import bound_name, code, insert_relative_import, is_import_line, relative_import
+from .layout import fit_renamed_super_lines
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,8 @@ def render_reward_module(
     new_module = module.with_changes(
         header=[*module.header[:first], *header_lines, *module.header[first:]], body=body + rewritten
     )
-    return new_module.code
+    renames = {c.reward_name: c.name for c in classes if c.explicit_super}
+    return fit_renamed_super_lines(new_module.code, renames)
 
 
 def _lines_kept_first(source: str) -> int:
