@@ -250,7 +250,7 @@ def _drop_pending() -> None:
 
 @cli.command("revert")
 @TREE
-@click.option("--force", is_flag=True, help="Remove generated files even if they were hand-edited.")
+@click.option("--force", is_flag=True, help="Remove generated files even if they were hand-edited (a copy of each is kept in .rewardpatch-reverted/).")
 @click.option("--dry-run", is_flag=True, help="Print what revert would change as a unified diff.")
 @mmseg_version_option
 def revert_command(tree: str, force: bool, dry_run: bool, mmseg_version: str | None) -> int:

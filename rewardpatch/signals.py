@@ -2,9 +2,9 @@
 
 `install` makes SIGTERM and SIGHUP raise `Signalled` (a KeyboardInterrupt) as Ctrl-C
 raises KeyboardInterrupt, so every path that rolls back after Ctrl-C rolls back after a
-`kill`, a CI timeout or a closed terminal too. `held` blocks the three while the writer
-changes the disk: a signal then waits, pending, until the writer looks between two steps
-(`pending`), rolls back and consumes it (`consume`). No sequence of signals can stop a
+`kill`, a CI timeout or a closed terminal too. `held` holds the three off while the
+writer changes the disk: a signal is then only recorded, until the writer looks between
+two steps (`pending`), rolls back and consumes it (`consume`). No sequence of signals can stop a
 rollback half-way; SIGKILL and power loss are the journal's business.
 """
 
@@ -52,30 +52,58 @@ def install() -> None:
         pass
 
 
-def _in_main_thread() -> bool:
-    import threading
+# Signals `held` caught and nobody dealt with yet, in arrival order; how deeply held is entered
+_caught: list[int] = []
+_depth = [0]
 
-    return threading.current_thread() is threading.main_thread()
+
+def _record(signum, frame) -> None:
+    _caught.append(signum)
 
 
 class held:
-    """Block SIGINT, SIGTERM and SIGHUP (a context manager); on leaving, those still pending
-    are delivered. Only the main thread runs Python's handlers: elsewhere it does nothing."""
+    """Hold off SIGINT, SIGTERM and SIGHUP (a context manager): while inside, each is only
+    recorded (`pending`); on leaving the outermost one, those not `consume`d are raised again
+    for the handlers found on entering. Python handlers, not a signal mask: a process-wide
+    signal may land on any thread (torch's, gitpython's), and Python's handlers always run on
+    the main thread. A signal the process ignores stays ignored. Off the main thread, where
+    handlers cannot be set, it does nothing."""
 
     def __enter__(self) -> None:
-        self.previous = _signal.pthread_sigmask(_signal.SIG_BLOCK, STOPPING) if _in_main_thread() else None
+        self.previous: dict[int, object] = {}
+        self.entered = False
+        try:
+            for signum in STOPPING:
+                if _signal.getsignal(signum) not in (_signal.SIG_IGN, _record):
+                    self.previous[signum] = _signal.signal(signum, _record)
+        except ValueError:  # not the main thread
+            self._restore()
+            return
+        self.entered = True
+        _depth[0] += 1
+
+    def _restore(self) -> None:
+        for signum, handler in self.previous.items():
+            _signal.signal(signum, handler)
+        self.previous = {}
 
     def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            _signal.pthread_sigmask(_signal.SIG_SETMASK, self.previous)
+        if not self.entered:
+            return
+        self._restore()
+        _depth[0] -= 1
+        if _depth[0] == 0 and _caught:
+            late = list(dict.fromkeys(_caught))
+            _caught.clear()
+            for signum in late:  # as if they came now
+                _signal.raise_signal(signum)
 
 
 def pending() -> int | None:
-    """The first stopping signal waiting to be delivered, if any (inside `held`)."""
-    waiting = _signal.sigpending() if _in_main_thread() else set()
-    return next((s for s in STOPPING if s in waiting), None)
+    """The first stopping signal `held` caught and nobody consumed, if any."""
+    return _caught[0] if _caught else None
 
 
 def consume(signum: int) -> None:
-    """Take the pending `signum` off the queue: it has been dealt with."""
-    _signal.sigtimedwait([signum], 0)
+    """`signum` has been dealt with: it is not raised again on leaving `held`."""
+    _caught[:] = [s for s in _caught if s != signum]

@@ -155,3 +155,21 @@ def test_config_and_verify_without_the_stack_end_in_one_line_naming_the_package(
     code, _, err = run_cli(capsys, verb, *args)
     assert code == 2
     assert one_line_error(err).startswith(f"rewardpatch: error: {verb} needs {module}, which cannot be imported")
+
+
+def test_a_signal_landing_on_another_thread_still_rolls_back(capsys, tree, monkeypatch):
+    """torch and gitpython keep threads; the kernel may hand a process-wide signal to any of them."""
+    import threading
+
+    stop = threading.Event()
+    waiting = threading.Thread(target=stop.wait, daemon=True)
+    waiting.start()
+    before = snapshot(tree)
+    try:
+        for step in (2, 40, 60):
+            interrupt_at(monkeypatch, step, "term")
+            code, _, err = run_cli(capsys, "apply", tree)
+            assert code == 143 and "the tree was left unchanged" in one_line_error(err)
+            assert snapshot(tree) == before
+    finally:
+        stop.set()
