@@ -93,8 +93,9 @@ def judge(tree: Path, before: dict, after: dict, code: int, err: str, signum: in
     traceback = "Traceback" in err or "Traceback" in check_err
     codes = {0, -signum, 128 + signum}
     consistent = outcome != "neither" and not left and not traceback and code in codes
-    return {"consistent": consistent, "outcome": outcome, "code": code, "traceback": traceback, "left": left,
-            "check": checked}
+    row = {"consistent": consistent, "outcome": outcome, "code": code, "traceback": traceback, "left": left,
+           "check": checked}
+    return row if consistent else {**row, "stderr": (err + check_err)[-1200:]}
 
 
 def main() -> int:
