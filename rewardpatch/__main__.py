@@ -6,7 +6,7 @@ noticeable part of a second) ends in one line and its exit code too. What comes 
 the interpreter's own start-up, its site packages — is Python's, and prints Python's traceback.
 """
 
-from .signals import STOPPING, install, signum_of
+from .signals import STOPPING, install, interrupt_behind, signum_of
 
 install()  # at import: before run() is even called
 
@@ -20,13 +20,22 @@ def run() -> None:
 
         code = main()
         _decided()
+    except Exception as exc:  # a signal Python wrapped in another error while the CLI was imported
+        interrupt = interrupt_behind(exc)
+        if interrupt is None:
+            raise
+        code = _interrupted(interrupt)
     except KeyboardInterrupt as exc:  # while the CLI was being imported: nothing was read or written
-        _decided()
-        import sys
-
-        print("rewardpatch: error: interrupted", file=sys.stderr)
-        code = 128 + signum_of(exc)
+        code = _interrupted(exc)
     sys.exit(code)
+
+
+def _interrupted(interrupt: KeyboardInterrupt) -> int:
+    _decided()
+    import sys
+
+    print("rewardpatch: error: interrupted", file=sys.stderr)
+    return 128 + signum_of(interrupt)
 
 
 def _decided() -> None:

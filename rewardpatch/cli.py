@@ -21,7 +21,7 @@ from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Interru
 from .mmseg_generations import supported_versions
 from .optional import require_stack
 from .options import mmseg_version_option
-from .signals import name as signal_name, signum_of
+from .signals import interrupt_behind, name as signal_name, signum_of
 from .tree import MMSegTree
 
 TREE = click.argument("tree", type=click.Path(file_okay=True, dir_okay=True, path_type=str))
@@ -88,6 +88,12 @@ class Verbs(click.Group):
             return super().invoke(ctx)
         except KeyboardInterrupt as exc:  # caught before click makes it an Abort: it has its own exit code
             signum = signum_of(exc)
+            raise Interrupted(f"interrupted ({signal_name(signum)})", signum=signum) from None
+        except Exception as exc:
+            interrupt = interrupt_behind(exc)
+            if interrupt is None:
+                raise
+            signum = signum_of(interrupt)
             raise Interrupted(f"interrupted ({signal_name(signum)})", signum=signum) from None
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):

@@ -107,3 +107,16 @@ def pending() -> int | None:
 def consume(signum: int) -> None:
     """`signum` has been dealt with: it is not raised again on leaving `held`."""
     _caught[:] = [s for s in _caught if s != signum]
+
+
+def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or SIGTERM, SIGHUP) another exception wraps, if any: Python turns one that
+    lands in a class body's `__set_name__` — libcst's node classes, imported on first use —
+    into a RuntimeError caused by it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

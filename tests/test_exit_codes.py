@@ -173,3 +173,20 @@ def test_a_signal_landing_on_another_thread_still_rolls_back(capsys, tree, monke
             assert snapshot(tree) == before
     finally:
         stop.set()
+
+
+def test_ctrl_c_wrapped_by_python_in_another_error_is_an_interrupt_too(capsys, tree, monkeypatch):
+    """Ctrl-C landing in a class body's __set_name__ (libcst's nodes, imported on first use)
+    reaches the CLI as a RuntimeError caused by it."""
+    import rewardpatch.planner
+
+    def interrupted_import(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("Error calling __set_name__ on 'Field' instance") from exc
+
+    monkeypatch.setattr(rewardpatch.planner, "plan_apply", interrupted_import)
+    code, _, err = run_cli(capsys, "apply", tree)
+    assert code == 130
+    assert one_line_error(err) == "rewardpatch: error: interrupted (SIGINT)"
