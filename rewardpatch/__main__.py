@@ -12,7 +12,6 @@ install()  # at import: before run() is even called
 
 
 def run() -> None:
-    install()
     try:
         import sys
 
@@ -20,13 +19,11 @@ def run() -> None:
 
         code = main()
         _decided()
-    except Exception as exc:  # a signal Python wrapped in another error while the CLI was imported
-        interrupt = interrupt_behind(exc)
+    except (KeyboardInterrupt, Exception) as exc:  # while the CLI was imported: nothing was read or written
+        interrupt = interrupt_behind(exc)  # itself, or the one Python wrapped in another error
         if interrupt is None:
             raise
         code = _interrupted(interrupt)
-    except KeyboardInterrupt as exc:  # while the CLI was being imported: nothing was read or written
-        code = _interrupted(exc)
     sys.exit(code)
 
 

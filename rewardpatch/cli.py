@@ -86,11 +86,8 @@ class Verbs(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt as exc:  # caught before click makes it an Abort: it has its own exit code
-            signum = signum_of(exc)
-            raise Interrupted(f"interrupted ({signal_name(signum)})", signum=signum) from None
-        except Exception as exc:
-            interrupt = interrupt_behind(exc)
+        except (KeyboardInterrupt, Exception) as exc:  # before click makes Ctrl-C an Abort: it has its own code
+            interrupt = interrupt_behind(exc)  # itself, or the one Python wrapped in another error
             if interrupt is None:
                 raise
             signum = signum_of(interrupt)
@@ -221,7 +218,7 @@ def _commit(mmseg: MMSegTree, plan) -> str:
     """Commit the patch just written; if git fails, or a signal comes first, take it back out."""
     from . import gitstate
     from .planner import undo
-    from .signals import held, pending
+    from .signals import consume_all, held, pending
 
     selected = plan.heads
     message = (
@@ -234,7 +231,7 @@ def _commit(mmseg: MMSegTree, plan) -> str:
         try:
             sha = gitstate.commit(mmseg.root, [c.path for c in plan.changes], message)
         except StateError as exc:  # the paths are unstaged already; take the patch back out
-            _drop_pending()  # the undo must not stop half-way for a signal that came during git
+            consume_all()  # the undo must not stop half-way for a signal that came during git
             try:
                 undo(plan)
             except (StateError, Interrupted) as failed:
@@ -242,16 +239,9 @@ def _commit(mmseg: MMSegTree, plan) -> str:
             raise StateError(f"{exc}; the patch was rolled back, nothing was changed") from None
         late = pending()
         if late is not None:
-            _drop_pending()
+            consume_all()
             raise Interrupted(f"interrupted ({signal_name(late)}) after the patch was committed as {sha}", signum=late)
     return sha
-
-
-def _drop_pending() -> None:
-    from .signals import consume, pending
-
-    while (signum := pending()) is not None:
-        consume(signum)
 
 
 @cli.command("revert")

@@ -269,9 +269,7 @@ def recover(root: Path) -> Recovery | None:
         raise StateError(f"cannot read {JOURNAL_NAME}: {exc.strerror}") from None
     files = roll_back(root, journal, "recover")
     faults.step("recover", "commit")
-    journal_path.unlink()
-    (root / JOURNAL_TEMP).unlink(missing_ok=True)
-    fsync_dir(root)
+    complete(root)
     return Recovery(journal.verb, journal.pid, files)
 
 

@@ -97,7 +97,7 @@ class PatchPlan:
                 journal.complete(root)
             except (OSError, _Stop, KeyboardInterrupt) as exc:  # KeyboardInterrupt: raised, not signalled
                 self._roll_back(record, current, exc)
-            late = _consume_pending()
+            late = signals.consume_all()
         if late is not None:
             raise Interrupted(
                 f"interrupted ({signals.name(late)}) after {verb} had written every file: the change is complete",
@@ -144,7 +144,7 @@ class PatchPlan:
                 f"could not write {failed} ({_reason(exc)}), and rolling back failed too ({_reason(again)}); "
                 f"the next rewardpatch command on this tree rolls it back ({journal.JOURNAL_NAME})"
             ) from None
-        _consume_pending()  # a second signal, or a third: the rollback is done
+        signals.consume_all()  # a second signal, or a third: the rollback is done
         if isinstance(exc, (_Stop, KeyboardInterrupt)):
             signum = exc.signum if isinstance(exc, _Stop) else signals.signum_of(exc)
             raise Interrupted(
@@ -160,16 +160,6 @@ class _Stop(Exception):
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
-
-
-def _consume_pending() -> int | None:
-    """Take every pending stopping signal off the queue; the first one, or None."""
-    first = signals.pending()
-    signum = first
-    while signum is not None:
-        signals.consume(signum)
-        signum = signals.pending()
-    return first
 
 
 def _stop_if_signalled() -> None:

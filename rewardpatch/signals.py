@@ -109,6 +109,13 @@ def consume(signum: int) -> None:
     _caught[:] = [s for s in _caught if s != signum]
 
 
+def consume_all() -> int | None:
+    """Every signal `held` caught has been dealt with; the first of them, or None."""
+    first = pending()
+    _caught.clear()
+    return first
+
+
 def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
     """The Ctrl-C (or SIGTERM, SIGHUP) another exception wraps, if any: Python turns one that
     lands in a class body's `__set_name__` — libcst's node classes, imported on first use —
