@@ -104,7 +104,12 @@ class CrossEntropyRewardLoss(CrossEntropyLoss):
         truth [B, H, W] in `ground_truth`: class weights apply by the
         ground-truth class of each pixel, never by the sampled one, which
         would bias the REINFORCE estimate.
+
+        Computed in float32 whatever the dtype of `cls_score` (fp16 or bf16
+        under mixed precision), as autocast computes cross-entropy: the loss
+        is float32 and its gradient is cast to the logits' dtype last.
         """
+        cls_score = cls_score.float()
         if label.dim() == cls_score.dim():
             return self._sampled(cls_score, label, reward, weight, avg_factor,
                                  reduction_override, ignore_index,

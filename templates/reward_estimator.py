@@ -387,17 +387,24 @@ def local_expectation(probs: Tensor, samples: Tensor, rows: Tensor,
 
 
 class _LossWithGradient(torch.autograd.Function):
-    """A scalar with a chosen value whose gradient is a chosen tensor."""
+    """A scalar with a chosen value whose gradient is a chosen tensor.
+
+    Mixed precision: the value and the gradient stay float32 whatever the
+    dtype of `inputs` (fp16 or bf16 logits under autocast); the gradient is
+    cast to it only after it is multiplied by the incoming one (AMP's loss
+    scale), so fp16 neither overflows nor flushes small entries to zero.
+    """
 
     @staticmethod
     def forward(ctx, inputs, gradient, value):
         ctx.save_for_backward(gradient)
-        return value.detach().clone()
+        ctx.dtype = inputs.dtype
+        return value.detach().to(torch.float32, copy=True)
 
     @staticmethod
     def backward(ctx, grad_output):
         gradient, = ctx.saved_tensors
-        return gradient * grad_output, None, None
+        return (gradient * grad_output.float()).to(ctx.dtype), None, None
 
 
 def _mean_std(values: Tensor, mask: Tensor):
@@ -597,10 +604,9 @@ class RewardEstimator:
             if pixel_weight is not None:
                 gradient.mul_(pixel_weight.flatten(1)[:, None])
         value = loss_module.loss_weight * (1 - stats['reward_mean'])
-        return _LossWithGradient.apply(
-            logits,
-            gradient.view_as(logits).neg_().to(logits.dtype),
-            value.to(logits.dtype))
+        return _LossWithGradient.apply(logits,
+                                       gradient.view_as(logits).neg_(),
+                                       value.float())
 
     def _reinforce(self, logits, gt, samples, rewards, labelled, loss_module,
                    pixel_weight, stats) -> Tensor:
