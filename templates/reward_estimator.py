@@ -31,7 +31,6 @@ from collections.abc import Mapping
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor
 
 MODES = ('local', 'reinforce', 'weighted_ce')
@@ -266,46 +265,101 @@ def reward_of_counts(reward: str, intersect: Tensor, predicted: Tensor,
     return _ratio(numerator.sum(-1), denominator.sum(-1))
 
 
-def flip_table(reward: str, intersect: Tensor, predicted: Tensor,
-               truth: Tensor) -> Tensor:
-    """The change of the reward when one labelled pixel moves between classes.
+def flip_terms(reward: str, intersect: Tensor, predicted: Tensor,
+               truth: Tensor):
+    """What one labelled pixel's move between classes does to the reward.
+
+    A pixel whose ground-truth row is g (C: out of range) moving from class a
+    to class b changes the terms of a and b only: a loses a pixel (and its
+    intersection when g == a), b gains one (and the intersection when
+    g == b). With S and D the sums of the numerators and denominators of
+    `_terms` and r = S / D the reward, the change is
+
+        (alpha[own_a, a] + beta[own_b, b]) * inverse[lost[own_a, a], b]
+
+    own_a = (g == a), own_b = (g == b): (S + x) / (D + y) - r with x, y the
+    changes of S and D, written (x - y r) / (D + y), so that it stays exact
+    in float32 however large r is beside the change. D only moves by whole
+    classes: a class whose union (Dice: P + G) was one pixel drops out
+    (lost = 1), an absent class that gains a pixel comes in; the class of g
+    is present. So nothing here grows with C^3: every table is [..., 2, C].
 
     Args:
         intersect, predicted, truth (Tensor): I, P, G of the units, [..., C],
             counting the pixel at its current class.
 
     Returns:
+        tuple[Tensor]: (alpha, lost, beta, inverse), each [..., 2, C] in the
+        counts' dtype: alpha and lost indexed [own_a, a], beta [own_b, b],
+        inverse [lost, b] = 1 / (D - lost + [b absent]) (0 where that is 0:
+        then nothing is labelled and every change is 0).
+    """
+    numerator, denominator = _terms(reward, intersect, predicted, truth)
+    total = denominator.sum(-1)[..., None, None]
+    before = _ratio(numerator.sum(-1), denominator.sum(-1))[..., None, None]
+    fewer = (predicted - 1).clamp(min=0)
+    # [..., 0, a]: a loses another class's pixel; [..., 1, a]: its own
+    kept = (intersect, (intersect - 1).clamp(min=0))
+    lose = [_terms(reward, i, fewer, truth) for i in kept]
+    # [..., 0, b]: b gains another class's pixel; [..., 1, b]: its own
+    more = predicted + 1
+    gain = [_terms(reward, i, more, truth) for i in (intersect, intersect + 1)]
+    changes = []
+    for other, own in (lose, gain):
+        num = torch.stack([other[0], own[0]], -2) - numerator[..., None, :]
+        den = torch.stack([other[1], own[1]], -2) - denominator[..., None, :]
+        changes.append((num - den * before, den))
+    (alpha, lost), (beta, gained) = changes
+    steps = torch.arange(2, dtype=total.dtype, device=total.device)
+    after = total - steps[:, None] + gained[..., :1, :]
+    inverse = _ratio(torch.ones_like(after), after)
+    return alpha, -lost, beta, inverse
+
+
+def flip_table(reward: str, intersect: Tensor, predicted: Tensor,
+               truth: Tensor) -> Tensor:
+    """Every move's change of the reward, from `flip_terms`; O(C^3), for
+    reading and testing: the estimator never builds it.
+
+    Returns:
         Tensor: [..., C, C + 1, C]; entry [a, g, b] is R(after) - R(before)
         when a pixel whose ground-truth row is g (C: out of range) moves from
-        class a to class b. Zero where a == b. Computed in the counts' dtype
-        (float64 keeps differences of order 1 / pixels exact enough).
+        class a to class b. Zero where a == b.
     """
-    num_classes = intersect.shape[-1]
-    numerator, denominator = _terms(reward, intersect, predicted, truth)
-    before = _ratio(numerator.sum(-1), denominator.sum(-1))
-    # a loses the pixel (and its intersection when g == a), b gains it (and
-    # the intersection when g == b); the other classes keep their terms
-    fewer = (predicted - 1).clamp(min=0)
-    lose_other = _terms(reward, intersect, fewer, truth)
-    lose_own = _terms(reward, (intersect - 1).clamp(min=0), fewer, truth)
-    gain_other = _terms(reward, intersect, predicted + 1, truth)
-    gain_own = _terms(reward, intersect + 1, predicted + 1, truth)
+    classes = intersect.shape[-1]
+    alpha, lost, beta, inverse = flip_terms(reward, intersect, predicted,
+                                            truth)
     device = intersect.device
-    own = torch.eye(num_classes, num_classes + 1, device=device).bool()
-    after = []
-    for term, old in enumerate((numerator, denominator)):
-        # [..., a, g] and [..., g, b]
-        lose = torch.where(own, lose_own[term][..., :, None],
-                           lose_other[term][..., :, None])
-        gain = torch.where(own.t(), gain_own[term][..., None, :],
-                           gain_other[term][..., None, :])
-        lose = lose - old[..., :, None]
-        gain = gain - old[..., None, :]
-        total = old.sum(-1)[..., None, None, None]
-        after.append(total + lose[..., None] + gain[..., None, :, :])
-    delta = _ratio(*after) - before[..., None, None, None]
-    same = torch.eye(num_classes, device=device).bool()
+    own = torch.eye(classes, classes + 1, device=device).long()  # [a, g]
+    lead = alpha.shape[:-2]
+    a = torch.arange(classes, device=device)[:, None].expand_as(own)
+    # [..., a, g] by own_a = (g == a), then [..., a, g, b]
+    lose = alpha.flatten(-2)[..., own * classes + a]
+    which = lost.flatten(-2)[..., own * classes + a].long()
+    gain = torch.where(own.t().bool(), beta[..., None, 1, :],
+                       beta[..., None, 0, :])  # [..., g, b]
+    scale = inverse[..., None, :, :].expand(*lead, classes, 2, classes)
+    which = which[..., None].expand(*lead, classes, classes + 1, classes)
+    scale = scale.gather(-2, which)
+    delta = (lose[..., None] + gain[..., None, :, :]) * scale
+    same = torch.eye(classes, device=device).bool()
     return delta.masked_fill(same[:, None, :], 0)
+
+
+def channel_max(logits: Tensor):
+    """(values, indices) of the maximum over dim 1 of [B, C, N], the first
+    index where several are equal, as `logits.max(1)` gives them.
+
+    On the CPU, max(1) over the channels of NCHW logits is several times
+    slower than amax(1): the index is found by one comparison per class.
+    """
+    if logits.is_cuda:
+        return logits.max(1)
+    peak = logits.amax(1)
+    index = torch.full_like(peak, logits.shape[1] - 1, dtype=torch.long)
+    for c in range(logits.shape[1] - 2, -1, -1):
+        index.masked_fill_(logits[:, c] == peak, c)
+    return peak, index
 
 
 def _slabs(total: int, per_pixel: int):
@@ -327,62 +381,121 @@ def sample_labels(logits: Tensor,
             probabilities when given.
 
     Returns:
-        Tensor: long [K, B, N], by inverse CDF: one uniform per pixel and
-        sample; the cumulative sums are one small matrix product per slab
-        (a cumsum across the channels of NCHW logits is far slower).
+        Tensor: long [K, B, N], by inverse CDF with one uniform per pixel and
+        sample, in two levels: the classes in blocks of about sqrt(C), the
+        block first, then the class inside it. The cumulative sums are small
+        matrix products per slab (a cumsum across the channels of NCHW logits
+        is far slower), O(C^1.5) per pixel instead of O(C^2).
     """
     batch, classes, pixels = logits.shape
-    lower = torch.ones(
-        classes, classes, device=logits.device).tril_()[:classes - 1]
+    width = max(2, math.isqrt(classes))
+    blocks = -(-classes // width)
+    device = logits.device
+    block_of = torch.arange(classes, device=device) // width
+    members = (block_of == torch.arange(blocks, device=device)[:, None])
+    # inclusive cumulative sums of the blocks' masses, and inside a block
+    block_sums = torch.ones(blocks, blocks, device=device).tril_()
+    block_sums = block_sums.matmul(members.float())
+    inner = torch.ones(width - 1, width, device=device).tril_()
+    offsets = torch.arange(width, device=device)[:, None]
     samples = torch.empty(
-        num_samples, batch, pixels, dtype=torch.long, device=logits.device)
+        num_samples, batch, pixels, dtype=torch.long, device=device)
     for part in _slabs(pixels, batch * classes):
         weights = logits[:, :, part].float() - peak[:, None, part]
         if temperature != 1.0:
             weights = weights.mul_(1.0 / temperature)
         weights = weights.exp_()
-        total = weights.sum(1, keepdim=True)
-        below = torch.matmul(lower, weights)
+        below = torch.matmul(block_sums, weights)  # [B, blocks, n]
+        total = below[:, -1:]
         draws = torch.rand(
-            num_samples, batch, 1, below.shape[-1], device=logits.device)
-        # the number of classes whose cumulative mass is <= u * total
-        samples[:, :, part] = (below <= draws.mul_(total)).sum(2)
+            num_samples, batch, 1, below.shape[-1], device=device)
+        draws = draws.mul_(total)
+        # the block: the number of blocks whose cumulative mass is <= u
+        block = (below[:, :-1] <= draws).sum(2, keepdim=True)
+        cumulative = below.expand(num_samples, -1, -1, -1)
+        start = cumulative.gather(2, (block - 1).clamp_(min=0))
+        rest = draws.sub_(start.masked_fill_(block == 0, 0))
+        rows = (block * width + offsets).clamp_(max=classes - 1)
+        inside = weights.expand(num_samples, -1, -1, -1).gather(2, rows)
+        inside.masked_fill_(block * width + offsets >= classes, 0)
+        chosen = (torch.matmul(inner, inside) <= rest).sum(2, keepdim=True)
+        chosen = rows.gather(2, chosen.clamp_(max=width - 1))
+        samples[:, :, part] = chosen[:, :, 0]
         if probs is not None:
-            probs[:, :, part] = weights.div_(total)
+            torch.div(weights, total, out=probs[:, :, part])
     return samples
 
 
 def local_expectation(probs: Tensor, samples: Tensor, rows: Tensor,
-                      tables: Tensor) -> Tensor:
+                      terms: tuple, scale: Tensor,
+                      pixel_scale: Tensor) -> Tensor:
     """The local expectation gradient, written over `probs`.
 
     Args:
         probs (Tensor): p = softmax(z / T), [B, C, N]; overwritten.
         samples (Tensor): long [K, B, N], y ~ p.
-        rows (Tensor): long [B, N], `label_rows` of the ground truth.
-        tables (Tensor): [K, U, C, C * (C + 2)] with U = B (a unit per image)
-            or 1 (one for the batch): entry [k, u, b, a * (C + 2) + g] is the
-            reward change for sample k of a pixel of row g moving from a to b,
-            scaled as the gradient should be (rows C + 1 are zero).
+        rows (Tensor): [B, N], `label_rows` of the ground truth.
+        terms (tuple[Tensor]): `flip_terms` of the samples' scoring units,
+            each [K, U, 2, C] float32, U = B (a unit per image) or 1.
+        scale (Tensor): [K, U], each unit's scale of its changes.
+        pixel_scale (Tensor): [B, N], each pixel's (0 where ignored).
 
     Returns:
-        Tensor: `probs`, now p_i(b) (A_i(b) - sum_c p_i(c) A_i(c)) with
-        A_i(b) the table entry of pixel i summed over the K samples.
+        Tensor: `probs`, now sum_k s_ik p_i(b) (A_ik(b) - sum_c p_i(c)
+        A_ik(c)), A_ik(b) the reward change of pixel i moving from y_ik to b
+        in sample k, s_ik its scale.
+
+    A_ik(b) is (alpha_ik + beta_k(b)) * inverse_k(lost_ik, b) for every b but
+    y_ik (0) and the ground truth (its own beta): per sample a matrix of rank
+    4 over (pixel, class) plus two entries per pixel. So one matrix product
+    gives sum_b p(b) A(b) and one writes the dense part, with no table of C^3
+    entries or gather per class; the two entries are scattered in after.
     """
     batch, classes, pixels = probs.shape
-    stride = classes + 2
-    index = samples * stride + rows
-    width = tables.shape[-1]
+    count, units = scale.shape
+    alpha, lost, beta, inverse = (
+        t.flatten(-2).expand(count, batch, 2 * classes) for t in terms)
+    # [K, U, C, 4]: per sample, the class side of the rank-4 product
+    unlost, relost = inverse.view(count, batch, 2, classes).unbind(2)
+    other = beta.view(count, batch, 2, classes)[:, :, 0]
+    dense = torch.stack([unlost, other * unlost, relost, other * relost], -1)
+    dense = dense[:, :units].permute(1, 2, 0, 3).flatten(2)  # [U, C, 4K]
+    dense = torch.cat([dense, dense.new_ones(units, classes, 1)], -1)
+    unit = scale.expand(count, batch)
     for part in _slabs(pixels, batch * classes):
-        shape = (batch, classes, index[0][:, part].shape[-1])
-        value = None
-        for k in range(samples.shape[0]):
-            entry = torch.gather(tables[k].expand(batch, classes, width), 2,
-                                 index[k][:, None, part].expand(shape))
-            value = entry if value is None else value.add_(entry)
         chosen = probs[:, :, part]
-        expected = (chosen * value).sum(1, keepdim=True)
-        chosen.mul_(value.sub_(expected))
+        sample = samples[:, :, part]
+        truth = rows[:, part].long()
+        inside = truth < classes
+        own = sample == truth
+        at = sample + own * classes
+        a_loss = alpha.gather(2, at)
+        a_lost = lost.gather(2, at)
+        weight = unit[..., None] * pixel_scale[None, :, part]
+        # the pixel side of the product, [B, 4K + 1, n]
+        kept = weight * (1 - a_lost)
+        drop = weight * a_lost
+        side = torch.stack([kept * a_loss, kept, drop * a_loss, drop], 2)
+        side = side.transpose(0, 1).flatten(1, 2)
+        # the two entries per pixel and sample that the product gets wrong
+        to_truth = truth.clamp(max=classes - 1).expand_as(sample)
+        which = a_lost.long() * classes
+        step = inverse.gather(2, which + to_truth)
+        fix_truth = weight * inside * step * (
+            beta.gather(2, to_truth + classes) - beta.gather(2, to_truth))
+        fix_sample = weight * (a_loss + beta.gather(2, at)) * inverse.gather(
+            2, which + sample)
+        p_truth = chosen.gather(1, to_truth[0][:, None]).squeeze(1)
+        p_sample = chosen.gather(1, sample.transpose(0, 1)).transpose(0, 1)
+        mean = torch.matmul(dense[..., :-1].transpose(1, 2), chosen)
+        mean = (mean * side).sum(1)
+        mean += (fix_truth * p_truth - fix_sample * p_sample).sum(0)
+        side = torch.cat([side, mean.neg_()[:, None]], 1)
+        torch.mul(torch.matmul(dense, side), chosen, out=chosen)
+        chosen.scatter_add_(1, to_truth.transpose(0, 1),
+                            (fix_truth * p_truth).transpose(0, 1))
+        chosen.scatter_add_(1, sample.transpose(0, 1),
+                            (fix_sample * p_sample).neg_().transpose(0, 1))
     return probs
 
 
@@ -403,8 +516,10 @@ class _LossWithGradient(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
+        # in place: no second tensor of the logits' size (a second backward
+        # through the same graph fails on the modified saved tensor)
         gradient, = ctx.saved_tensors
-        return (gradient * grad_output.float()).to(ctx.dtype), None, None
+        return gradient.mul_(grad_output.float()).to(ctx.dtype), None, None
 
 
 def _mean_std(values: Tensor, mask: Tensor):
@@ -488,7 +603,7 @@ class RewardEstimator:
         keys = count_keys(rows, classes)
         flat = logits.detach().flatten(2)
         with torch.no_grad():
-            peak, greedy = flat.max(1)
+            peak, greedy = channel_max(flat)
             greedy = greedy.view_as(gt)
             stats = dict(acc_seg=self._accuracy(greedy, gt, rows))
         if cfg['mode'] == 'weighted_ce':
@@ -584,28 +699,27 @@ class RewardEstimator:
                 normaliser = batch_tables[0].sum()
             normaliser = normaliser / world
             count = samples.shape[0]
-            scale = labelled_pixels(scored) * loss_module.loss_weight / (
+            # minus: the loss's gradient is minus the estimate
+            scale = labelled_pixels(scored) * -loss_module.loss_weight / (
                 normaliser.clamp(min=1) * cfg['temperature'] * count)
-            delta = flip_table(cfg['reward'], *class_counts(scored))
-            delta = delta * scale[..., None, None, None]
+            terms = flip_terms(cfg['reward'], *class_counts(scored))
             weight = torch.ones(
-                classes + 2, dtype=delta.dtype, device=delta.device)
+                classes + 2, dtype=torch.float32, device=logits.device)
             if loss_module.class_weight is not None:
                 # by the ground-truth class: a fixed positive scale per pixel,
                 # so the estimate stays unbiased for the weighted gradient
                 weight[:classes] = torch.as_tensor(
-                    loss_module.class_weight, dtype=delta.dtype)
-            delta = delta * weight[:classes + 1, None]
-            delta = F.pad(delta, (0, 0, 0, 1))
-            # [k, u, b, a * (C + 2) + g]: one gather per pixel and sample
-            tables = delta.permute(0, 1, 4, 2, 3).flatten(3).float()
-            gradient = local_expectation(probs, samples.flatten(2),
-                                         rows.flatten(1), tables)
+                    loss_module.class_weight, dtype=torch.float32)
+            weight[classes + 1] = 0
+            rows = rows.flatten(1)
+            pixel_scale = weight[rows.long()]
             if pixel_weight is not None:
-                gradient.mul_(pixel_weight.flatten(1)[:, None])
+                pixel_scale.mul_(pixel_weight.flatten(1))
+            gradient = local_expectation(probs, samples.flatten(2), rows,
+                                         [t.float() for t in terms],
+                                         scale.float(), pixel_scale)
         value = loss_module.loss_weight * (1 - stats['reward_mean'])
-        return _LossWithGradient.apply(logits,
-                                       gradient.view_as(logits).neg_(),
+        return _LossWithGradient.apply(logits, gradient.view_as(logits),
                                        value.float())
 
     def _reinforce(self, logits, gt, samples, rewards, labelled, loss_module,
