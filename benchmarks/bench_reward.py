@@ -6,9 +6,13 @@
      (a Python loop over images, host copies, a numpy histogram each);
    - from the logits, both with the same argmax call (`max(1).indices`);
    - the two argmax spellings alone, since on CPU they differ by several times.
-2. `loss_by_feat` forward + backward on 8 x 19 x 512 x 1024 logits at label resolution:
-   plain CE (FCNHead) against the default reward loss and the other settings (target:
-   the default <= 2x CE).
+2. `loss_by_feat` forward + backward at label resolution, batch 8, for 19 classes
+   (Cityscapes, 512 x 1024), 150 (ADE20K) and 171 (COCO-Stuff) at 128 x 256 and 256 x 256,
+   plus the sizes that show how the cost grows (60 classes; 128 x 128): MMSeg's CE
+   (FCNHead), its LovaszLoss, the default reward loss, K=2 and each scope. The variants of
+   one size are alternated in one run (round robin, median of the rounds), on the same
+   logits and labels. Targets: the default <= 1.2 x CE at 150 and 171 classes, <= 1.0 x at
+   19.
 3. Peak memory of that step above its inputs, each variant in a fresh process, in units
    of one logits-sized float tensor (target: the default's extra over CE <= one per
    sample). On CUDA, torch.cuda.max_memory_allocated; on CPU, the peak resident size.
@@ -34,15 +38,26 @@ from patched_tree import import_patched_mmseg  # noqa: E402
 
 CLASSES, IGNORE = 19, 255
 SHAPE = (8, CLASSES, 512, 1024)
+# (classes, height, width) of the loss rows, batch 8; the first five are the targets'
+SIZES = [(19, 512, 1024), (150, 128, 256), (150, 256, 256), (171, 128, 256), (171, 256, 256),
+         (60, 128, 256), (150, 128, 128)]
+TARGET_SIZES = SIZES[:5]
+BATCH = 8
+CE = "plain CE (FCNHead)"
+LOVASZ = "LovaszLoss (FCNHead)"
+DEFAULT = "default reward_cfg (local, dataset, T=0.5, K=1)"
 VARIANTS = {
-    "plain CE (FCNHead)": ("FCNHead", None),
-    "default reward_cfg (local, dataset, T=0.5, K=1)": ("RewardFCNHead", {}),
+    CE: ("FCNHead", None),
+    LOVASZ: ("FCNHead", "lovasz"),
+    DEFAULT: ("RewardFCNHead", {}),
+    "default with K=2": ("RewardFCNHead", {"num_samples": 2}),
     "local, image": ("RewardFCNHead", {"scope": "image"}),
     "local, batch": ("RewardFCNHead", {"scope": "batch"}),
-    "default with K=2": ("RewardFCNHead", {"num_samples": 2}),
-    "default with K=4": ("RewardFCNHead", {"num_samples": 4}),
     "reinforce, image, K=2": ("RewardFCNHead", {"mode": "reinforce"}),
 }
+# LovaszLoss takes 15 to 35 x CE's time: timed once per size (after no warm-up), its
+# memory measured at the first size only
+SLOW = {LOVASZ}
 
 
 def manual_recipe_miou(pred, gt):
@@ -79,16 +94,17 @@ def clock(fn, device, repeats):
     return statistics.median(times)
 
 
-def inputs(device):
+def inputs(device, size=(CLASSES, *SHAPE[2:])):
     import torch
     from mmengine.structures import PixelData
 
     from mmseg.structures import SegDataSample
 
+    classes, height, width = size
     torch.manual_seed(0)
-    logits = torch.randn(*SHAPE, device=device)
-    gt = torch.randint(0, CLASSES, (SHAPE[0], *SHAPE[2:]), device=device)
-    gt[:, :, :64] = IGNORE
+    logits = torch.randn(BATCH, classes, height, width, device=device)
+    gt = torch.randint(0, classes, (BATCH, height, width), device=device)
+    gt[:, :, : width // 16] = IGNORE
     samples = []
     for label in gt:
         sample = SegDataSample()
@@ -97,12 +113,16 @@ def inputs(device):
     return logits, gt, samples
 
 
-def build_head(kind, reward_cfg, device):
+def build_head(kind, reward_cfg, device, classes=CLASSES):
     from mmseg.registry import MODELS
 
-    loss = dict(type="CrossEntropyLoss") if reward_cfg is None else dict(type="CrossEntropyRewardLoss")
-    extra = {} if reward_cfg is None else {"reward_cfg": reward_cfg}
-    return MODELS.build(dict(type=kind, in_channels=4, channels=4, num_convs=1, num_classes=CLASSES,
+    if reward_cfg == "lovasz":
+        loss, extra = dict(type="LovaszLoss", loss_type="multi_class", per_image=False, reduction="none"), {}
+    elif reward_cfg is None:
+        loss, extra = dict(type="CrossEntropyLoss"), {}
+    else:
+        loss, extra = dict(type="CrossEntropyRewardLoss"), {"reward_cfg": reward_cfg}
+    return MODELS.build(dict(type=kind, in_channels=4, channels=4, num_convs=1, num_classes=classes,
                              loss_decode=loss, **extra)).to(device)
 
 
@@ -114,14 +134,14 @@ def loss_step(head, logits, samples):
     return run
 
 
-def peak_memory(variant: str, device: str) -> float:
+def peak_memory(variant: str, device: str, size) -> float:
     """In a fresh process: peak memory of one step above its inputs, in logits-sized tensors."""
     import torch
 
     import_patched_mmseg()
     kind, reward_cfg = VARIANTS[variant]
-    head = build_head(kind, reward_cfg, device)
-    logits, _, samples = inputs(device)
+    head = build_head(kind, reward_cfg, device, size[0])
+    logits, _, samples = inputs(device, size)
     # run the code paths once on a small input: lazy allocations do not count
     loss_step(head, logits[:, :, :16, :16].contiguous(), _crop(samples, 16))()
     if device == "cuda":
@@ -139,6 +159,33 @@ def peak_memory(variant: str, device: str) -> float:
         loss_step(head, logits, samples)()
         peak = _status_bytes("VmHWM")
     return (peak - base) / (logits.numel() * 4)
+
+
+def alternated(steps: dict, device: str, repeats: int) -> dict:
+    """Median seconds of each step, the steps run in turn, round after round."""
+    import torch
+
+    times = {name: [] for name in steps}
+    for name, step in steps.items():
+        if name not in SLOW:
+            step()  # warm-up
+    for round_ in range(repeats):
+        for name, step in steps.items():
+            if name in SLOW and round_ > 0:
+                continue
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def size_name(size) -> str:
+    classes, height, width = size
+    return f"{BATCH}x{classes}x{height}x{width}"
 
 
 def _status_bytes(field: str) -> int:
@@ -166,9 +213,11 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # one variant, in a child process
+    parser.add_argument("--size", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_of:
-        print(json.dumps(peak_memory(args.memory_of, args.device)))
+        size = tuple(int(v) for v in args.size.split(","))
+        print(json.dumps(peak_memory(args.memory_of, args.device, size)))
         return 0
     import_patched_mmseg()
     import numpy as np
@@ -195,29 +244,50 @@ def main() -> int:
         "argmax alone: logits.max(1).indices": clock(lambda: logits.max(1).indices, device, repeats),
     }
 
-    loss = {name: clock(loss_step(build_head(kind, cfg, device), logits, samples), device, repeats)
-            for name, (kind, cfg) in VARIANTS.items()}
-    ce = loss["plain CE (FCNHead)"]
-    ratios = {name: round(seconds / ce, 2) for name, seconds in loss.items()}
-
     del logits, gt, samples, pred
-    memory = {}
-    for name in VARIANTS:
-        child = subprocess.run([sys.executable, __file__, "--device", device, "--memory-of", name],
-                               capture_output=True, text=True, check=True)
-        memory[name] = round(json.loads(child.stdout.strip().splitlines()[-1]), 2)
-    extra = {name: round(value - memory["plain CE (FCNHead)"], 2) for name, value in memory.items()}
+    loss, ratios = {}, {}
+    for size in SIZES:
+        logits, _, samples = inputs(device, size)
+        steps = {name: loss_step(build_head(kind, cfg, device, size[0]), logits, samples)
+                 for name, (kind, cfg) in VARIANTS.items()}
+        seconds = alternated(steps, device, repeats)
+        loss[size_name(size)] = {k: round(v, 4) for k, v in seconds.items()}
+        ratios[size_name(size)] = {k: round(v / seconds[CE], 2) for k, v in seconds.items()}
+        print(f"  {size_name(size)}: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios[size_name(size)].items()),
+              flush=True)
+        del logits, samples, steps
+
+    memory, extra = {}, {}
+    for size in TARGET_SIZES:
+        row = {}
+        for name in VARIANTS:
+            if name in SLOW and size != TARGET_SIZES[0]:
+                continue
+            child = subprocess.run([sys.executable, __file__, "--device", device, "--memory-of", name,
+                                    "--size", ",".join(map(str, size))], capture_output=True, text=True, check=True)
+            row[name] = round(json.loads(child.stdout.strip().splitlines()[-1]), 2)
+        memory[size_name(size)] = row
+        extra[size_name(size)] = {name: round(value - row[CE], 2) for name, value in row.items()}
+
+    targets = {}
+    for size in TARGET_SIZES:
+        limit = 1.0 if size[0] == 19 else 1.2
+        over = ratios[size_name(size)][DEFAULT]
+        targets[size_name(size)] = {"default_over_ce": over, "limit": limit, "met": over <= limit,
+                                    "extra_memory": extra[size_name(size)][DEFAULT],
+                                    "memory_met": extra[size_name(size)][DEFAULT] <= 1.0}
 
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
     machine = describe(gpu)
     result = {
         "benchmark": "reward computation, loss_by_feat cost and memory", "device": device, "machine": machine,
-        "shape": list(SHAPE), "repeats": repeats, "default_reward_cfg": check_reward_cfg(None),
+        "batch": BATCH, "repeats": repeats, "default_reward_cfg": check_reward_cfg(None),
         "miou_8x19x512x1024_s": {k: round(v, 4) for k, v in reward.items()},
-        "loss_by_feat_fwd_bwd_s": {k: round(v, 4) for k, v in loss.items()},
-        "over_ce": ratios, "default_over_ce_target": 2.0,
+        "loss_by_feat_fwd_bwd_s": loss, "over_ce": ratios,
         "peak_memory_logits": memory, "extra_memory_over_ce_logits": extra,
-        "extra_memory_target": "<= one logits-sized float tensor per sample",
+        "targets": targets,
+        "target_rule": "default <= 1.2x MMSeg CE at 150 and 171 classes (<= 1.0x at 19); extra memory over CE "
+                       "<= one logits-sized float tensor per sample",
     }
     out = HERE / "results" / f"reward_{device}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -226,9 +296,16 @@ def main() -> int:
         print(f"  {name:<48}{seconds * 1000:>9.1f} ms")
     print("loss_by_feat forward + backward, logits at label resolution; peak memory above the inputs "
           "(logits-sized tensors)")
-    for name, seconds in loss.items():
-        print(f"  {name:<50}{seconds * 1000:>9.1f} ms  {ratios[name]:>5.2f}x CE   memory {memory[name]:5.2f} "
-              f"({extra[name]:+.2f} vs CE)")
+    for size, row in loss.items():
+        print(size)
+        for name, seconds in row.items():
+            mem = extra.get(size, {}).get(name)
+            mem = f"   extra memory vs CE {mem:+.2f}" if mem is not None else ""
+            print(f"  {name:<50}{seconds * 1000:>9.1f} ms  {ratios[size][name]:>6.2f}x CE{mem}")
+    for size, target in targets.items():
+        print(f"target {size}: default {target['default_over_ce']}x CE (limit {target['limit']}): "
+              f"{'met' if target['met'] else 'MISSED'}; extra memory {target['extra_memory']:+.2f}: "
+              f"{'met' if target['memory_met'] else 'MISSED'}")
     return 0
 
 

@@ -12,11 +12,13 @@ on every rank, or of the recent batches (a decayed sum, standing in for the
 dataset that IoUMetric scores).
 
 Moving one pixel whose ground truth is g from class a to class b changes the
-counts of a and b only, so every such move has its reward in a table
-T[a, g, b] per unit (O(C^3)), and one gather gives every pixel's R_i(b), the
-reward with pixel i set to b (O(N C)). With y ~ p, p_i = softmax(z_i / T)
-drawn independently per pixel, the local expectation gradient (Titsias and
-Lazaro-Gredilla, NeurIPS 2015)
+counts of a and b only, so every such move's reward change is a sum of a
+term of (a, g) and a term of (g, b) over a denominator that moves by whole
+classes (`flip_terms`: O(C) numbers per unit), and R_i(b), the reward with
+pixel i set to b, is a product of rank 4 over (pixel, class) plus two
+entries per pixel: a matrix product, O(N C), with no table of C^3 entries.
+With y ~ p, p_i = softmax(z_i / T) drawn independently per pixel, the local
+expectation gradient (Titsias and Lazaro-Gredilla, NeurIPS 2015)
 
     g_ib = p_i(b) (R_i(b) - V_i) / T,    V_i = sum_b p_i(b) R_i(b)
 
