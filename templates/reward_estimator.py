@@ -562,7 +562,7 @@ def _world_size() -> int:
     return 1
 
 
-class RewardEstimator:
+class RewardEstimator(torch.nn.Module):
     """The reward loss of a decode head, for every mode and scope.
 
     Args:
@@ -576,21 +576,67 @@ class RewardEstimator:
     every rank with one all_reduce per call, so that the rewards are those of
     the global batch and training on W ranks matches one process on their
     concatenated batches.
+
+    A submodule of the head, so that its state is the head's. The buffer
+    `history`, float64 [2, C + 2, C], holds what scope='dataset' adds to a
+    batch: the decayed sums of the pooled confusion tables of the samples
+    (their mean) and of the argmax; zeros mean no history yet. It is saved
+    in checkpoints, so that a resumed run scores its next step as the
+    uninterrupted run would, and it is updated from all-reduced tables, so
+    it is the same on every rank. Every scope has it (zeros but for
+    'dataset'): a checkpoint loads whatever the scope of the head it loads
+    into. It stays float64 when the model is cast (`half()`, `to(dtype)`):
+    only its device follows. A checkpoint without it (written before it was
+    saved, or a cross-entropy model's for `load_from`) loads without a
+    missing key and leaves zeros.
     """
 
     def __init__(self, reward_cfg, num_classes: int, ignore_index: int):
+        super().__init__()
         self.cfg = check_reward_cfg(reward_cfg)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        # scope='dataset': decayed sums of the pooled confusion tables of the
-        # samples (their mean) and of the argmax, [2, C + 2, C]
-        self.history = None
+        self.register_buffer(
+            'history',
+            torch.zeros(2, num_classes + 2, num_classes, dtype=torch.float64))
 
-    def __call__(self,
-                 logits: Tensor,
-                 gt: Tensor,
-                 loss_module,
-                 pixel_weight: Tensor = None):
+    def _apply(self, fn, *args, **kwargs):
+        # a cast to fp16 would overflow the counts (and round them): keep
+        # float64 and follow the device alone
+        history = self.history
+        super()._apply(fn, *args, **kwargs)
+        if self.history.dtype != history.dtype:
+            self.history = history.to(self.history.device)
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                              missing_keys, unexpected_keys, error_msgs):
+        key = prefix + 'history'
+        saved = state_dict.get(key)
+        if saved is not None and saved.shape != self.history.shape:
+            error_msgs.append(
+                f"size mismatch for {key}: the scope='dataset' reward "
+                f'history in the checkpoint has shape {tuple(saved.shape)} '
+                f'({saved.shape[-1]} classes), this head has '
+                f'{tuple(self.history.shape)} ({self.num_classes} classes);'
+                ' it starts from zeros')
+            state_dict = {k: v for k, v in state_dict.items() if k != key}
+            saved = None
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if saved is None:
+            # a checkpoint without history: no history yet
+            if key in missing_keys:
+                missing_keys.remove(key)
+            with torch.no_grad():
+                self.history.zero_()
+
+    def forward(self,
+                logits: Tensor,
+                gt: Tensor,
+                loss_module,
+                pixel_weight: Tensor = None):
         """Reward loss of `logits` [B, C, H, W] against `gt` [B, H, W].
 
         `loss_module` is the head's CrossEntropyRewardLoss: its loss_weight,
@@ -669,13 +715,12 @@ class RewardEstimator:
             return pooled, world, pooled
         decay = self.cfg['decay']
         current = torch.stack([pooled[:-1, 0].mean(0), pooled[-1, 0]])
-        history = self.history
-        if history is None or history.device != current.device:
-            history = torch.zeros_like(current)
-        past = decay * history
+        # zeros before the first batch: past is then zero too
+        past = decay * self.history.to(current.device)
         scored = pooled + torch.cat(
             [past[:1].expand(pooled.shape[0] - 1, -1, -1), past[1:]])[:, None]
-        self.history = past + current
+        # in place: DDP broadcasts (and a caller may hold) this very tensor
+        self.history.copy_(past + current)
         return scored, world, pooled
 
     def _local(self, logits, probs, samples, rows, scored, world, current,
@@ -917,7 +962,9 @@ class RewardHeadMixin:
     `scope` says what a reward scores: 'image' (per-image reward, the
     paper's), 'batch' (counts pooled over the batch of every rank) or
     'dataset' (a decayed sum of the recent batches' counts, as MMSeg's
-    IoUMetric pools a dataset).
+    IoUMetric pools a dataset). That sum is part of the head's state (the
+    buffer `reward_estimator.history`): saved in checkpoints and restored
+    when a run resumes; a checkpoint without it starts it from zeros.
 
     Reward heads are drop-in: `Reward<X>` takes X's arguments. Without a
     CrossEntropyRewardLoss in `loss_decode`, the first CrossEntropyLoss there

@@ -49,3 +49,10 @@ def test_ddp_gradients_equal_one_process_on_the_concatenated_batch(report, scope
 def test_a_reward_head_trains_under_ddp_with_two_cpu_processes(report):
     assert all(math.isfinite(v) for losses in report["losses"] for v in losses)
     assert report["parameters_agree"] and report["moved"]
+
+
+def test_the_dataset_scope_history_is_the_same_on_every_rank_after_every_step(report):
+    # the default reward_cfg's scope='dataset': its float64 buffer survives DDP's buffer
+    # broadcast, and each step's update, from all-reduced counts, agrees across ranks
+    assert report["history_dtype"] == "torch.float64"
+    assert report["history_agrees"] and report["history_grows"]

@@ -8,8 +8,10 @@ argv: TREE OUT_JSON. Two parts, reported by rank 0:
    its own batch's loss through DDP. The scored counts must equal the single-process
    counts of the concatenated batch, and the DDP-averaged parameter gradients its
    gradients. Scope 'dataset' runs two steps, so the second scores the history too.
-2. Training. A few SGD steps with the default reward_cfg and real sampling: the
-   parameters move and stay equal on every rank.
+2. Training. A few SGD steps with the default reward_cfg (scope 'dataset') and real
+   sampling: the parameters move and stay equal on every rank, and so does the history
+   after every step (DDP broadcasts rank 0's buffers before each forward; the update
+   after it must agree too, being computed from all-reduced counts).
 
 The worker ends with os._exit after a barrier and destroy_process_group: interpreter
 teardown under load can abort a gloo process ("terminate called without an active
@@ -139,6 +141,7 @@ initial = torch.cat([p.detach().flatten() for p in model.parameters()]).clone()
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 torch.manual_seed(100 + rank)  # each rank its own data and its own samples
 losses = []
+histories = []
 for _ in range(4):
     features, labels, _ = batch_of(rank, 10 + len(losses))
     optimizer.zero_grad()
@@ -147,12 +150,16 @@ for _ in range(4):
     loss.backward()
     optimizer.step()
     losses.append(float(loss.detach()))
+    histories.append(model.module.reward_estimator.history.clone())
 
 flat = torch.cat([p.detach().flatten() for p in model.parameters()])
 gathered = [torch.zeros_like(flat) for _ in range(world)]
 dist.all_gather(gathered, flat)
 all_losses = [None] * world
 dist.all_gather_object(all_losses, losses)
+histories = torch.stack(histories)
+all_histories = [torch.zeros_like(histories) for _ in range(world)]
+dist.all_gather(all_histories, histories)
 if rank == 0:
     with open(out, "w") as handle:
         json.dump({
@@ -161,6 +168,10 @@ if rank == 0:
             "losses": all_losses,
             "parameters_agree": all(torch.equal(gathered[0], g) for g in gathered),
             "moved": not torch.equal(flat, initial),
+            "history_dtype": str(histories.dtype),
+            "history_agrees": all(torch.equal(all_histories[0], h) for h in all_histories),
+            "history_grows": all(bool(histories[i + 1].sum() > histories[i].sum())
+                                 for i in range(len(histories) - 1)),
         }, handle)
         handle.flush()
         os.fsync(handle.fileno())
