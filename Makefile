@@ -118,6 +118,7 @@ test: $(STAMP) $(STAMP0)
 bench: $(STAMP) $(STAMP0)
 	$(PY) benchmarks/bench_patch.py
 	$(PY) benchmarks/bench_reward.py
+	$(PY) benchmarks/bench_amp.py
 	$(PY) benchmarks/bench_verify.py
 	$(PY) benchmarks/bench_verify.py --mmseg 0.30.0 --python $(PY0)
 	$(PY) benchmarks/bench_stats.py

@@ -27,6 +27,7 @@ only the draw of the other pixels is random.
 
 Nothing here imports MMSeg: the heads of each MMSeg generation call it.
 """
+import contextlib
 import inspect
 import math
 from collections.abc import Mapping
@@ -895,6 +896,19 @@ def check_reward_head(head, reward_class) -> None:
                          f'scale, got {found}')
 
 
+def _autocast_off(device_type: str):
+    """A context in which autocast is off for `device_type`; a no-op where
+    torch has no autocast for it."""
+    if hasattr(torch, 'autocast'):
+        try:
+            return torch.autocast(device_type, enabled=False)
+        except RuntimeError:  # a device type without autocast
+            return contextlib.nullcontext()
+    if device_type == 'cuda':
+        return torch.cuda.amp.autocast(enabled=False)
+    return contextlib.nullcontext()
+
+
 def decode_head_losses(head,
                        seg_logits: Tensor,
                        seg_label: Tensor,
@@ -921,8 +935,13 @@ def decode_head_losses(head,
     stats = dict()
     for loss_decode in loss_modules(head):
         if isinstance(loss_decode, reward_class):
-            value, stats = head.reward_estimator(seg_logits, seg_label,
-                                                 loss_decode, seg_weight)
+            # out of autocast (AMP), as autocast computes cross-entropy in
+            # float32: the reward chooses its dtypes, and a float16/bfloat16
+            # matmul would round the sampler's cumulative sums and draw the
+            # labels from another distribution than softmax(logits / T)
+            with _autocast_off(seg_logits.device.type):
+                value, stats = head.reward_estimator(seg_logits, seg_label,
+                                                     loss_decode, seg_weight)
         else:
             value = loss_decode(
                 seg_logits,

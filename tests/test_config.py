@@ -226,6 +226,47 @@ other_tool = dict(enabled=True, threshold=0.5)
     assert "other_tool" not in out.read_text() and "custom_imports" not in out.read_text()
 
 
+# Mixed precision: the source's AMP settings are inherited as they are, never rewritten.
+DEEPLABV3_AMP = "configs/deeplabv3/deeplabv3_r101-d8_4xb2-amp-80k_cityscapes-512x1024.py"  # loss_scale=512.
+CONVNEXT_AMP = "configs/convnext/convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py"  # 'dynamic', AdamW
+
+
+@pytest.mark.parametrize("src, options, loss_scale, lr", [
+    (DEEPLABV3_AMP, [], 512.0, 1e-4),
+    (CONVNEXT_AMP, ["--lr", "6e-6"], "dynamic", 6e-6),  # its PolyLR ends at 0
+], ids=["deeplabv3-amp", "convnext-amp"])
+def test_mmsegs_amp_configs_keep_their_amp_optim_wrapper(config, src, options, loss_scale, lr):
+    from mmengine.config import Config
+
+    code, out, stdout, _ = config(src, *options)
+    assert code == 0
+    wrapper = Config.fromfile(str(out), import_custom_modules=False).optim_wrapper  # ConvNeXt's is mmpretrain's
+    assert wrapper.type == "AmpOptimWrapper" and wrapper.loss_scale == loss_scale
+    assert wrapper.optimizer.lr == lr
+    assert "AmpOptimWrapper" not in out.read_text() and "loss_scale" not in stdout  # inherited
+
+
+@pytest.mark.parametrize("amp", [
+    "loss_scale='dynamic'",
+    "loss_scale=512.0, dtype='float16'",
+    "loss_scale=dict(init_scale=512.0, growth_interval=100), dtype='bfloat16'",
+], ids=["dynamic", "static-fp16", "dict-bf16"])
+def test_an_amp_optim_wrapper_keeps_its_loss_scale_and_dtype(config, tmp_path, patched_tree, amp):
+    src = write(tmp_path / "amp.py", f"""
+_base_ = '{patched_tree / DEEPLABV3}'
+optim_wrapper = dict(type='AmpOptimWrapper', {amp})
+""")
+    code, out, stdout, _ = config(src)
+    assert code == 0
+    source, written_ = load(src).optim_wrapper, load(out).optim_wrapper
+    assert written_.type == "AmpOptimWrapper"
+    assert written_.loss_scale == source.loss_scale and written_.get("dtype") == source.get("dtype")
+    assert written_.optimizer.lr == 1e-4 and "optim_wrapper.optimizer.lr: 0.01 -> 0.0001" in stdout
+    assert [line for line in stdout.splitlines() if line.startswith("  optim_wrapper")] == [
+        "  optim_wrapper.optimizer.lr: 0.01 -> 0.0001  (where the source schedule ends)"]
+    build(load(out))  # the model builds; the wrapper itself needs CUDA (mmengine asserts it)
+
+
 def test_the_lr_defaults_to_where_the_source_schedule_ends(config):
     _, out, _, _ = config(DEEPLABV3)
     assert load(out).optim_wrapper.optimizer.lr == 1e-4  # PolyLR's eta_min
@@ -675,6 +716,25 @@ def test_a_0x_poly_config_continues_at_its_end_lr_and_decays_over_iters(pristine
         "CrossEntropyRewardLoss(loss_weight=1.0)",
     ]
     assert len(lines) == 7
+
+
+DEEPLABV3_FP16_0 = "configs/deeplabv3/deeplabv3_r101-d8_fp16_512x1024_80k_cityscapes.py"
+
+
+@pytest.mark.parametrize("version", MMSEG0)
+@pytest.mark.parametrize("fp16", [None, "dict(loss_scale=512.0)"], ids=["mmseg-config", "fp16-loss-scale"])
+def test_a_0x_fp16_config_keeps_its_fp16_optimizer_hook(pristine, version, fp16, tmp_path):
+    """MMSeg 0.x's fp16 configs: optimizer_config=dict(type='Fp16OptimizerHook', loss_scale=512.)
+    and an `fp16 = dict()` placeholder (mmcv-era configs elsewhere put loss_scale there)."""
+    src = pristine(version) / DEEPLABV3_FP16_0
+    if fp16 is not None:
+        src = write(tmp_path / "fp16.py", f"_base_ = '{src}'\nfp16 = {fp16}\n")
+    plan = plan_0x(load_0x(pristine, version, src))
+    cfg = written(plan, src, tmp_path / "reward.py")
+    assert dict(cfg.optimizer_config) == dict(type="Fp16OptimizerHook", loss_scale=512.0)
+    assert dict(cfg.fp16) == ({} if fp16 is None else dict(loss_scale=512.0))
+    assert cfg.model.decode_head.type == "RewardASPPHead"
+    assert not [c for c in plan.changes if c.path.startswith(("optimizer_config", "fp16"))]
 
 
 def test_0x_changes_are_all_the_override_holds(pristine, tmp_path):
