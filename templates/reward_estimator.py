@@ -62,7 +62,7 @@ REWARD_CFG_DEFAULTS = dict(
     weighted_ce=dict(scope='image', reward='miou', mle_weight=0.0))
 DATASET_DECAY = 0.99
 # pixels per slab of the per-pixel passes: bounds their temporary memory
-SLAB_ELEMENTS = 1 << 22
+SLAB_ELEMENTS = 1 << 20
 # label_confusion counts this many ground-truth pixels at a time
 COUNT_SLAB_ELEMENTS = 1 << 19
 # label_rows on the CPU looks labels up in a table when their range is this
