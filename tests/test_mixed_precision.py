@@ -238,15 +238,11 @@ def quadrant_batch(mm, seed, images=4, size=32):
     return dict(inputs=inputs, data_samples=samples)
 
 
-class LogitsDtype:
-    """Stands in for the head's reward estimator and records the dtype of the logits."""
-
-    def __init__(self, estimator):
-        self.estimator, self.dtypes = estimator, set()
-
-    def __call__(self, logits, *args, **kwargs):
-        self.dtypes.add(logits.dtype)
-        return self.estimator(logits, *args, **kwargs)
+def record_logits_dtypes(estimator) -> set:
+    """The dtypes of the logits the head's reward estimator (a module) is called with."""
+    dtypes = set()
+    estimator.register_forward_pre_hook(lambda module, args: dtypes.add(args[0].dtype))
+    return dtypes
 
 
 def train(mm, wrapper_cfg, device="cpu", scaler=None, seed=0):
@@ -257,8 +253,7 @@ def train(mm, wrapper_cfg, device="cpu", scaler=None, seed=0):
 
     torch.manual_seed(seed)
     model = tiny_segmentor(mm, {}).to(device)
-    spy = LogitsDtype(model.decode_head.reward_estimator)
-    model.decode_head.reward_estimator = spy
+    dtypes = record_logits_dtypes(model.decode_head.reward_estimator)
     wrapper = build_optim_wrapper(model, dict(wrapper_cfg, optimizer=dict(type="SGD", lr=0.1, momentum=0.9)))
     if scaler is not None:
         wrapper.loss_scaler = scaler
@@ -268,7 +263,7 @@ def train(mm, wrapper_cfg, device="cpu", scaler=None, seed=0):
         log = model.train_step(quadrant_batch(mm, step % 8), wrapper)
         assert log["decode.loss_ce_reward"].dtype == torch.float32
         losses.append(float(log["decode.loss_ce_reward"]))
-    return losses, spy.dtypes, wrapper
+    return losses, dtypes, wrapper
 
 
 def assert_learns_like_float32(amp, fp32):
