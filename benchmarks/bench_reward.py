@@ -130,7 +130,7 @@ def loss_step(head, logits, samples):
     def run():
         param = logits.clone().requires_grad_(True)
         losses = head.loss_by_feat(param, samples)
-        sum(v for k, v in losses.items() if "loss" in k).backward()
+        sum(v.sum() for k, v in losses.items() if "loss" in k).backward()
     return run
 
 
