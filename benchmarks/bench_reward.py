@@ -78,20 +78,22 @@ def manual_recipe_miou(pred, gt):
     return np.array(rewards)
 
 
-def clock(fn, device, repeats):
+def timed(fn, device) -> float:
+    """Seconds of one call, the device's queue drained before and after."""
     import torch
 
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def clock(fn, device, repeats):
     fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed(fn, device) for _ in range(repeats))
 
 
 def inputs(device, size=(CLASSES, *SHAPE[2:])):
@@ -163,23 +165,14 @@ def peak_memory(variant: str, device: str, size) -> float:
 
 def alternated(steps: dict, device: str, repeats: int) -> dict:
     """Median seconds of each step, the steps run in turn, round after round."""
-    import torch
-
     times = {name: [] for name in steps}
     for name, step in steps.items():
         if name not in SLOW:
             step()  # warm-up
     for round_ in range(repeats):
         for name, step in steps.items():
-            if name in SLOW and round_ > 0:
-                continue
-            if device == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            step()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
+            if name not in SLOW or round_ == 0:
+                times[name].append(timed(step, device))
     return {name: statistics.median(values) for name, values in times.items()}
 
 
