@@ -201,30 +201,17 @@ def _crop(samples, size):
     return cropped
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # one variant, in a child process
-    parser.add_argument("--size", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.memory_of:
-        size = tuple(int(v) for v in args.size.split(","))
-        print(json.dumps(peak_memory(args.memory_of, args.device, size)))
-        return 0
-    import_patched_mmseg()
+def miou_rows(device: str, repeats: int) -> dict:
+    """Part 1: per-image mIoU, ours against the manual recipe, like with like."""
     import numpy as np
-    import torch
 
     from mmseg.models.losses.iou_metric_loss import per_image_miou
-    from mmseg.models.losses.reward_estimator import check_reward_cfg
 
-    device, repeats = args.device, args.repeats
     logits, gt, samples = inputs(device)
     pred = logits.max(1).indices
     assert np.allclose(per_image_miou(pred, gt, CLASSES, IGNORE).cpu().numpy(), manual_recipe_miou(pred, gt),
                        atol=1e-5), "the two rewards disagree"
-    reward = {
+    return {
         "same predictions: ours (per_image_miou)": clock(lambda: per_image_miou(pred, gt, CLASSES, IGNORE),
                                                          device, repeats),
         "same predictions: manual recipe (loop, numpy)": clock(lambda: manual_recipe_miou(pred, gt), device,
@@ -237,7 +224,25 @@ def main() -> int:
         "argmax alone: logits.max(1).indices": clock(lambda: logits.max(1).indices, device, repeats),
     }
 
-    del logits, gt, samples, pred
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # one variant, in a child process
+    parser.add_argument("--size", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_of:
+        size = tuple(int(v) for v in args.size.split(","))
+        print(json.dumps(peak_memory(args.memory_of, args.device, size)))
+        return 0
+    import_patched_mmseg()
+    import torch
+
+    from mmseg.models.losses.reward_estimator import check_reward_cfg
+
+    device, repeats = args.device, args.repeats
+    reward = miou_rows(device, repeats)
     loss, ratios = {}, {}
     for size in SIZES:
         logits, _, samples = inputs(device, size)
