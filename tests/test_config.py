@@ -970,3 +970,125 @@ print(cfg.lr_config.policy, cfg.runner.max_iters, [type(h).__name__ for h in mod
     assert result.returncode == 0, result.stderr[-2000:]
     expected = "CosineAnnealing 2000 ['RewardFCNHead', 'RewardOCRHead'] {'CrossEntropyRewardLoss'}"
     assert result.stdout.strip().splitlines()[-1] == expected
+
+
+# `config --baseline`: the A/B pair, the reward run and cross-entropy continued with the same schedule.
+
+AB_ONLY_DIFFERENCES = (
+    "model.decode_head.type", "model.decode_head.loss_decode", "model.decode_head.reward_cfg", "work_dir")
+
+
+def ab_differences(reward: Path, baseline: Path) -> set[str]:
+    """The leaves in which the two configs, loaded by mmengine, differ (both directions)."""
+    from rewardpatch.configs.diff import leaf_changes
+
+    a, b = load(reward).to_dict(), load(baseline).to_dict()
+    return {change.path for change in [*leaf_changes(a, b), *leaf_changes(b, a)]}
+
+
+def differ_only_in(paths: set[str], allowed) -> bool:
+    from rewardpatch.configs.plan import within
+
+    return all(any(within(path, prefix) for prefix in allowed) for path in paths)
+
+
+def test_the_baseline_differs_from_the_reward_config_only_in_the_head_loss_and_work_dir(config, tiny, tmp_path):
+    import torch
+
+    checkpoint = tmp_path / "ce.pth"
+    torch.save({"state_dict": {}, "meta": {}}, checkpoint)
+    baseline = tmp_path / "ce_continued.py"
+    code, out, stdout, _ = config(tiny, "--checkpoint", checkpoint, "--iters", "40", "--reward", "num_samples=4",
+                                  "--baseline", baseline)
+    assert code == 0
+    differences = ab_differences(out, baseline)
+    assert differ_only_in(differences, AB_ONLY_DIFFERENCES) and "work_dir" in differences
+    assert differ_only_in(differences - {"work_dir"}, ["model.decode_head"])
+    reward, ce = load(out), load(baseline)
+    assert (reward.work_dir, ce.work_dir) == ("./work_dirs/reward", "./work_dirs/ce_continued")
+    assert reward.randomness == ce.randomness == dict(seed=0)
+    assert reward.load_from == ce.load_from == str(checkpoint)
+    assert reward.train_cfg == ce.train_cfg == dict(type="IterBasedTrainLoop", max_iters=40, val_interval=40)
+    assert reward.param_scheduler == ce.param_scheduler and reward.optim_wrapper == ce.optim_wrapper
+    assert reward.default_hooks == ce.default_hooks
+    assert ce.model.decode_head.type == "FCNHead" and ce.model.decode_head.loss_decode.type == "CrossEntropyLoss"
+    assert "reward_cfg" not in ce.model.decode_head and reward.model.decode_head.reward_cfg == dict(num_samples=4)
+    assert f"wrote {baseline}: " in stdout and "(the A/B baseline: heads and losses as in the source)" in stdout
+    line = "randomness: (unset) -> dict(seed=0)  (the source sets no seed: both A/B runs get the same one)"
+    assert stdout.count(line) == 2
+    assert "Cross-entropy A/B baseline config" in baseline.read_text()
+
+
+def test_the_baseline_of_a_model_with_an_auxiliary_head_keeps_both_heads_and_builds(config, tmp_path):
+    baseline = tmp_path / "ce.py"
+    code, out, _, _ = config(UPERNET, "--aux", "--baseline", baseline)
+    assert code == 0
+    assert differ_only_in(ab_differences(out, baseline), [*AB_ONLY_DIFFERENCES, "model.auxiliary_head"])
+    model = build(load(baseline))
+    assert type(model.decode_head).__name__ == "UPerHead" and type(model.auxiliary_head).__name__ == "FCNHead"
+
+
+def test_a_seed_the_source_sets_is_kept_in_both(config, tmp_path):
+    source = write(tmp_path / "seeded.py", TINY + "randomness = dict(seed=7, deterministic=True)\n")
+    baseline = tmp_path / "ce.py"
+    code, out, stdout, _ = config(source, "--baseline", baseline)
+    assert code == 0
+    assert load(out).randomness == load(baseline).randomness == dict(seed=7, deterministic=True)
+    assert "randomness" not in stdout
+
+
+def test_without_baseline_no_seed_or_work_dir_is_written(config, tiny):
+    code, out, _, _ = config(tiny)
+    assert code == 0
+    assert "randomness" not in out.read_text() and "work_dir" not in out.read_text()
+
+
+@pytest.mark.parametrize("baseline, message", [
+    ("reward.py", "--baseline must be another file than OUT"),
+    ("other/reward.py", "give OUT and --baseline different file names"),
+    ("ce.txt", "must be a .py file"),
+    ("tiny.py", "would overwrite the source config"),
+])
+def test_a_baseline_that_would_collide_is_an_input_error_and_writes_nothing(
+    config, tiny, tmp_path, baseline, message,
+):
+    code, out, _, err = config(tiny, "--baseline", tmp_path / baseline)
+    assert code == 2
+    assert message in one_line_error(err)
+    assert not out.exists() and (tmp_path / "tiny.py").read_text() == TINY
+
+
+def test_a_0x_baseline_is_the_same_rewrite_without_the_heads_and_has_no_seed_key(pristine, tmp_path):
+    from rewardpatch.configs.plan import own_work_dir, same_seed
+
+    src = pristine("0.30.0") / DEEPLABV3_0
+    source = load_0x(pristine, "0.30.0", DEEPLABV3_0)
+    pair = []
+    for heads, name in [(True, "reward"), (False, "ce")]:
+        plan = plan_0x(source) if heads else _plan_0x_baseline(source)
+        assert same_seed(plan, "mmcv") is False
+        own_work_dir(plan, name)
+        pair.append(written(plan, src, tmp_path / f"{name}.py"))
+    reward, ce = (cfg.to_dict() for cfg in pair)
+    assert "seed" not in reward and "randomness" not in reward
+    from rewardpatch.configs.diff import leaf_changes
+    differences = {c.path for c in [*leaf_changes(reward, ce), *leaf_changes(ce, reward)]}
+    assert differ_only_in(differences, AB_ONLY_DIFFERENCES) and "work_dir" in differences
+    assert ce["model"]["decode_head"]["type"] == "ASPPHead" and ce["runner"] == reward["runner"]
+    assert ce["lr_config"] == reward["lr_config"] and ce["optimizer"] == reward["optimizer"]
+
+
+def _plan_0x_baseline(source):
+    from rewardpatch.configs.command import plan_finetune
+    from rewardpatch.configs.plan import FinetuneOptions
+
+    return plan_finetune(source, FinetuneOptions(reward_classes=REWARD_HEADS_0X, tree="TREE", runner="mmcv"),
+                         heads=False)
+
+
+def test_config_baseline_on_a_patched_0x_tree_says_to_pass_the_same_seed(config_0x, tmp_path):
+    baseline = tmp_path / "ce.py"
+    code, out, _, err = config_0x(DEEPLABV3_0, "--baseline", baseline)
+    assert code == 0
+    assert "pass the same --seed to both runs" in err
+    assert load(baseline).work_dir == "./work_dirs/ce" and load(out).work_dir == "./work_dirs/reward"

@@ -12,16 +12,21 @@ from .. import journal
 from ..errors import InputError, StateError
 from ..options import mmseg_version_option
 from .heads import reward_heads
-from .plan import DEFAULT_ITERS, FinetuneOptions, FinetunePlan, start_from
-from .render import base_reference, load_config, render, write_verified
+from .plan import AB_SEED, DEFAULT_ITERS, FinetuneOptions, FinetunePlan, own_work_dir, same_seed, start_from
+from .render import BASELINE_TITLE, REWARD_TITLE, base_reference, load_config, render, write_verified
 from .reward_cfg import parse_reward_options, reward_cfg_checker
 from .schedule import SCHEDULES, reward_schedule
 
 
-def plan_finetune(source: dict, options: FinetuneOptions) -> FinetunePlan:
-    """The rewrite of a loaded source config (a plain dict) but for the checkpoint (`start_from`)."""
+def plan_finetune(source: dict, options: FinetuneOptions, heads: bool = True) -> FinetunePlan:
+    """The rewrite of a loaded source config (a plain dict) but for the checkpoint (`start_from`).
+
+    heads=False is the A/B baseline (`--baseline`): the same rewrite with the heads and losses left
+    as they are, so that the cross-entropy run continues under the reward run's schedule.
+    """
     plan = FinetunePlan(source=source, target=copy.deepcopy(source))
-    reward_heads(plan, options)
+    if heads:
+        reward_heads(plan, options)
     reward_schedule(plan, options)
     start_from(plan, None)
     return plan
@@ -45,6 +50,27 @@ def _prepare_checkpoint(checkpoint: str, convert: bool, out: Path) -> tuple[str,
     dropped = f" (left out: {', '.join(converted.dropped)})" if converted.dropped else ""
     click.echo(f"wrote {converted.path}: weights-only copy of {checkpoint}, {converted.tensors} tensors{dropped}")
     return os.path.abspath(converted.path), f"weights-only copy of {checkpoint}"
+
+
+def _check_baseline(baseline: str, source_path: Path, out_path: Path) -> Path:
+    """OUT_CE: a .py file that is neither SRC nor OUT, with a name of its own (its work_dir follows it)."""
+    path = Path(baseline)
+    if path.suffix != ".py":
+        raise InputError(f"{baseline}: the --baseline config must be a .py file")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise InputError(f"{path.parent}: not a directory, cannot hold the --baseline config")
+    same_file = path.exists() and out_path.exists() and path.samefile(out_path)
+    if same_file or os.path.abspath(path) == os.path.abspath(out_path):
+        raise InputError(f"{baseline}: --baseline must be another file than OUT")
+    if path.exists() and path.resolve() == source_path.resolve():
+        raise InputError(f"{baseline}: the --baseline config would overwrite the source config")
+    if path.stem == out_path.stem:
+        raise InputError(
+            f"{baseline}: give OUT and --baseline different file names; each run's work_dir is "
+            f"./work_dirs/<file name>, and both would be ./work_dirs/{path.stem}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @click.command("config")
@@ -74,17 +100,24 @@ def _prepare_checkpoint(checkpoint: str, convert: bool, out: Path) -> tuple[str,
     "Reading CKPT for it executes code pickled in the file: use it only for checkpoints you trust.",
 )
 @click.option("-o", "--output", "out", required=True, metavar="OUT", help="The config file to write (.py).")
+@click.option(
+    "--baseline", "baseline", metavar="OUT_CE",
+    help="Also write OUT_CE (.py): the cross-entropy run continued with OUT's schedule, checkpoint and seed, "
+    "each with a work_dir of its own, for an A/B comparison (`rewardpatch plot RUN_A RUN_B`).",
+)
 @mmseg_version_option
 def config_command(
     src: str, tree_path: str, checkpoint: str | None, lr: float | None, iters: int, schedule: str,
-    aux: bool, rewards: tuple[str, ...], convert_checkpoint: bool, out: str, mmseg_version: str | None,
+    aux: bool, rewards: tuple[str, ...], convert_checkpoint: bool, out: str, baseline: str | None,
+    mmseg_version: str | None,
 ) -> int:
     """Write OUT, a config that fine-tunes SRC's model with reward heads from TREE.
 
     OUT inherits SRC (`_base_`) and overrides only what changes, listed in its header:
     decode heads X become RewardX with CrossEntropyRewardLoss, the optimiser starts
     from --lr or where SRC's schedule ended and decays over --iters, and CKPT, which
-    must load with torch.load(weights_only=True), becomes load_from.
+    must load with torch.load(weights_only=True), becomes load_from. With --baseline, OUT_CE
+    is the same rewrite with the heads and losses left as they are.
     """
     from ..manifest import Manifest
     from ..tree import MMSegTree
@@ -101,6 +134,7 @@ def config_command(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if out_path.exists() and out_path.resolve() == source_path.resolve():
         raise InputError(f"{out}: the output would overwrite the source config")
+    baseline_path = _check_baseline(baseline, source_path, out_path) if baseline is not None else None
 
     tree = MMSegTree.open(tree_path, mmseg_version)
     journal.settle(tree.root)  # an interrupted apply or revert is rolled back first
@@ -121,14 +155,32 @@ def config_command(
     )
     source = load_config(source_path, src)
     plan = plan_finetune(source, options)  # every config error surfaces before any checkpoint work
+    plans = [(out_path, plan, REWARD_TITLE)]
+    if baseline_path is not None:
+        plans.append((baseline_path, plan_finetune(source, options, heads=False), BASELINE_TITLE))
     if checkpoint is not None:
-        start_from(plan, *_prepare_checkpoint(checkpoint, convert_checkpoint, out_path))
+        prepared = _prepare_checkpoint(checkpoint, convert_checkpoint, out_path)
+        for _, each, _ in plans:
+            start_from(each, *prepared)
+    seeded = True
+    if baseline_path is not None:
+        for path, each, _ in plans:
+            seeded = same_seed(each, tree.generation.runner)
+            own_work_dir(each, path.stem)
 
-    text = render(plan, base_reference(source_path, out_path), source_path.name, str(tree.root))
-    write_verified(out_path, text, plan.target)
-    click.echo(f"wrote {out}: {len(plan.changes)} changes to {src}")
-    for change in plan.changes:
-        click.echo(f"  {change.line()}")
+    for path, each, title in plans:
+        text = render(each, base_reference(source_path, path), source_path.name, str(tree.root), title)
+        write_verified(path, text, each.target)
+    for path, each, title in plans:
+        what = "" if each is plan else " (the A/B baseline: heads and losses as in the source)"
+        click.echo(f"wrote {path}: {len(each.changes)} changes to {src}{what}")
+        for change in each.changes:
+            click.echo(f"  {change.line()}")
+    if not seeded:
+        click.echo(
+            "note: MMSeg 0.x's tools/train.py takes the seed on its command line: "
+            f"pass the same --seed to both runs (e.g. --seed {AB_SEED})", err=True,
+        )
     if plan.target.get("load_from") is None:
         click.echo("note: no --checkpoint and the source sets no load_from: the fine-tune starts from no trained model", err=True)
     return 0

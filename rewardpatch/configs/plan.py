@@ -77,3 +77,26 @@ def start_from(plan: FinetunePlan, checkpoint: str | None, why: str | None = Non
         if plan.target.get(key):
             plan.target[key] = off
             plan.note(key, "a fine-tune starts a new schedule; it does not resume the old one")
+
+
+# A/B (`config --baseline`): the seed both runs share where the source sets none.
+AB_SEED = 0
+
+
+def same_seed(plan: FinetunePlan, runner: str) -> bool:
+    """1.x: randomness.seed, AB_SEED where the source sets none; False where the config has no seed (0.x)."""
+    if runner != "mmengine":
+        return False  # MMSeg 0.x's tools/train.py seeds from its --seed argument and overwrites cfg.seed
+    randomness = plan.target.get("randomness")
+    if not isinstance(randomness, dict):
+        randomness = plan.target["randomness"] = {}
+    if randomness.get("seed") is None:
+        randomness["seed"] = AB_SEED
+        plan.note("randomness", "the source sets no seed: both A/B runs get the same one")
+    return True
+
+
+def own_work_dir(plan: FinetunePlan, out_stem: str) -> None:
+    """work_dir as tools/train.py derives it from the config's name, written out so that A and B never share one."""
+    plan.target["work_dir"] = f"./work_dirs/{out_stem}"
+    plan.note("work_dir", "a work_dir of its own for each A/B run")

@@ -13,6 +13,8 @@ from .diff import leaf_changes
 from .plan import FinetunePlan
 
 WIDTH = 100
+REWARD_TITLE = "Reward fine-tuning config"
+BASELINE_TITLE = "Cross-entropy A/B baseline config"
 
 
 def _scalar(value, where: str) -> str:
@@ -65,11 +67,12 @@ def base_reference(src: Path, out: Path) -> str:
     return text if text.startswith("../") else f"./{text}"
 
 
-def render(plan: FinetunePlan, base: str, source_name: str, tree: str) -> str:
+def render(plan: FinetunePlan, base: str, source_name: str, tree: str,
+           title: str = REWARD_TITLE) -> str:
     lines = [
-        f"# Reward fine-tuning config written by `rewardpatch config` (rewardpatch {__version__}).",
+        f"# {title} written by `rewardpatch config` (rewardpatch {__version__}).",
         f"# Source: {source_name} (inherited through _base_)",
-        f"# Reward heads from the patched tree {tree}",
+        f"# {'Reward heads from' if title == REWARD_TITLE else 'For'} the patched tree {tree}",
         "# Changes from the source config:",
         *(f"#   {change.line()}" for change in plan.changes),
         "",
