@@ -286,3 +286,125 @@ def test_a_smoothing_weight_of_one_is_refused(capsys, tmp_path, work_dir):
     code, _, err, _ = plot(capsys, tmp_path, work_dir, "--smooth", 1)
     assert code == 2
     assert "--smooth" in one_line_error(err)
+
+
+# A/B: `plot RUN_A RUN_B`, a resumed run's folders joined into one curve.
+
+def class_table(ious):
+    """The per-class table MMSeg's IoUMetric prints into <timestamp>/<timestamp>.log."""
+    rule = "+------------+-------+-------+"
+    rows = [f"| {name:^10} | {iou:5.2f} | {iou + 1:5.2f} |" for name, iou in ious.items()]
+    return "\n".join(["2024/01/02 09:30:00 - mmengine - INFO - per class results:",
+                      "2024/01/02 09:30:00 - mmengine - INFO - ", rule, "|   Class    |  IoU  |  Acc  |", rule,
+                      *rows, rule, "2024/01/02 09:30:00 - mmengine - INFO - Iter(val) [10/10]  mIoU: 50.0"])
+
+
+def text_log(work_dir, timestamp, *tables):
+    path = work_dir / timestamp / f"{timestamp}.log"
+    path.write_text("\n".join(["2024/01/02 09:00:00 - mmengine - INFO - Iter(train) [10/400]", *tables]) + "\n")
+
+
+def make_ab(root, per_class=True):
+    """A: CE continued, one folder; B: reward, resumed at 200 after logging a validation at 300 it redoes."""
+    ce = root / "work_dirs" / "ce_continued"
+    mmengine_run(ce, "20240101_090000", [
+        line for step, miou in [(100, 50.0), (200, 51.0), (300, 51.5), (400, 52.0)]
+        for line in (training_line(step, reward=False), validation_line(step, miou))])
+    reward = root / "work_dirs" / "reward"
+    mmengine_run(reward, "20240102_090000", [
+        line for step, miou in [(100, 50.5), (200, 52.0), (300, 40.0)]
+        for line in (training_line(step), validation_line(step, miou))])
+    mmengine_run(reward, "20240103_090000", [
+        line for step, miou in [(210, None), (300, 53.0), (400, 54.5)]
+        for line in (training_line(step), *([validation_line(step, miou)] if miou else []))])
+    if per_class:
+        text_log(ce, "20240101_090000", class_table({"road": 90.0, "car": 40.0}),
+                 class_table({"road": 95.0, "car": 50.0}))
+        text_log(reward, "20240102_090000", class_table({"road": 10.0, "car": 10.0}))
+        text_log(reward, "20240103_090000", class_table({"road": 96.0, "car": 55.5}))
+    return ce, reward
+
+
+def test_two_runs_give_one_csv_of_aligned_miou_and_their_difference(capsys, tmp_path):
+    ce, reward = make_ab(tmp_path)
+    code, out, err, out_dir = plot(capsys, tmp_path, ce, reward)
+    assert code == 0, err
+    assert read_csv(out_dir / "ab_miou.csv") == [
+        ["step", "mIoU A: ce_continued", "mIoU B: reward", "B: reward - A: ce_continued"],
+        ["100", "50", "50.5", "0.5"], ["200", "51", "52", "1"], ["300", "51.5", "53", "1.5"],
+        ["400", "52", "54.5", "2.5"],
+    ]
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "ab_miou.csv", "ab_miou.png", "ab_per_class.csv", "ab_per_class.png"]
+    listed = {line.split()[1] for line in out.splitlines() if line.startswith("wrote ")}
+    assert listed == {str(path) for path in out_dir.iterdir()}
+    assert "20240102_090000/vis_data/scalars.json, " in out and "loss.csv" not in out
+
+
+def test_a_resumed_run_is_joined_in_time_order_with_the_newer_folder_winning(tmp_path):
+    from rewardpatch.plot import load_joined_run
+
+    _, reward = make_ab(tmp_path)
+    run = load_joined_run(reward, "B")
+    assert [log.source.parent.parent.name for log in run.logs] == ["20240102_090000", "20240103_090000"]
+    assert run.miou == {100: 50.5, 200: 52.0, 300: 53.0, 400: 54.5}
+    assert [row["step"] for row in run.training] == [100, 200, 210, 300, 400]
+
+
+def test_the_ab_figure_draws_both_runs_and_the_difference_at_common_steps(tmp_path):
+    from rewardpatch.plot import ab_figure, load_joined_run
+
+    ce, reward = make_ab(tmp_path)
+    figure = ab_figure([load_joined_run(ce, "A"), load_joined_run(reward, "B")])
+    top, bottom = figure.axes
+    curves = {line.get_label().split(":")[0] + ":" + line.get_label().split(":")[1]: list(line.get_ydata())
+              for line in top.get_lines()}
+    assert curves["A: ce_continued"] == [50.0, 51.0, 51.5, 52.0]
+    assert curves["B: reward"] == [50.5, 52.0, 53.0, 54.5]
+    difference = next(line for line in bottom.get_lines() if line.get_label() == "B: reward - A: ce_continued")
+    assert list(difference.get_xdata()) == [100, 200, 300, 400]
+    assert list(difference.get_ydata()) == pytest.approx([0.5, 1.0, 1.5, 2.5])
+    figure.savefig(tmp_path / "ab.png")
+    with Image.open(tmp_path / "ab.png") as image:
+        assert image.format == "PNG"
+
+
+def test_the_per_class_difference_is_read_from_the_last_table_of_the_newest_text_log(capsys, tmp_path):
+    ce, reward = make_ab(tmp_path)
+    _, _, _, out_dir = plot(capsys, tmp_path, ce, reward)
+    assert read_csv(out_dir / "ab_per_class.csv") == [
+        ["class", "IoU A: ce_continued", "IoU B: reward", "B: reward - A: ce_continued"],
+        ["road", "95", "96", "1"], ["car", "50", "55.5", "5.5"],
+    ]
+
+
+def test_without_per_class_tables_the_ab_plot_says_so_and_writes_the_miou_outputs(capsys, tmp_path):
+    ce, reward = make_ab(tmp_path, per_class=False)
+    code, _, err, out_dir = plot(capsys, tmp_path, ce, reward)
+    assert code == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == ["ab_miou.csv", "ab_miou.png"]
+    assert "no per-class IoU table" in one_line_error(err)
+
+
+def test_runs_without_common_validation_steps_leave_the_difference_empty(capsys, tmp_path):
+    a = write_scalars(tmp_path / "a.json", [validation_line(100, 50.0)])
+    b = write_scalars(tmp_path / "b.json", [validation_line(150, 51.0)])
+    code, _, _, out_dir = plot(capsys, tmp_path, a, b)
+    assert code == 0
+    assert read_csv(out_dir / "ab_miou.csv")[1:] == [["100", "50", "", ""], ["150", "", "51", ""]]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("baseline", "--baseline is for one RUN"),
+    ("no-miou", "no mIoU among its validation lines"),
+    ("missing", "nope: no such file or directory"),
+])
+def test_ab_errors_are_one_line_and_write_nothing(capsys, tmp_path, case, message):
+    ce, reward = make_ab(tmp_path)
+    args = {"baseline": [ce, reward, "--baseline", ce],
+            "no-miou": [ce, write_scalars(tmp_path / "losses.json", [training_line(10)])],
+            "missing": [ce, tmp_path / "nope"]}[case]
+    code, _, err, out_dir = plot(capsys, tmp_path, *args)
+    assert code == 2
+    assert message in one_line_error(err)
+    assert not out_dir.exists()
