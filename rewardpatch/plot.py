@@ -462,7 +462,7 @@ def ab_figure(runs: list[Run]):
 def per_class_figure(names: list[str], differences: list[float], title: str):
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(max(6, 0.35 * len(names) + 2), 4.5), dpi=150, layout="constrained")
+    figure = Figure(figsize=(max(8, 0.35 * len(names) + 2), 4.5), dpi=150, layout="constrained")
     ax = figure.subplots()
     ax.bar(range(len(names)), differences, color=["tab:green" if d >= 0 else "tab:red" for d in differences])
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize="small")
@@ -501,7 +501,7 @@ def write_ab_outputs(runs: list[Run], out_dir: Path) -> list[str]:
     steps = [max(run.miou) for run in (a, b)]
     at = " and ".join(dict.fromkeys(_iterations(step) for step in steps))
     path = out_dir / "ab_per_class.png"
-    title = f"Per-class IoU at the last validation (@ {at}): {b.label} - {a.label}"
+    title = f"Per-class IoU at the last validation (@ {at})\n{b.label} - {a.label}"
     per_class_figure(names, differences, title).savefig(path)
     written.append(f"{path}  ({len(names)} classes)")
     return written
