@@ -54,14 +54,19 @@ class ScalarLog:
 
 def find_scalars(run: Path) -> Path:
     """RUN itself if it is a file, else the newest <timestamp>/vis_data/scalars.json under it."""
+    return find_run_scalars(run)[-1]
+
+
+def find_run_scalars(run: Path) -> list[Path]:
+    """RUN itself if it is a file, else every <timestamp>/vis_data/scalars.json under it, oldest first."""
     if not run.exists():
         raise InputError(f"{run}: no such file or directory")
     if run.is_file():
-        return run
+        return [run]
     candidates = [*run.glob("vis_data/scalars.json"), *run.glob("*/vis_data/scalars.json")]
     if not candidates:
         raise InputError(f"no */vis_data/scalars.json under {run}: not an mmengine work_dir, or nothing logged yet")
-    return max(candidates, key=_run_started)
+    return sorted(candidates, key=_run_started)
 
 
 def _run_started(scalars: Path) -> tuple[datetime, str]:
@@ -256,6 +261,11 @@ def _line_numbers(numbers: list[int]) -> str:
 
 def load_run(run: Path) -> ScalarLog:
     log = read_scalar_log(find_scalars(run))
+    _warn_malformed(log)
+    return log
+
+
+def _warn_malformed(log: ScalarLog) -> None:
     if log.malformed_lines:
         count = len(log.malformed_lines)
         click.echo(
@@ -263,7 +273,6 @@ def load_run(run: Path) -> ScalarLog:
             f"(line {_line_numbers(log.malformed_lines)})",
             err=True,
         )
-    return log
 
 
 def _note(message: str) -> None:
@@ -327,18 +336,6 @@ def write_validation_outputs(log: ScalarLog, base: ScalarLog | None, out_dir: Pa
 
 # A/B: several runs on one figure (`plot RUN_A RUN_B ...`).
 
-def find_run_scalars(run: Path) -> list[Path]:
-    """RUN itself if it is a file, else every <timestamp>/vis_data/scalars.json under it, oldest first."""
-    if not run.exists():
-        raise InputError(f"{run}: no such file or directory")
-    if run.is_file():
-        return [run]
-    candidates = [*run.glob("vis_data/scalars.json"), *run.glob("*/vis_data/scalars.json")]
-    if not candidates:
-        raise InputError(f"no */vis_data/scalars.json under {run}: not an mmengine work_dir, or nothing logged yet")
-    return sorted(candidates, key=_run_started)
-
-
 def join_logs(logs: list[ScalarLog]) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
     """One run's training and validation lines from its folders, oldest first.
 
@@ -378,13 +375,7 @@ def load_joined_run(run: Path, letter: str) -> Run:
     if not logs:
         raise InputError(f"{run}: none of its scalars.json holds training or validation scalars")
     for log in logs:
-        if log.malformed_lines:
-            count = len(log.malformed_lines)
-            click.echo(
-                f"rewardpatch: warning: skipped {count} malformed line{'s' if count != 1 else ''} of {log.source} "
-                f"(line {_line_numbers(log.malformed_lines)})",
-                err=True,
-            )
+        _warn_malformed(log)
     training, validation = join_logs(logs)
     name = run.name if run.is_dir() else logs[0].label
     return Run(run, f"{letter}: {name}", logs, training, validation)

@@ -408,3 +408,12 @@ def test_ab_errors_are_one_line_and_write_nothing(capsys, tmp_path, case, messag
     assert code == 2
     assert message in one_line_error(err)
     assert not out_dir.exists()
+
+
+def test_a_folder_of_a_run_that_logged_nothing_is_left_out_with_a_note(capsys, tmp_path):
+    ce, reward = make_ab(tmp_path, per_class=False)
+    write_scalars(reward / "20240104_090000" / "vis_data" / "scalars.json", ["not json"])
+    code, out, err, out_dir = plot(capsys, tmp_path, ce, reward)
+    assert code == 0
+    assert "holds no training or validation scalars" in err and "left out of" in err
+    assert read_csv(out_dir / "ab_miou.csv")[-1] == ["400", "52", "54.5", "2.5"]
