@@ -30,6 +30,8 @@ LEADING_METRICS = ("aAcc", "mIoU", "mAcc")
 BOOKKEEPING = frozenset({"step", "iter", "epoch", "time", "data_time", "memory", "lr", "eta"})
 RUN_TIMESTAMP = re.compile(r"\d{8}_\d{6}")
 SHOWN_LINE_NUMBERS = 10
+# A/B differences are rounded (MMSeg logs metrics to 2 decimals; the rest is float noise).
+DIFFERENCE_DIGITS = 4
 
 
 @dataclass
@@ -421,7 +423,7 @@ def ab_rows(runs: list[Run]) -> tuple[list[str], list[dict]]:
                 row[f"mIoU {run.label}"] = curve[step]
         for run, curve in zip(runs[1:], curves[1:]):
             if step in curve and step in curves[0]:
-                row[f"{run.label} - {first.label}"] = curve[step] - curves[0][step]
+                row[f"{run.label} - {first.label}"] = round(curve[step] - curves[0][step], DIFFERENCE_DIGITS)
         rows.append(row)
     return columns, rows
 
@@ -481,7 +483,7 @@ def write_ab_outputs(runs: list[Run], out_dir: Path) -> list[str]:
               "ab_per_class.csv and ab_per_class.png not written")
         return written
     names = [name for name in tables[0] if name in tables[1]]
-    differences = [tables[1][name] - tables[0][name] for name in names]
+    differences = [round(tables[1][name] - tables[0][name], DIFFERENCE_DIGITS) for name in names]
     path = out_dir / "ab_per_class.csv"
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
