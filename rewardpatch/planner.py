@@ -183,6 +183,19 @@ def _desired_files(tree: MMSegTree, index: HeadIndex, selected: list[str]):
     return files, exports, notes
 
 
+def created_texts(tree: MMSegTree) -> dict[str, str]:
+    """{path: text} of every file `apply` (all compatible heads, no --heads) would create in
+    `tree`, templates first, in the order apply plans them: the plugin's source (plugin.py).
+
+    Reads the tree and nothing else: no git, no manifest written, no lock.
+    """
+    manifest, index = load_state(tree)
+    if index.api.problem:
+        raise StateError(f"cannot patch this tree: {index.api.problem}")
+    files, _, _ = _desired_files(tree, index, _select(index, manifest, None))
+    return {path: text for path, (text, _) in files.items()}
+
+
 def _hand_made(tree: MMSegTree, adopt: bool) -> list[HandMadeFile]:
     """The files of the old recipe that apply --adopt replaces; refuses them without --adopt."""
     head_files, at_targets = find_hand_made(tree, Manifest.load(tree))

@@ -1,0 +1,122 @@
+"""Plugin mode: `custom_imports = dict(imports=['rewardpatch.plugin'], allow_failed_imports=False)`.
+
+Importing this module registers, in the registries of the MMSegmentation that `import mmseg`
+finds (a pip-installed 1.x or 0.x), what `rewardpatch apply` would add to that tree:
+CrossEntropyRewardLoss, IoUMetricLoss, the reward estimator, RewardDecodeHead and
+Reward<X> for every head `list-heads` calls compatible there. Their code is the very text
+apply would write (planner.created_texts: the templates/ files and the codemod's head
+copies), planned on the installed package without writing anything, and executed from
+memory as the modules apply would create (mmseg.models.losses.reward_estimator,
+mmseg.models.decode_heads.reward_fcn_head, ...). Planning is deterministic, so every rank
+of a distributed run registers the same classes.
+
+Nothing is written: not the installed package, not a cache, no bytecode.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+from pathlib import Path
+
+from .errors import RewardpatchError
+
+# The scheme of the (absent) files the modules read as: tracebacks and inspect.getsource
+# get their lines from the loader.
+ORIGIN = "rewardpatch-plugin://"
+
+
+class _Loader(importlib.abc.Loader):
+    """Executes a planned module's text; its relative imports resolve against the installed mmseg."""
+
+    def __init__(self, texts: dict[str, str], paths: dict[str, str]):
+        self.texts = texts
+        self.paths = paths
+
+    def create_module(self, spec):
+        return None  # the default module
+
+    def exec_module(self, module) -> None:
+        name = module.__spec__.name
+        exec(compile(self.texts[name], module.__spec__.origin, "exec", dont_inherit=True), module.__dict__)
+
+    def get_source(self, fullname: str) -> str:
+        return self.texts[fullname]
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    """Finds the planned modules by their full names, and nothing else."""
+
+    def __init__(self, loader: _Loader):
+        self.loader = loader
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in self.loader.texts:
+            return None
+        spec = importlib.util.spec_from_loader(
+            fullname, self.loader, origin=ORIGIN + self.loader.paths[fullname], is_package=False
+        )
+        spec.has_location = True  # __file__ = origin, for tracebacks and inspect
+        return spec
+
+
+def _module_name(path: str) -> str:
+    return path.removesuffix(".py").replace("/", ".")
+
+
+def _refuse(message: str) -> ImportError:
+    return ImportError(f"rewardpatch.plugin: {message}")
+
+
+def _registry(runner: str):
+    if runner == "mmengine":
+        from mmseg.registry import MODELS
+    else:
+        from mmseg.models.builder import MODELS
+    return MODELS
+
+
+def register() -> tuple[str, ...]:
+    """Plan on the installed mmseg and execute the planned modules; the names registered."""
+    try:
+        import mmseg
+    except Exception as exc:  # noqa: BLE001 - any failure: MMSeg cannot be used
+        raise _refuse(f"MMSegmentation is not importable ({type(exc).__name__}: {exc})") from None
+    from .mmseg_generations import shown, supported_versions, supporting_generation
+    from .planner import created_texts
+    from .tree import MANIFEST_NAME, MMSegTree
+
+    root = Path(mmseg.__file__).resolve().parent.parent
+    version = getattr(mmseg, "__version__", None)
+    if not isinstance(version, str) or supporting_generation(version) is None:
+        raise _refuse(
+            f"MMSegmentation {shown(str(version))} at {root}/mmseg is not supported (supported: {supported_versions()})"
+        )
+    try:
+        tree = MMSegTree.open(root, version)
+        texts = created_texts(tree)
+    except RewardpatchError as exc:
+        raise _refuse(f"{root}/mmseg: {exc}") from None
+    import mmseg.models  # noqa: F401 - the registries as the installed package fills them
+
+    registry = _registry(tree.generation.runner)
+    if (root / MANIFEST_NAME).is_file() or any((root / path).is_file() for path in texts):
+        # a tree `rewardpatch apply` patched (or one patched by hand): its own modules register
+        if "CrossEntropyRewardLoss" not in registry.module_dict:
+            raise _refuse(f"{root}/mmseg holds reward files but registers no CrossEntropyRewardLoss")
+        return ()
+    modules = {_module_name(path): text for path, text in texts.items()}
+    paths = {_module_name(path): path for path in texts}
+    taken = [name for name in modules if name in sys.modules]
+    if taken:
+        raise _refuse(f"{taken[0]} is imported already, not from rewardpatch.plugin")
+    before = set(registry.module_dict)
+    sys.meta_path.insert(0, _Finder(_Loader(modules, paths)))
+    for name in modules:  # templates first (the estimator and losses before the heads), then heads
+        importlib.import_module(name)
+    return tuple(sorted(set(registry.module_dict) - before))
+
+
+REGISTERED = register()
