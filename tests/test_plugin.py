@@ -213,3 +213,29 @@ def test_the_plugin_refuses_in_one_line(tmp_path, init, message):
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("ImportError: rewardpatch.plugin: ")
     assert message in error
+
+
+DDP = """
+import hashlib, inspect, json
+import torch.distributed as dist
+dist.init_process_group('gloo')
+import rewardpatch.plugin as plugin
+from mmseg.registry import MODELS
+mine = {name: hashlib.sha256(inspect.getsource(inspect.getmodule(MODELS.get(name))).encode()).hexdigest()
+        for name in plugin.REGISTERED}
+every = [None] * dist.get_world_size()
+dist.all_gather_object(every, mine)
+if dist.get_rank() == 0:
+    print(json.dumps(every))
+dist.destroy_process_group()
+"""
+
+
+def test_every_ddp_rank_registers_the_same_classes_from_the_same_code(tmp_path, stack):
+    script = tmp_path / "ranks.py"
+    script.write_text(DDP)
+    code = f"import sys; sys.argv = ['torchrun', '--standalone', '--nproc_per_node', '2', {str(script)!r}]\n" \
+        "from torch.distributed.run import main; main()"
+    ranks = json.loads(last_line(run(code, tmp_path)))
+    assert len(ranks) == 2 and ranks[0] == ranks[1]
+    assert "RewardFCNHead" in ranks[0] and len(ranks[0]) == 29
