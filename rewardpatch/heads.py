@@ -296,7 +296,14 @@ def _class_info(node: ast.ClassDef, stem: str, file: str, gen: Generation) -> Cl
 class HeadIndex:
     """Every module of a tree's heads package, parsed once, with base chains resolved."""
 
-    def __init__(self, tree: MMSegTree, skip_files: frozenset[str] | set[str] = frozenset()):
+    def __init__(
+        self,
+        tree: MMSegTree,
+        skip_files: frozenset[str] | set[str] = frozenset(),
+        extra: dict[str, tuple[str, str]] | None = None,
+    ):
+        """`extra` {stem: (file, source)}: modules read as if they were in the heads package
+        and imported by its __init__ (plugin mode: heads a project registers itself)."""
         self.tree = tree
         self.gen = tree.generation
         heads_dir = tree.path(self.gen.heads_dir)
@@ -306,33 +313,34 @@ class HeadIndex:
         self.modules: dict[str, ModuleInfo] = {}
         parsed: dict[str, ast.Module] = {}
         unparsable: dict[str, str] = {}  # stem -> "file:line: cannot parse: why", or why it is not text
-        for path in sorted(heads_dir.glob("*.py")):
-            file = tree.rel(path)
-            if path.name == "__init__.py" or file in skip_files:
+        extra = extra or {}
+        found = [(p.stem, tree.rel(p), p.name) for p in sorted(heads_dir.glob("*.py")) if p.stem not in extra]
+        for stem, file, filename in found + [(stem, file, None) for stem, (file, _) in sorted(extra.items())]:
+            if filename == "__init__.py" or file in skip_files:
                 continue
             try:
-                source = tree.read(file)
+                source = tree.read(file) if filename else extra[stem][1]
             except NotText as exc:
-                unparsable[path.stem] = str(exc)
+                unparsable[stem] = str(exc)
                 continue
             if is_generated(source):
                 continue
             try:
                 module = ast.parse(source, filename=file)
             except SyntaxError as exc:
-                unparsable[path.stem] = f"{file}:{exc.lineno}: cannot parse: {exc.msg}"
+                unparsable[stem] = f"{file}:{exc.lineno}: cannot parse: {exc.msg}"
                 continue
-            parsed[path.stem] = module
+            parsed[stem] = module
             classes = {
-                n.name: _class_info(n, path.stem, file, self.gen)
+                n.name: _class_info(n, stem, file, self.gen)
                 for n in module.body
                 if isinstance(n, ast.ClassDef)
             }
-            self.modules[path.stem] = ModuleInfo(
-                path.stem, file, source, _module_imports(module, package), classes,
+            self.modules[stem] = ModuleInfo(
+                stem, file, source, _module_imports(module, package), classes,
                 {name for node in module.body for name in defined_names(node)},
             )
-        self.reached = self._reached(unparsable, parsed, package)
+        self.reached = self._reached(unparsable, parsed, package) | set(extra)
         for stem in sorted(unparsable):
             warn(f"skipped {unparsable[stem]} (no __init__ of {package} imports it)")
         self._warn_unreached_heads()

@@ -78,6 +78,45 @@ def _registry(runner: str):
     return MODELS
 
 
+# The stem a project's head module is planned under, in the heads package: plugin_<its dotted name>
+PROJECT_STEM = "plugin_"
+
+
+def _project_heads(registry, package: str) -> dict[str, tuple[str, str, object]]:
+    """{stem: (file, source, module)} of the modules outside mmseg whose registered classes
+    derive from the decode-head base: heads a project registered before this import.
+
+    Planned as if they were in the heads package (HeadIndex `extra`), under
+    PROJECT_STEM + their dotted name, so that the same verdicts and codemod apply; one with
+    relative imports is left out with a warning (they would resolve against mmseg's package).
+    """
+    import ast
+    import inspect
+
+    from .notice import warn
+
+    base = importlib.import_module(f"{package}.decode_head").BaseDecodeHead
+    found: dict[str, tuple[str, str, object]] = {}
+    for cls in list(registry.module_dict.values()):
+        name = getattr(cls, "__module__", "") or ""
+        if not (inspect.isclass(cls) and issubclass(cls, base)) or name == "mmseg" or name.startswith("mmseg."):
+            continue
+        module = sys.modules.get(name)
+        stem = PROJECT_STEM + name.replace(".", "_")
+        if module is None or stem in found:
+            continue
+        try:
+            source = inspect.getsource(module)
+        except (OSError, TypeError):
+            warn(f"rewardpatch.plugin: no source for {name}: {cls.__name__} gets no reward version")
+            continue
+        if any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(ast.parse(source))):
+            warn(f"rewardpatch.plugin: {name} uses relative imports: its heads get no reward version yet")
+            continue
+        found[stem] = (getattr(module, "__file__", None) or name, source, module)
+    return found
+
+
 def register() -> tuple[str, ...]:
     """Plan on the installed mmseg and execute the planned modules; the names registered."""
     try:
@@ -94,14 +133,15 @@ def register() -> tuple[str, ...]:
         raise _refuse(
             f"MMSegmentation {shown(str(version))} at {root}/mmseg is not supported (supported: {supported_versions()})"
         )
-    try:
-        tree = MMSegTree.open(root, version)
-        texts = created_texts(tree)
-    except RewardpatchError as exc:
-        raise _refuse(f"{root}/mmseg: {exc}") from None
     import mmseg.models  # noqa: F401 - the registries as the installed package fills them
 
-    registry = _registry(tree.generation.runner)
+    try:
+        tree = MMSegTree.open(root, version)
+        registry = _registry(tree.generation.runner)
+        extra = _project_heads(registry, tree.generation.heads_dir.replace("/", "."))
+        texts = created_texts(tree, {stem: (file, source) for stem, (file, source, _) in extra.items()})
+    except RewardpatchError as exc:
+        raise _refuse(f"{root}/mmseg: {exc}") from None
     if (root / MANIFEST_NAME).is_file() or any((root / path).is_file() for path in texts):
         # a tree `rewardpatch apply` patched (or one patched by hand): its own modules register
         if "CrossEntropyRewardLoss" not in registry.module_dict:
@@ -113,6 +153,9 @@ def register() -> tuple[str, ...]:
     if taken:
         raise _refuse(f"{taken[0]} is imported already, not from rewardpatch.plugin")
     before = set(registry.module_dict)
+    package = tree.generation.heads_dir.replace("/", ".")
+    for stem, (_, _, module) in extra.items():  # the copy imports its source's names from `.<stem>`
+        sys.modules[f"{package}.{stem}"] = module
     sys.meta_path.insert(0, _Finder(_Loader(modules, paths)))
     for name in modules:  # templates first (the estimator and losses before the heads), then heads
         importlib.import_module(name)

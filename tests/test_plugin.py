@@ -83,6 +83,7 @@ def test_the_config_line_registers_what_apply_would_create_for_1_2_2(tmp_path, p
 
 # Loss values and logits gradients of reward heads, for two reward modes and two heads (one
 # derived from the other); `{setup}` imports the reward classes, either way.
+HEADS = "(('RewardFCNHead', dict(num_convs=1)), ('RewardPSPHead', dict(pool_scales=(1, 2))))"
 NUMBERS_1X = """
 import sys, torch
 {setup}
@@ -93,7 +94,7 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 out = dict(mmseg=mmseg.__file__)
-for head_type, extra in (('RewardFCNHead', dict(num_convs=1)), ('RewardPSPHead', dict(pool_scales=(1, 2)))):
+for head_type, extra in {heads}:
     for mode in ('local', 'reinforce', 'weighted_ce'):
         torch.manual_seed(0)
         head = MODELS.build(dict(type=head_type, in_channels=8, channels=4, num_classes=5,
@@ -117,7 +118,7 @@ import sys, torch
 import mmseg.models
 from mmseg.models import build_head
 out = dict(mmseg=mmseg.__file__)
-for head_type, extra in (('RewardFCNHead', dict(num_convs=1)), ('RewardPSPHead', dict(pool_scales=(1, 2)))):
+for head_type, extra in {heads}:
     for mode in ('local', 'reinforce', 'weighted_ce'):
         torch.manual_seed(0)
         head = build_head(dict(type=head_type, in_channels=8, channels=4, num_classes=5,
@@ -135,13 +136,13 @@ print('ok')
 """
 
 
-def compare_numbers(plugin_file: Path, patched_file: Path, tree: Path) -> None:
+def compare_numbers(plugin_file: Path, patched_file: Path, tree: Path, cases: int = 6) -> None:
     import torch
 
     plugin, patched = torch.load(plugin_file), torch.load(patched_file)
     assert Path(patched.pop("mmseg")).is_relative_to(tree)
     assert not Path(plugin.pop("mmseg")).is_relative_to(tree)
-    assert plugin.keys() == patched.keys() and len(plugin) == 6
+    assert plugin.keys() == patched.keys() and len(plugin) == cases
     for key in plugin:
         ours, theirs = plugin[key], patched[key]
         assert ours["losses"].keys() == theirs["losses"].keys(), key
@@ -160,8 +161,10 @@ def patched_1x(tmp_path_factory) -> Path:
 
 def test_plugin_heads_give_the_patched_tree_s_numbers_bit_for_bit_on_1_2_2(tmp_path, patched_1x, stack):
     plugin_file, patched_file = tmp_path / "plugin.pt", tmp_path / "patched.pt"
-    last_line(run(NUMBERS_1X.format(setup="import mmseg, rewardpatch.plugin", out=str(plugin_file)), tmp_path))
-    last_line(run(NUMBERS_1X.format(setup="import mmseg", out=str(patched_file)), patched_1x, [patched_1x]))
+    plugin = NUMBERS_1X.format(heads=HEADS, setup="import mmseg, rewardpatch.plugin", out=str(plugin_file))
+    last_line(run(plugin, tmp_path))
+    patched = NUMBERS_1X.format(heads=HEADS, setup="import mmseg", out=str(patched_file))
+    last_line(run(patched, patched_1x, [patched_1x]))
     compare_numbers(plugin_file, patched_file, patched_1x)
 
 
@@ -176,9 +179,10 @@ def test_plugin_heads_give_the_patched_tree_s_numbers_bit_for_bit_on_0_30_0(tmp_
     version, where, registered = json.loads(last_line(run(names, tmp_path, python=python_0x)))
     assert version == "0.30.0" and not Path(where).is_relative_to(tree)
     assert set(registered) == expected_names(pristine, "0.30.0")
-    last_line(run(NUMBERS_0X.format(setup="import mmseg, rewardpatch.plugin", out=str(plugin_file)), tmp_path,
-                  python=python_0x))
-    last_line(run(NUMBERS_0X.format(setup="import mmseg", out=str(patched_file)), tree, [tree], python=python_0x))
+    plugin = NUMBERS_0X.format(heads=HEADS, setup="import mmseg, rewardpatch.plugin", out=str(plugin_file))
+    last_line(run(plugin, tmp_path, python=python_0x))
+    patched = NUMBERS_0X.format(heads=HEADS, setup="import mmseg", out=str(patched_file))
+    last_line(run(patched, tree, [tree], python=python_0x))
     compare_numbers(plugin_file, patched_file, tree)
 
 
@@ -216,7 +220,7 @@ def test_the_plugin_refuses_in_one_line(tmp_path, init, message):
 
 
 DDP = """
-import hashlib, inspect, json
+import hashlib, inspect, json, os
 import torch.distributed as dist
 dist.init_process_group('gloo')
 import rewardpatch.plugin as plugin
@@ -226,8 +230,10 @@ mine = {name: hashlib.sha256(inspect.getsource(inspect.getmodule(MODELS.get(name
 every = [None] * dist.get_world_size()
 dist.all_gather_object(every, mine)
 if dist.get_rank() == 0:
-    print(json.dumps(every))
+    print(json.dumps(every), flush=True)
+dist.barrier()
 dist.destroy_process_group()
+os._exit(0)  # as workers/ddp_reward_training.py: a gloo process can abort in interpreter teardown
 """
 
 
@@ -239,3 +245,53 @@ def test_every_ddp_rank_registers_the_same_classes_from_the_same_code(tmp_path, 
     ranks = json.loads(last_line(run(code, tmp_path)))
     assert len(ranks) == 2 and ranks[0] == ranks[1]
     assert "RewardFCNHead" in ranks[0] and len(ranks[0]) == 29
+
+
+# A project's own head, registered before rewardpatch.plugin (custom_imports order)
+PROJECT_HEAD = """
+import torch.nn as nn
+
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.registry import MODELS
+
+
+def _conv(cin, cout):
+    return nn.Conv2d(cin, cout, 3, padding=1)
+
+
+@MODELS.register_module()
+class MyHead(BaseDecodeHead):
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = _conv(self.in_channels, self.channels)
+
+    def forward(self, inputs):
+        return self.cls_seg(self.conv(self._transform_inputs(inputs)))
+"""
+
+
+def test_a_project_head_registered_before_the_plugin_gets_the_reward_version_apply_would_give_it(tmp_path, stack):
+    project = tmp_path / "project" / "myproj"
+    project.mkdir(parents=True)
+    (project / "__init__.py").write_text("")
+    (project / "my_head.py").write_text(PROJECT_HEAD)
+    tree = copy_checkout("1.2.2", tmp_path / "mmsegmentation")
+    heads = tree / "mmseg/models/decode_heads"
+    (heads / "my_head.py").write_text(PROJECT_HEAD)
+    with (heads / "__init__.py").open("a") as init:
+        init.write("from .my_head import MyHead  # noqa: F401\n")
+    plan_apply(MMSegTree.open(tree), allow_dirty=True).execute()
+    assert (heads / "reward_my_head.py").is_file()
+
+    cases = "(('RewardMyHead', dict()),)"
+    setup = (
+        "from mmengine.utils import import_modules_from_strings\n"
+        "import_modules_from_strings(['myproj.my_head', 'rewardpatch.plugin'], allow_failed_imports=False)\n"
+        "import mmseg, rewardpatch.plugin as plugin\n"
+        "assert 'RewardMyHead' in plugin.REGISTERED, plugin.REGISTERED"
+    )
+    plugin_file, patched_file = tmp_path / "plugin.pt", tmp_path / "patched.pt"
+    last_line(run(NUMBERS_1X.format(heads=cases, setup=setup, out=str(plugin_file)), tmp_path, [project.parent]))
+    last_line(run(NUMBERS_1X.format(heads=cases, setup="import mmseg", out=str(patched_file)), tree, [tree]))
+    compare_numbers(plugin_file, patched_file, tree, cases=3)
