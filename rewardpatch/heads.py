@@ -205,9 +205,14 @@ def _literal_names(node: ast.expr | None) -> tuple[str, ...] | None:
     return None
 
 
-def _module_imports(tree: ast.Module, package: str) -> dict[str, ImportedName]:
-    """Names bound by imports at module level (try/except fallbacks included)."""
+def _module_imports(
+    tree: ast.Module, package: str, exported: dict[str, str] | None = None
+) -> dict[str, ImportedName]:
+    """Names bound by imports at module level (try/except fallbacks included). `exported`
+    {name: stem}, for a module outside the package (HeadIndex `extra`): `from <package> import
+    name` reads as the import from the module of the package that defines it."""
     imports: dict[str, ImportedName] = {}
+    exported = exported or {}
     for node in module_level_statements(tree.body):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -221,11 +226,23 @@ def _module_imports(tree: ast.Module, package: str) -> dict[str, ImportedName]:
                 in_package = "." not in rest
                 dotted = rest if in_package else dotted
             for alias in node.names:
-                if alias.name != "*":
+                if node.level == 0 and dotted == package and alias.name in exported:
+                    imports.setdefault(alias.asname or alias.name, ImportedName(exported[alias.name], alias.name, True))
+                elif alias.name != "*":
                     imports.setdefault(
                         alias.asname or alias.name, ImportedName(dotted, alias.name, in_package)
                     )
     return imports
+
+
+def _exported(init: ast.Module) -> dict[str, str]:
+    """{name: stem} of what a package's __init__ imports from its own modules (`from .stem import name`)."""
+    return {
+        alias.asname or alias.name: node.module
+        for node in module_level_statements(init.body)
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module and "." not in node.module
+        for alias in node.names
+    }
 
 
 def _is_super_call(node: ast.expr, class_name: str) -> bool:
@@ -336,8 +353,11 @@ class HeadIndex:
                 for n in module.body
                 if isinstance(n, ast.ClassDef)
             }
+            exported = None
+            if not filename:
+                exported = _exported(parse_python(tree.read(self.gen.heads_init) or "", self.gen.heads_init))
             self.modules[stem] = ModuleInfo(
-                stem, file, source, _module_imports(module, package), classes,
+                stem, file, source, _module_imports(module, package, exported), classes,
                 {name for node in module.body for name in defined_names(node)},
             )
         self.reached = self._reached(unparsable, parsed, package) | set(extra)

@@ -108,13 +108,26 @@ def _project_heads(registry, package: str) -> dict[str, tuple[str, str, object]]
         try:
             source = inspect.getsource(module)
         except (OSError, TypeError):
-            warn(f"rewardpatch.plugin: no source for {name}: {cls.__name__} gets no reward version")
+            warn(f"plugin mode: no source for {name}: {cls.__name__} gets no reward version")
             continue
         if any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(ast.parse(source))):
-            warn(f"rewardpatch.plugin: {name} uses relative imports: its heads get no reward version yet")
+            warn(f"plugin mode: {name} uses relative imports: its heads get no reward version yet")
             continue
         found[stem] = (getattr(module, "__file__", None) or name, source, module)
     return found
+
+
+def _warn_incompatible(tree, extra: dict[str, tuple[str, str, object]]) -> None:
+    """One warning for each project head that gets no reward version, saying why (list-heads' reason)."""
+    from .heads import INCOMPATIBLE
+    from .notice import warn
+    from .planner import load_state
+
+    _, index = load_state(tree, extra={stem: (file, source) for stem, (file, source, _) in extra.items()})
+    files = {file for file, _, _ in extra.values()}
+    for head in index.heads():
+        if head.file in files and head.status == INCOMPATIBLE:
+            warn(f"plugin mode: {head.name} ({head.file}) gets no reward version: {head.reason}")
 
 
 def register() -> tuple[str, ...]:
@@ -147,6 +160,8 @@ def register() -> tuple[str, ...]:
         if "CrossEntropyRewardLoss" not in registry.module_dict:
             raise _refuse(f"{root}/mmseg holds reward files but registers no CrossEntropyRewardLoss")
         return ()
+    if extra:
+        _warn_incompatible(tree, extra)
     modules = {_module_name(path): text for path, text in texts.items()}
     paths = {_module_name(path): path for path in texts}
     taken = [name for name in modules if name in sys.modules]

@@ -295,3 +295,41 @@ def test_a_project_head_registered_before_the_plugin_gets_the_reward_version_app
     last_line(run(NUMBERS_1X.format(heads=cases, setup=setup, out=str(plugin_file)), tmp_path, [project.parent]))
     last_line(run(NUMBERS_1X.format(heads=cases, setup="import mmseg", out=str(patched_file)), tree, [tree]))
     compare_numbers(plugin_file, patched_file, tree, cases=3)
+
+
+PACKAGE_IMPORT_HEADS = """
+from mmseg.models.decode_heads import FCNHead
+from mmseg.registry import MODELS
+
+
+@MODELS.register_module()
+class MyFCNHead(FCNHead):
+    pass
+
+
+@MODELS.register_module()
+class DropsLabelsHead(FCNHead):
+
+    def loss_by_feat(self, seg_logits, batch_data_samples):
+        return {}
+"""
+
+
+def test_project_heads_derive_from_mmseg_heads_imported_from_the_package_and_refusals_are_warned(tmp_path, stack):
+    project = tmp_path / "project" / "myproj"
+    project.mkdir(parents=True)
+    (project / "__init__.py").write_text("")
+    (project / "pkg_head.py").write_text(PACKAGE_IMPORT_HEADS)
+    code = (
+        "import json, myproj.pkg_head, rewardpatch.plugin as plugin\n"
+        "from mmseg.registry import MODELS\n"
+        "head = MODELS.build(dict(type='RewardMyFCNHead', in_channels=8, channels=4, num_classes=3, num_convs=1))\n"
+        "print(json.dumps([sorted(n for n in plugin.REGISTERED if 'My' in n or 'Drops' in n),"
+        " [c.__name__ for c in type(head).__mro__[1:3]]]))"
+    )
+    result = run(code, tmp_path, [project.parent])
+    registered, bases = json.loads(last_line(result))
+    assert registered == ["RewardMyFCNHead"]
+    assert bases == ["RewardFCNHead", "RewardDecodeHead"]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("rewardpatch: warning:")]
+    assert len(warnings) == 1 and "DropsLabelsHead" in warnings[0] and "the reward loss would never run" in warnings[0]
