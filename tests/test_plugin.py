@@ -333,3 +333,50 @@ def test_project_heads_derive_from_mmseg_heads_imported_from_the_package_and_ref
     assert bases == ["RewardFCNHead", "RewardDecodeHead"]
     warnings = [line for line in result.stderr.splitlines() if line.startswith("rewardpatch: warning:")]
     assert len(warnings) == 1 and "DropsLabelsHead" in warnings[0] and "the reward loss would never run" in warnings[0]
+
+
+PROJECT_HEADS_0X = """
+import torch.nn as nn
+
+from mmseg.models.builder import HEADS
+from mmseg.models.decode_heads import FCNHead
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+
+
+@HEADS.register_module()
+class MyHead(BaseDecodeHead):
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = nn.Conv2d(self.in_channels, self.channels, 3, padding=1)
+
+    def forward(self, inputs):
+        return self.cls_seg(self.conv(self._transform_inputs(inputs)))
+
+
+@HEADS.register_module()
+class MyFCNHead(FCNHead):
+    pass
+"""
+
+
+def test_project_heads_get_reward_versions_on_0_30_0(tmp_path, python_0x):
+    project = tmp_path / "project" / "myproj0"
+    project.mkdir(parents=True)
+    (project / "__init__.py").write_text("")
+    (project / "my_head.py").write_text(PROJECT_HEADS_0X)
+    code = (
+        "import json, torch, myproj0.my_head, rewardpatch.plugin as plugin\n"
+        "from mmseg.models import build_head\n"
+        "found = {}\n"
+        "for name in ('RewardMyHead', 'RewardMyFCNHead'):\n"
+        "    head = build_head(dict(type=name, in_channels=8, channels=4, num_classes=3))\n"
+        "    logits = torch.randn(2, 3, 8, 8, requires_grad=True)\n"
+        "    losses = head.losses(logits, torch.randint(0, 3, (2, 1, 8, 8)))\n"
+        "    losses['loss_ce_reward'].backward()\n"
+        "    found[name] = [type(head).__mro__[1].__name__, bool(logits.grad.abs().sum() > 0)]\n"
+        "print(json.dumps([sorted(n for n in plugin.REGISTERED if 'My' in n), found]))"
+    )
+    registered, found = json.loads(last_line(run(code, tmp_path, [project.parent], python=python_0x)))
+    assert registered == ["RewardMyFCNHead", "RewardMyHead"]
+    assert found == {"RewardMyHead": ["RewardDecodeHead", True], "RewardMyFCNHead": ["RewardFCNHead", True]}
