@@ -205,9 +205,14 @@ def _literal_names(node: ast.expr | None) -> tuple[str, ...] | None:
     return None
 
 
-def _module_imports(tree: ast.Module, package: str) -> dict[str, ImportedName]:
-    """Names bound by imports at module level (try/except fallbacks included)."""
+def _module_imports(
+    tree: ast.Module, package: str, exported: dict[str, str] | None = None
+) -> dict[str, ImportedName]:
+    """Names bound by imports at module level (try/except fallbacks included). `exported`
+    {name: stem}, for a module outside the package (HeadIndex `extra`): `from <package> import
+    name` reads as the import from the module of the package that defines it."""
     imports: dict[str, ImportedName] = {}
+    exported = exported or {}
     for node in module_level_statements(tree.body):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -221,11 +226,23 @@ def _module_imports(tree: ast.Module, package: str) -> dict[str, ImportedName]:
                 in_package = "." not in rest
                 dotted = rest if in_package else dotted
             for alias in node.names:
-                if alias.name != "*":
+                if node.level == 0 and dotted == package and alias.name in exported:
+                    imports.setdefault(alias.asname or alias.name, ImportedName(exported[alias.name], alias.name, True))
+                elif alias.name != "*":
                     imports.setdefault(
                         alias.asname or alias.name, ImportedName(dotted, alias.name, in_package)
                     )
     return imports
+
+
+def _exported(init: ast.Module) -> dict[str, str]:
+    """{name: stem} of what a package's __init__ imports from its own modules (`from .stem import name`)."""
+    return {
+        alias.asname or alias.name: node.module
+        for node in module_level_statements(init.body)
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module and "." not in node.module
+        for alias in node.names
+    }
 
 
 def _is_super_call(node: ast.expr, class_name: str) -> bool:
@@ -296,7 +313,14 @@ def _class_info(node: ast.ClassDef, stem: str, file: str, gen: Generation) -> Cl
 class HeadIndex:
     """Every module of a tree's heads package, parsed once, with base chains resolved."""
 
-    def __init__(self, tree: MMSegTree, skip_files: frozenset[str] | set[str] = frozenset()):
+    def __init__(
+        self,
+        tree: MMSegTree,
+        skip_files: frozenset[str] | set[str] = frozenset(),
+        extra: dict[str, tuple[str, str]] | None = None,
+    ):
+        """`extra` {stem: (file, source)}: modules read as if they were in the heads package
+        and imported by its __init__ (plugin mode: heads a project registers itself)."""
         self.tree = tree
         self.gen = tree.generation
         heads_dir = tree.path(self.gen.heads_dir)
@@ -306,33 +330,37 @@ class HeadIndex:
         self.modules: dict[str, ModuleInfo] = {}
         parsed: dict[str, ast.Module] = {}
         unparsable: dict[str, str] = {}  # stem -> "file:line: cannot parse: why", or why it is not text
-        for path in sorted(heads_dir.glob("*.py")):
-            file = tree.rel(path)
-            if path.name == "__init__.py" or file in skip_files:
+        extra = extra or {}
+        found = [(p.stem, tree.rel(p), p.name) for p in sorted(heads_dir.glob("*.py")) if p.stem not in extra]
+        for stem, file, filename in found + [(stem, file, None) for stem, (file, _) in sorted(extra.items())]:
+            if filename == "__init__.py" or file in skip_files:
                 continue
             try:
-                source = tree.read(file)
+                source = tree.read(file) if filename else extra[stem][1]
             except NotText as exc:
-                unparsable[path.stem] = str(exc)
+                unparsable[stem] = str(exc)
                 continue
             if is_generated(source):
                 continue
             try:
                 module = ast.parse(source, filename=file)
             except SyntaxError as exc:
-                unparsable[path.stem] = f"{file}:{exc.lineno}: cannot parse: {exc.msg}"
+                unparsable[stem] = f"{file}:{exc.lineno}: cannot parse: {exc.msg}"
                 continue
-            parsed[path.stem] = module
+            parsed[stem] = module
             classes = {
-                n.name: _class_info(n, path.stem, file, self.gen)
+                n.name: _class_info(n, stem, file, self.gen)
                 for n in module.body
                 if isinstance(n, ast.ClassDef)
             }
-            self.modules[path.stem] = ModuleInfo(
-                path.stem, file, source, _module_imports(module, package), classes,
+            exported = None
+            if not filename:
+                exported = _exported(parse_python(tree.read(self.gen.heads_init) or "", self.gen.heads_init))
+            self.modules[stem] = ModuleInfo(
+                stem, file, source, _module_imports(module, package, exported), classes,
                 {name for node in module.body for name in defined_names(node)},
             )
-        self.reached = self._reached(unparsable, parsed, package)
+        self.reached = self._reached(unparsable, parsed, package) | set(extra)
         for stem in sorted(unparsable):
             warn(f"skipped {unparsable[stem]} (no __init__ of {package} imports it)")
         self._warn_unreached_heads()

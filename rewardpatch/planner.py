@@ -67,11 +67,14 @@ class Problem:
         return {"path": self.path, "kind": self.kind, "message": self.message}
 
 
-def load_state(tree: MMSegTree, skip_files: frozenset[str] = frozenset()) -> tuple[Manifest | None, HeadIndex]:
-    """The manifest, and the index of the heads apply can copy: neither its own files nor `skip_files`."""
+def load_state(
+    tree: MMSegTree, skip_files: frozenset[str] = frozenset(), extra: dict[str, tuple[str, str]] | None = None,
+) -> tuple[Manifest | None, HeadIndex]:
+    """The manifest, and the index of the heads apply can copy: neither its own files nor `skip_files`;
+    `extra`: modules read as if in the heads package (HeadIndex)."""
     manifest = Manifest.load(tree)
     created = set(manifest.created()) if manifest else set()
-    return manifest, HeadIndex(tree, skip_files=created | skip_files)
+    return manifest, HeadIndex(tree, skip_files=created | skip_files, extra=extra)
 
 
 def list_heads(tree: MMSegTree) -> list[HeadInfo]:
@@ -181,6 +184,20 @@ def _desired_files(tree: MMSegTree, index: HeadIndex, selected: list[str]):
         for reward, child in ((reward_name(n), c) for n, c in sorted(derived_too.items()))
     ]
     return files, exports, notes
+
+
+def created_texts(tree: MMSegTree, extra: dict[str, tuple[str, str]] | None = None) -> dict[str, str]:
+    """{path: text} of every file `apply` (all compatible heads, no --heads) would create in
+    `tree`, templates first, in the order apply plans them: the plugin's source (plugin.py).
+
+    Reads the tree and nothing else: no git, no manifest written, no lock. `extra`
+    {stem: (file, source)}: modules planned as if they were in the heads package.
+    """
+    manifest, index = load_state(tree, extra=extra)
+    if index.api.problem:
+        raise StateError(f"cannot patch this tree: {index.api.problem}")
+    files, _, _ = _desired_files(tree, index, _select(index, manifest, None))
+    return {path: text for path, (text, _) in files.items()}
 
 
 def _hand_made(tree: MMSegTree, adopt: bool) -> list[HandMadeFile]:
