@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -65,14 +66,15 @@ print(json.dumps(dict(mmseg=mmseg.__file__, names=names, registered=list(plugin.
 
 
 def test_the_config_line_registers_what_apply_would_create_for_1_2_2(tmp_path, pristine, stack):
-    import mmseg
-
-    installed = Path(mmseg.__file__).parent
+    # the installed package, not this process's mmseg (the `patched_tree` fixture of another
+    # test module may have put a patched checkout first on sys.path)
+    distribution = metadata.distribution("mmsegmentation")
+    installed = Path(distribution.locate_file("mmseg")).resolve()
     before = snapshot(installed)
     listing = sorted(p.name for p in installed.parent.iterdir())
     report = json.loads(last_line(run(CONFIG_1X, tmp_path)))
-    assert Path(report["mmseg"]).parent == installed
-    assert mmseg.__version__ == "1.2.2"
+    assert Path(report["mmseg"]).parent.resolve() == installed
+    assert distribution.version == "1.2.2"
     assert set(report["names"]) == expected_names(pristine, "1.2.2")
     assert set(report["registered"]) == set(report["names"])
     assert report["module"] == "mmseg.models.decode_heads.reward_fcn_head"
