@@ -273,11 +273,17 @@ class MyHead(BaseDecodeHead):
 """
 
 
+def project_package(tmp_path: Path, package: str, module: str, source: str) -> Path:
+    """A folder to put on PYTHONPATH holding `package` with one module, `module`, of `source`."""
+    root = tmp_path / "project"
+    (root / package).mkdir(parents=True)
+    (root / package / "__init__.py").write_text("")
+    (root / package / f"{module}.py").write_text(source)
+    return root
+
+
 def test_a_project_head_registered_before_the_plugin_gets_the_reward_version_apply_would_give_it(tmp_path, stack):
-    project = tmp_path / "project" / "myproj"
-    project.mkdir(parents=True)
-    (project / "__init__.py").write_text("")
-    (project / "my_head.py").write_text(PROJECT_HEAD)
+    project = project_package(tmp_path, "myproj", "my_head", PROJECT_HEAD)
     tree = copy_checkout("1.2.2", tmp_path / "mmsegmentation")
     heads = tree / "mmseg/models/decode_heads"
     (heads / "my_head.py").write_text(PROJECT_HEAD)
@@ -294,7 +300,7 @@ def test_a_project_head_registered_before_the_plugin_gets_the_reward_version_app
         "assert 'RewardMyHead' in plugin.REGISTERED, plugin.REGISTERED"
     )
     plugin_file, patched_file = tmp_path / "plugin.pt", tmp_path / "patched.pt"
-    last_line(run(NUMBERS_1X.format(heads=cases, setup=setup, out=str(plugin_file)), tmp_path, [project.parent]))
+    last_line(run(NUMBERS_1X.format(heads=cases, setup=setup, out=str(plugin_file)), tmp_path, [project]))
     last_line(run(NUMBERS_1X.format(heads=cases, setup="import mmseg", out=str(patched_file)), tree, [tree]))
     compare_numbers(plugin_file, patched_file, tree, cases=3)
 
@@ -318,10 +324,7 @@ class DropsLabelsHead(FCNHead):
 
 
 def test_project_heads_derive_from_mmseg_heads_imported_from_the_package_and_refusals_are_warned(tmp_path, stack):
-    project = tmp_path / "project" / "myproj"
-    project.mkdir(parents=True)
-    (project / "__init__.py").write_text("")
-    (project / "pkg_head.py").write_text(PACKAGE_IMPORT_HEADS)
+    project = project_package(tmp_path, "myproj", "pkg_head", PACKAGE_IMPORT_HEADS)
     code = (
         "import json, myproj.pkg_head, rewardpatch.plugin as plugin\n"
         "from mmseg.registry import MODELS\n"
@@ -329,7 +332,7 @@ def test_project_heads_derive_from_mmseg_heads_imported_from_the_package_and_ref
         "print(json.dumps([sorted(n for n in plugin.REGISTERED if 'My' in n or 'Drops' in n),"
         " [c.__name__ for c in type(head).__mro__[1:3]]]))"
     )
-    result = run(code, tmp_path, [project.parent])
+    result = run(code, tmp_path, [project])
     registered, bases = json.loads(last_line(result))
     assert registered == ["RewardMyFCNHead"]
     assert bases == ["RewardFCNHead", "RewardDecodeHead"]
@@ -363,10 +366,7 @@ class MyFCNHead(FCNHead):
 
 
 def test_project_heads_get_reward_versions_on_0_30_0(tmp_path, python_0x):
-    project = tmp_path / "project" / "myproj0"
-    project.mkdir(parents=True)
-    (project / "__init__.py").write_text("")
-    (project / "my_head.py").write_text(PROJECT_HEADS_0X)
+    project = project_package(tmp_path, "myproj0", "my_head", PROJECT_HEADS_0X)
     code = (
         "import json, torch, myproj0.my_head, rewardpatch.plugin as plugin\n"
         "from mmseg.models import build_head\n"
@@ -379,6 +379,6 @@ def test_project_heads_get_reward_versions_on_0_30_0(tmp_path, python_0x):
         "    found[name] = [type(head).__mro__[1].__name__, bool(logits.grad.abs().sum() > 0)]\n"
         "print(json.dumps([sorted(n for n in plugin.REGISTERED if 'My' in n), found]))"
     )
-    registered, found = json.loads(last_line(run(code, tmp_path, [project.parent], python=python_0x)))
+    registered, found = json.loads(last_line(run(code, tmp_path, [project], python=python_0x)))
     assert registered == ["RewardMyFCNHead", "RewardMyHead"]
     assert found == {"RewardMyHead": ["RewardDecodeHead", True], "RewardMyFCNHead": ["RewardFCNHead", True]}
