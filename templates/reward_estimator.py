@@ -456,14 +456,14 @@ def local_expectation(probs: Tensor, samples: Tensor, rows: Tensor,
     """
     batch, classes, pixels = probs.shape
     count, units = scale.shape
+    # [K, U, C, 4]: per sample, the class side of the rank-4 product
+    unlost, relost = terms[3].unbind(2)
+    other = terms[2][:, :, 0]
+    dense = torch.stack([unlost, other * unlost, relost, other * relost], -1)
+    dense = dense.permute(1, 2, 0, 3).flatten(2)  # [U, C, 4K]
+    dense = torch.cat([dense, dense.new_ones(units, classes, 1)], -1)
     alpha, lost, beta, inverse = (
         t.flatten(-2).expand(count, batch, 2 * classes) for t in terms)
-    # [K, U, C, 4]: per sample, the class side of the rank-4 product
-    unlost, relost = inverse.view(count, batch, 2, classes).unbind(2)
-    other = beta.view(count, batch, 2, classes)[:, :, 0]
-    dense = torch.stack([unlost, other * unlost, relost, other * relost], -1)
-    dense = dense[:, :units].permute(1, 2, 0, 3).flatten(2)  # [U, C, 4K]
-    dense = torch.cat([dense, dense.new_ones(units, classes, 1)], -1)
     unit = scale.expand(count, batch)
     for part in _slabs(pixels, batch * classes):
         chosen = probs[:, :, part]
@@ -488,17 +488,17 @@ def local_expectation(probs: Tensor, samples: Tensor, rows: Tensor,
             beta.gather(2, to_truth + classes) - beta.gather(2, to_truth))
         fix_sample = weight * (a_loss + beta.gather(2, at)) * inverse.gather(
             2, which + sample)
-        p_truth = chosen.gather(1, to_truth[0][:, None]).squeeze(1)
-        p_sample = chosen.gather(1, sample.transpose(0, 1)).transpose(0, 1)
+        fix_truth *= chosen.gather(1, to_truth[0][:, None]).squeeze(1)
+        fix_sample *= chosen.gather(1, sample.transpose(0, 1)).transpose(0, 1)
         mean = torch.matmul(dense[..., :-1].transpose(1, 2), chosen)
         mean = (mean * side).sum(1)
-        mean += (fix_truth * p_truth - fix_sample * p_sample).sum(0)
+        mean += (fix_truth - fix_sample).sum(0)
         side = torch.cat([side, mean.neg_()[:, None]], 1)
         torch.mul(torch.matmul(dense, side), chosen, out=chosen)
         chosen.scatter_add_(1, to_truth.transpose(0, 1),
-                            (fix_truth * p_truth).transpose(0, 1))
+                            fix_truth.transpose(0, 1))
         chosen.scatter_add_(1, sample.transpose(0, 1),
-                            (fix_sample * p_sample).neg_().transpose(0, 1))
+                            fix_sample.neg_().transpose(0, 1))
     return probs
 
 
