@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from machine import describe, one_line  # noqa: E402
+from bench_reward import build_head  # noqa: E402
 from patched_tree import import_patched_mmseg  # noqa: E402
 
 CLASSES, IGNORE = 19, 255
@@ -67,21 +68,12 @@ def inputs(device):
     return logits, samples
 
 
-def build_head(reward_cfg, device):
-    from mmseg.registry import MODELS
-
-    if reward_cfg is None:
-        cfg = dict(type="FCNHead", loss_decode=dict(type="CrossEntropyLoss"))
-    else:
-        cfg = dict(type="RewardFCNHead", loss_decode=dict(type="CrossEntropyRewardLoss"), reward_cfg=reward_cfg)
-    return MODELS.build(dict(cfg, in_channels=4, channels=4, num_convs=1, num_classes=CLASSES)).to(device)
-
-
 def gradient(reward_cfg, logits, samples, dtype, scale, amp):
     """(loss dtype, gradient on the logits) of a fresh head's loss_by_feat."""
     import torch
 
-    head = build_head(reward_cfg, logits.device)
+    kind = "FCNHead" if reward_cfg is None else "RewardFCNHead"
+    head = build_head(kind, reward_cfg, logits.device, CLASSES)
     param = logits.detach().to(dtype).clone().requires_grad_(True)
     torch.manual_seed(SEED)
     context = torch.autocast(logits.device.type, dtype=dtype) if amp else contextlib.nullcontext()
