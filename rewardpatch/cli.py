@@ -124,24 +124,47 @@ def cli() -> None:
 
 
 @cli.command("list-heads", help=LIST_HEADS_HELP)
-@TREE
+@click.argument("tree", required=False, type=click.Path(file_okay=True, dir_okay=True, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--installed", is_flag=True,
+              help="The MMSegmentation this interpreter imports (plugin mode) instead of TREE.")
+@click.option("--import", "imports", multiple=True, metavar="MODULE",
+              help="With --installed: import this project module first, as a config's custom_imports "
+              "would before rewardpatch.plugin, and list its heads too (repeatable).")
 @mmseg_version_option
-def list_heads_command(tree: str, as_json: bool, mmseg_version: str | None) -> int:
-    from .heads import COMPATIBLE, INCOMPATIBLE, PATCHED
+def list_heads_command(tree: str | None, as_json: bool, installed: bool, imports: tuple[str, ...],
+                       mmseg_version: str | None) -> int:
+    from .heads import COMPATIBLE, INCOMPATIBLE, PATCHED, HeadInfo
     from .planner import list_heads
 
-    mmseg = open_tree(tree, mmseg_version)
-    heads = list_heads(mmseg)
+    if installed == (tree is not None):
+        raise click.UsageError("give TREE or --installed" if tree is None else "give TREE or --installed, not both")
+    if imports and not installed:
+        raise click.UsageError("--import goes with --installed (a tree's own heads are read from its files)")
+    if installed:
+        from .installed import installed_tree, probe
+
+        mmseg = installed_tree(mmseg_version)
+        heads = list_heads(mmseg)
+        if imports:
+            heads += [HeadInfo.from_json(h) for h in probe(list(imports))["project_heads"]]
+    else:
+        mmseg = open_tree(tree, mmseg_version)
+        heads = list_heads(mmseg)
     if as_json:
         _say(json.dumps([h.as_json() for h in heads], indent=2))
         return EXIT_OK
     counts = {s: sum(h.status == s for h in heads) for s in (COMPATIBLE, PATCHED, INCOMPATIBLE)}
+    where = "installed at" if installed else "at"
     _say(
-        f"MMSegmentation {mmseg.version} at {mmseg.root}: {len(heads)} registered classes, "
+        f"MMSegmentation {mmseg.version} {where} {mmseg.root}: {len(heads)} registered classes, "
         f"{counts[COMPATIBLE]} compatible, {counts[PATCHED]} patched, {counts[INCOMPATIBLE]} incompatible"
     )
     _say(f"rewardpatch supports MMSegmentation {supported_versions()} ({mmseg.generation.name} for this tree)")
+    if installed:
+        _say("plugin mode (custom_imports = dict(imports=['rewardpatch.plugin'])) registers "
+             + ("nothing: this MMSeg is patched, its own modules register the reward heads" if counts[PATCHED]
+                else f"Reward<X> for the {counts[COMPATIBLE]} compatible heads"))
     _say()
     width = max(len(h.name) for h in heads) + 2 if heads else 6
     file_width = max(len(h.file.rsplit("/", 1)[-1]) for h in heads) + 2 if heads else 6

@@ -116,6 +116,14 @@ class HeadInfo:
             "notes": list(self.notes),
         }
 
+    @classmethod
+    def from_json(cls, data: dict) -> "HeadInfo":
+        """as_json() read back (plugin mode's probe reports its verdicts so)."""
+        return cls(
+            data["name"], data["file"], tuple(data["chain"]), data["status"], data["reason"], data["reward_name"],
+            tuple(data["registered_as"]), tuple(data["notes"]),
+        )
+
 
 # The one spelling of the prefix that names a reward version: FCNHead -> RewardFCNHead,
 # fcn_head.py -> reward_fcn_head.py.

@@ -73,7 +73,7 @@ def python_0x() -> str:
 # The keys of verify's report and of its fine-tune result, the same for every MMSeg generation
 # (report.py and the plot read them).
 REPORT_KEYS = {
-    "ok", "device", "gpu", "tree", "mmseg_version", "workdir", "notes", "heads", "finetune", "seconds", "plot",
+    "ok", "device", "gpu", "tree", "mmseg_version", "mode", "workdir", "notes", "heads", "finetune", "seconds", "plot",
 }
 HEAD_KEYS = {"name", "ok", "loss", "seconds", "error", "pixel_weight"}
 FINETUNE_KEYS = {

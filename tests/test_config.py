@@ -584,7 +584,7 @@ def written(plan, src: Path, out: Path):
     """OUT as `config` writes it (checked by write_verified), loaded back by mmengine."""
     from rewardpatch.configs.render import base_reference, render, write_verified
 
-    write_verified(out, render(plan, base_reference(src, out), src.name, "TREE"), plan.target)
+    write_verified(out, render(plan, base_reference(src, out), src.name, "the patched tree TREE"), plan.target)
     return load(out)
 
 

@@ -217,7 +217,7 @@ def test_the_plugin_refuses_in_one_line(tmp_path, init, message):
     result = run("import rewardpatch.plugin", tmp_path, [tmp_path / "site"])
     assert result.returncode == 1
     error = result.stderr.strip().splitlines()[-1]
-    assert error.startswith("ImportError: rewardpatch.plugin: ")
+    assert error.startswith("rewardpatch.plugin.PluginError: ")
     assert message in error
 
 
@@ -382,3 +382,143 @@ def test_project_heads_get_reward_versions_on_0_30_0(tmp_path, python_0x):
     registered, found = json.loads(last_line(run(code, tmp_path, [project], python=python_0x)))
     assert registered == ["RewardMyFCNHead", "RewardMyHead"]
     assert found == {"RewardMyHead": ["RewardDecodeHead", True], "RewardMyFCNHead": ["RewardFCNHead", True]}
+
+
+RELATIVE_LAYERS = """
+import torch.nn as nn
+
+
+def conv(cin, cout):
+    return nn.Conv2d(cin, cout, 3, padding=1)
+"""
+
+RELATIVE_HEAD = """
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.registry import MODELS
+
+from .layers import conv
+from ..shared import scale
+
+
+@MODELS.register_module()
+class RelativeHead(BaseDecodeHead):
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = conv(self.in_channels, self.channels)
+
+    def forward(self, inputs):
+        return self.cls_seg(scale(self.conv(self._transform_inputs(inputs))))
+"""
+
+LATE_HEADS = """
+from mmengine.registry import Registry
+from mmseg.models.decode_heads import FCNHead
+from mmseg.registry import MODELS as MMSEG_MODELS
+
+MODELS = Registry('model', parent=MMSEG_MODELS, scope='myproj')
+
+
+@MMSEG_MODELS.register_module()
+class LateHead(FCNHead):
+    pass
+
+
+@MODELS.register_module()
+class OwnRegistryHead(FCNHead):
+    pass
+
+
+@MMSEG_MODELS.register_module()
+class NoLossHead(FCNHead):
+
+    def loss_by_feat(self, seg_logits, batch_data_samples):
+        return {}
+
+
+class NotAHead:
+    pass
+"""
+
+
+def relative_project(tmp_path: Path) -> Path:
+    """myproj/{shared.py, models/{layers.py, heads.py, late.py}}: heads with relative imports, up one level too."""
+    root = tmp_path / "project"
+    models = root / "myproj" / "models"
+    models.mkdir(parents=True)
+    for init in (root / "myproj" / "__init__.py", models / "__init__.py"):
+        init.write_text("")
+    (root / "myproj" / "shared.py").write_text("def scale(x):\n    return x * 0.5\n")
+    (models / "layers.py").write_text(RELATIVE_LAYERS)
+    (models / "heads.py").write_text(RELATIVE_HEAD)
+    (models / "late.py").write_text(LATE_HEADS)
+    return root
+
+
+def test_project_heads_with_relative_imports_get_reward_versions_with_the_same_numbers(tmp_path, stack):
+    project = relative_project(tmp_path)
+    code = (
+        "import json, torch, myproj.models.heads, rewardpatch.plugin as plugin\n"
+        "from mmseg.registry import MODELS\n"
+        "from myproj.models.heads import RelativeHead\n"
+        "found = {}\n"
+        "for name in ('RelativeHead', 'RewardRelativeHead'):\n"
+        "    torch.manual_seed(0)\n"
+        "    head = MODELS.build(dict(type=name, in_channels=8, channels=4, num_classes=3))\n"
+        "    torch.manual_seed(1)\n"
+        "    found[name] = head.forward([torch.randn(2, 8, 8, 8)]).tolist()\n"
+        "reward = MODELS.get('RewardRelativeHead')\n"
+        "print(json.dumps(['RewardRelativeHead' in plugin.REGISTERED, found['RelativeHead'] == found['RewardRelativeHead'],\n"
+        "                  reward.__module__, RelativeHead.__module__]))"
+    )
+    registered, same, module, source = json.loads(last_line(run(code, tmp_path, [project])))
+    assert registered and same
+    assert module == "mmseg.models.decode_heads.reward_plugin_myproj_models_heads"
+    assert source == "myproj.models.heads"
+
+
+def test_add_heads_names_heads_registered_after_the_import_or_in_a_project_registry(tmp_path, stack):
+    project = relative_project(tmp_path)
+    code = (
+        "import json, rewardpatch.plugin as plugin\n"
+        "import myproj.models.late as late\n"
+        "before = set(plugin.registered())\n"
+        "out = [plugin.add_heads('myproj.models.late.LateHead'), plugin.add_heads(late.OwnRegistryHead),\n"
+        "       plugin.add_heads('myproj.models.late'), plugin.add_heads(late.LateHead)]\n"
+        "from mmseg.registry import MODELS\n"
+        "own = late.MODELS.build(dict(type='RewardOwnRegistryHead', in_channels=8, channels=4, num_classes=3))\n"
+        "errors = []\n"
+        "for bad in ('myproj.models.late.NotAHead', 'myproj.models.late.Nope', 'myproj.nope', late.NoLossHead, 3):\n"
+        "    try:\n"
+        "        plugin.add_heads(bad)\n"
+        "    except ImportError as exc:\n"
+        "        errors.append(f'{type(exc).__name__}: {exc}')\n"
+        "print(json.dumps([out, sorted(set(plugin.registered()) - before), type(own).__mro__[1].__name__, errors,\n"
+        "                  'RewardLateHead' in MODELS.module_dict, 'RewardOwnRegistryHead' in late.MODELS.module_dict]))"
+    )
+    result = run(code, tmp_path, [project])
+    out, added, base, errors, in_mmseg, in_own = json.loads(last_line(result))
+    assert out == [["RewardLateHead"], ["RewardOwnRegistryHead"], ["RewardLateHead", "RewardOwnRegistryHead"],
+                   ["RewardLateHead"]]
+    assert added == ["RewardLateHead", "RewardOwnRegistryHead"]  # the module planned once, NoLossHead refused
+    assert base == "RewardFCNHead" and in_mmseg and in_own
+    assert errors == [
+        "PluginError: myproj.models.late.NotAHead is not a decode head (no BaseDecodeHead in its bases)",
+        "PluginError: myproj.models.late.Nope: no such module, and myproj.models.late has no class Nope",
+        "PluginError: myproj.nope: no such module, and myproj has no class nope",
+        f"PluginError: NoLossHead ({project}/myproj/models/late.py) cannot get a reward version: "
+        "NoLossHead.loss_by_feat computes its own loss without handing batch_data_samples to super(): "
+        "the reward loss would never run",
+        "PluginError: add_heads takes classes, modules or dotted names, not 3",
+    ]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("rewardpatch: warning:")]
+    assert len(warnings) == 1 and "NoLossHead" in warnings[0]  # named as part of the module: warned, not raised
+
+
+def test_heads_a_project_registers_in_a_child_registry_before_the_import_are_found(tmp_path, stack):
+    project = relative_project(tmp_path)
+    code = (
+        "import json, myproj.models.late, rewardpatch.plugin as plugin\n"
+        "print(json.dumps(sorted(n for n in plugin.REGISTERED if 'Late' in n or 'Own' in n or 'NoLoss' in n)))"
+    )
+    assert json.loads(last_line(run(code, tmp_path, [project]))) == ["RewardLateHead", "RewardOwnRegistryHead"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import click
 
 from .. import journal
 from ..errors import InputError, StateError
+from ..manifest import Manifest
 from ..options import mmseg_version_option
-from .heads import reward_heads
+from .heads import plugin_import, reward_heads
 from .plan import AB_SEED, DEFAULT_ITERS, FinetuneOptions, FinetunePlan, own_work_dir, same_seed, start_from
 from .render import BASELINE_TITLE, REWARD_TITLE, base_reference, load_config, render, write_verified
 from .reward_cfg import parse_reward_options, reward_cfg_checker
@@ -25,6 +27,7 @@ def plan_finetune(source: dict, options: FinetuneOptions, heads: bool = True) ->
     as they are, so that the cross-entropy run continues under the reward run's schedule.
     """
     plan = FinetunePlan(source=source, target=copy.deepcopy(source))
+    plugin_import(plan, options)
     if heads:
         reward_heads(plan, options)
     reward_schedule(plan, options)
@@ -73,9 +76,41 @@ def _check_baseline(baseline: str, source_path: Path, out_path: Path) -> Path:
     return path
 
 
+def _plugin_options(source: dict, mmseg_version: str | None):
+    """(installed tree, options) for plugin mode: the reward classes rewardpatch.plugin registers,
+    from list-heads' verdicts on the installed MMSeg's files and, when SRC has custom_imports,
+    on the project heads a probe process that imports them finds."""
+    from ..heads import COMPATIBLE, HeadInfo
+    from ..installed import installed_tree, probe
+    from ..planner import created_texts, list_heads
+
+    tree = installed_tree(mmseg_version)
+    custom = source.get("custom_imports") or {}
+    imports = custom.get("imports", []) if isinstance(custom, dict) else []
+    imports = [imports] if isinstance(imports, str) else list(imports)
+    own = [name for name in imports if name != "rewardpatch.plugin"]
+    if Manifest.load(tree) is not None:
+        raise StateError(f"the installed MMSegmentation at {tree.root} is patched: give it as --tree instead of --plugin")
+    heads = list_heads(tree)
+    if own:
+        heads += [HeadInfo.from_json(h) for h in probe(own)["project_heads"]]
+    command = "rewardpatch list-heads --installed" + "".join(f" --import {name}" for name in own)
+    return tree, FinetuneOptions(
+        reward_classes={h.reward_name for h in heads if h.status == COMPATIBLE}, tree=str(tree.root),
+        runner=tree.generation.runner, check_reward_cfg=reward_cfg_checker(tree, created_texts(tree)),
+        plugin_imports=imports, plugin_reasons={h.name: h.reason for h in heads if h.status != COMPATIBLE},
+        plugin_list_heads=command,
+    )
+
+
 @click.command("config")
 @click.argument("src", metavar="SRC")
-@click.option("--tree", "tree_path", required=True, metavar="TREE", help="The patched MMSeg checkout to train in.")
+@click.option("--tree", "tree_path", metavar="TREE", help="The patched MMSeg checkout to train in.")
+@click.option(
+    "--plugin", is_flag=True,
+    help="Instead of --tree: plugin mode on the MMSegmentation this interpreter imports; OUT imports "
+    "rewardpatch.plugin (custom_imports, after SRC's own modules).",
+)
 @click.option("--checkpoint", metavar="CKPT", help="The cross-entropy checkpoint to fine-tune (becomes load_from).")
 @click.option(
     "--lr", type=click.FloatRange(min=0, min_open=True), metavar="LR",
@@ -107,7 +142,7 @@ def _check_baseline(baseline: str, source_path: Path, out_path: Path) -> Path:
 )
 @mmseg_version_option
 def config_command(
-    src: str, tree_path: str, checkpoint: str | None, lr: float | None, iters: int, schedule: str,
+    src: str, tree_path: str | None, plugin: bool, checkpoint: str | None, lr: float | None, iters: int, schedule: str,
     aux: bool, rewards: tuple[str, ...], convert_checkpoint: bool, out: str, baseline: str | None,
     mmseg_version: str | None,
 ) -> int:
@@ -119,10 +154,11 @@ def config_command(
     must load with torch.load(weights_only=True), becomes load_from. With --baseline, OUT_CE
     is the same rewrite with the heads and losses left as they are.
     """
-    from ..manifest import Manifest
     from ..tree import MMSegTree
 
     source_path, out_path = Path(src), Path(out)
+    if plugin == (tree_path is not None):
+        raise click.UsageError("give --tree TREE or --plugin" if not plugin else "give --tree TREE or --plugin, not both")
     if convert_checkpoint and checkpoint is None:
         raise click.UsageError("--convert-checkpoint needs --checkpoint")
     if out_path.suffix != ".py":
@@ -136,24 +172,29 @@ def config_command(
         raise InputError(f"{out}: the output would overwrite the source config")
     baseline_path = _check_baseline(baseline, source_path, out_path) if baseline is not None else None
 
-    tree = MMSegTree.open(tree_path, mmseg_version)
-    journal.settle(tree.root)  # an interrupted apply or revert is rolled back first
-    manifest = Manifest.load(tree)
-    if manifest is None:
-        raise StateError(f"{tree.root} is not patched: run `rewardpatch apply {tree_path}` first")
-    check_reward_cfg = reward_cfg_checker(tree)
     reward_cfg = parse_reward_options(rewards)
+    if plugin:
+        source = load_config(source_path, src)
+        tree, options = _plugin_options(source, mmseg_version)
+    else:
+        tree = MMSegTree.open(tree_path, mmseg_version)
+        journal.settle(tree.root)  # an interrupted apply or revert is rolled back first
+        manifest = Manifest.load(tree)
+        if manifest is None:
+            raise StateError(f"{tree.root} is not patched: run `rewardpatch apply {tree_path}` first")
+        options = FinetuneOptions(
+            reward_classes=manifest.reward_classes, tree=tree_path, runner=tree.generation.runner,
+            check_reward_cfg=reward_cfg_checker(tree),
+        )
+        source = load_config(source_path, src)
     if reward_cfg:
         try:
-            check_reward_cfg(reward_cfg)
+            options.check_reward_cfg(reward_cfg)
         except (ValueError, TypeError) as exc:
             raise InputError(f"--reward: {exc}") from None
-
-    options = FinetuneOptions(
-        reward_classes=manifest.reward_classes, tree=tree_path, runner=tree.generation.runner, lr=lr, iters=iters,
-        schedule=schedule, aux=aux, reward_cfg=reward_cfg, check_reward_cfg=check_reward_cfg,
+    options = dataclasses.replace(
+        options, lr=lr, iters=iters, schedule=schedule, aux=aux, reward_cfg=reward_cfg,
     )
-    source = load_config(source_path, src)
     plan = plan_finetune(source, options)  # every config error surfaces before any checkpoint work
     plans = [(out_path, plan, REWARD_TITLE)]
     if baseline_path is not None:
@@ -169,7 +210,9 @@ def config_command(
             own_work_dir(each, path.stem)
 
     for path, each, title in plans:
-        text = render(each, base_reference(source_path, path), source_path.name, str(tree.root), title)
+        origin = (f"plugin mode on the MMSegmentation {tree.version} installed at {tree.root}" if plugin
+                  else f"the patched tree {tree.root}")
+        text = render(each, base_reference(source_path, path), source_path.name, origin, title)
         write_verified(path, text, each.target)
     for path, each, title in plans:
         what = "" if each is plan else " (the A/B baseline: heads and losses as in the source)"

@@ -75,6 +75,25 @@ def _reward_losses(head: dict, where: str, plan: FinetunePlan) -> object:
     return result if is_list else result[0]
 
 
+PLUGIN_MODULE = "rewardpatch.plugin"
+
+
+def plugin_import(plan: FinetunePlan, options: FinetuneOptions) -> None:
+    """custom_imports gains rewardpatch.plugin, after the source's own modules (whose heads it then finds)."""
+    if options.plugin_imports is None:
+        return
+    custom = plan.target.get("custom_imports")
+    if custom is not None and not isinstance(custom, dict):
+        raise InputError(f"custom_imports is a {type(custom).__name__}, not dict(imports=[...])")
+    custom = dict(custom or {})
+    imports = options.plugin_imports
+    if PLUGIN_MODULE not in imports:
+        custom["imports"] = [*imports, PLUGIN_MODULE]
+    custom.setdefault("allow_failed_imports", False)
+    plan.target["custom_imports"] = custom
+    plan.note("custom_imports", "plugin mode: importing rewardpatch.plugin registers the reward heads")
+
+
 def reward_heads(plan: FinetunePlan, options: FinetuneOptions) -> None:
     """Decode heads (and with --aux the auxiliary heads) become their Reward* versions."""
     model = plan.target.get("model")
@@ -92,6 +111,13 @@ def reward_heads(plan: FinetunePlan, options: FinetuneOptions) -> None:
         _, name = _split_type(head.get("type"), where)
         if name not in options.reward_classes and reward_name(name) not in options.reward_classes:
             missing.append(unrewarded_name(name))
+    if missing and options.plugin_imports is not None:
+        unknown = (f"no decode head of that name in the installed MMSeg or SRC's custom_imports "
+                   f"(`{options.plugin_list_heads}` lists them)")
+        raise StateError("; ".join(
+            f"{name} gets no reward version in plugin mode: {options.plugin_reasons.get(name, unknown)}"
+            for name in dict.fromkeys(missing)
+        ))
     if missing:
         names = ",".join(dict.fromkeys(missing))
         raise StateError(

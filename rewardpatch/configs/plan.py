@@ -29,6 +29,12 @@ class FinetuneOptions:
     aux: bool = False
     reward_cfg: dict = field(default_factory=dict)
     check_reward_cfg: Callable[[dict], dict] = lambda reward_cfg: reward_cfg
+    # plugin mode (--plugin): the project modules to import before rewardpatch.plugin (None for a
+    # patched tree), why each head that gets no reward version gets none, and the list-heads
+    # command that shows the verdicts
+    plugin_imports: list[str] | None = None
+    plugin_reasons: dict[str, str] = field(default_factory=dict)
+    plugin_list_heads: str = ""
 
 
 @dataclass

@@ -67,12 +67,13 @@ def base_reference(src: Path, out: Path) -> str:
     return text if text.startswith("../") else f"./{text}"
 
 
-def render(plan: FinetunePlan, base: str, source_name: str, tree: str,
+def render(plan: FinetunePlan, base: str, source_name: str, origin: str,
            title: str = REWARD_TITLE) -> str:
+    """`origin`: where the reward heads come from ("the patched tree T", or plugin mode's MMSeg)."""
     lines = [
         f"# {title} written by `rewardpatch config` (rewardpatch {__version__}).",
         f"# Source: {source_name} (inherited through _base_)",
-        f"# {'Reward heads from' if title == REWARD_TITLE else 'For'} the patched tree {tree}",
+        f"# {'Reward heads from' if title == REWARD_TITLE else 'For'} {origin}",
         "# Changes from the source config:",
         *(f"#   {change.line()}" for change in plan.changes),
         "",

@@ -9,9 +9,9 @@ from typing import Callable
 from ..errors import InputError, StateError
 
 
-def _module_of(tree, template: str) -> ast.Module:
+def _module_of(tree, template: str, texts: dict[str, str] | None) -> ast.Module:
     spec = next((t for t in tree.generation.templates if t.source == template), None)
-    text = tree.read(spec.target) if spec else None
+    text = None if spec is None else texts.get(spec.target) if texts is not None else tree.read(spec.target)
     if text is None:
         raise StateError(f"{tree.root}: {template} is missing; run `rewardpatch check {tree.root}`")
     return ast.parse(text)
@@ -32,15 +32,16 @@ def _literal_constants(module: ast.Module) -> dict:
     return constants
 
 
-def reward_cfg_checker(tree) -> Callable[[dict], dict]:
-    """The tree's `check_reward_cfg`, run without importing torch.
+def reward_cfg_checker(tree, texts: dict[str, str] | None = None) -> Callable[[dict], dict]:
+    """The tree's `check_reward_cfg`, run without importing torch; from `texts` {path: text}
+    instead of the tree's files when given (plugin mode: planner.created_texts).
 
     The inserted reward_estimator.py imports torch; its validation reads only the
     module's literal constants (modes, scopes, defaults). Those are evaluated from the
     syntax tree and the function is compiled alone, so `config` checks what the tree's
     own code will check when the model is built.
     """
-    module = _module_of(tree, "reward_estimator.py")
+    module = _module_of(tree, "reward_estimator.py", texts)
     function = next((n for n in module.body if isinstance(n, ast.FunctionDef) and n.name == "check_reward_cfg"), None)
     if function is None:
         raise StateError(f"{tree.root}: reward_estimator.py defines no check_reward_cfg; run `rewardpatch apply`")

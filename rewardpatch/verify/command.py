@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
@@ -73,19 +74,47 @@ class Progress:
             self.bar = None
 
 
-def _patched_heads(tree: MMSegTree, manifest: Manifest, requested: str | None) -> list[str]:
-    """Head names (without the Reward prefix) to check, all patched ones by default."""
-    patched = sorted(unrewarded_name(name) for name in manifest.reward_classes)
+def _patched_heads(tree: MMSegTree, reward_classes: set[str], requested: str | None,
+                   plugin_reasons: dict[str, str] | None = None) -> list[str]:
+    """Head names (without the Reward prefix) to check, all with a reward version by default
+    (patched, or in plugin mode registered)."""
+    patched = sorted(unrewarded_name(name) for name in reward_classes)
     if not requested:
         return patched
     names = list(dict.fromkeys(unrewarded_name(n.strip()) for n in requested.split(",") if n.strip()))
     unknown = [n for n in names if n not in patched]
+    if unknown and plugin_reasons is not None:
+        raise InputError("; ".join(f"{name} gets no reward version in plugin mode: {plugin_reasons[name]}"
+                                   for name in unknown))
     if unknown:
         raise InputError(
             f"{', '.join(unknown)} not patched in {tree.root}: "
             f"run `rewardpatch apply {tree.root} --heads {','.join(unknown)}` first"
         )
     return names
+
+
+def _plugin_heads(tree: MMSegTree, imports: list[str]) -> tuple[set[str], dict[str, str]]:
+    """The reward classes plugin mode registers on the installed `tree` with the project's
+    `imports` first (a probe when there are any), and why every other name gets none."""
+    from ..heads import COMPATIBLE
+    from ..installed import probe
+    from ..planner import list_heads
+
+    if Manifest.load(tree) is not None:
+        raise InputError(f"the installed MMSegmentation at {tree.root} is patched: verify it as a tree "
+                         f"(`rewardpatch verify {tree.root}`)")
+    heads = list_heads(tree)
+    if imports:
+        from ..heads import HeadInfo
+
+        heads += [HeadInfo.from_json(h) for h in probe(imports)["project_heads"]]
+    command = "rewardpatch list-heads --installed" + "".join(f" --import {name}" for name in imports)
+    reasons = collections.defaultdict(
+        lambda: f"no decode head of that name in the installed MMSeg or the --import modules (`{command}` lists them)",
+        {h.name: h.reason for h in heads if h.status != COMPATIBLE},
+    )
+    return {h.reward_name for h in heads if h.status == COMPATIBLE}, reasons
 
 
 def _finetune_head(tree: MMSegTree, patched: list[str]) -> str:
@@ -126,19 +155,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _worker_path(tree: MMSegTree) -> str:
-    """The tree first, then the directory this rewardpatch is imported from, unless the
-    interpreter finds it there anyway (site-packages): the worker must run this command's
-    rewardpatch, not another checkout's that an editable install points to."""
-    import site
+def _worker_env(tree: MMSegTree, plugin: bool) -> dict[str, str]:
+    """A tree's worker imports the tree first, then this command's rewardpatch (not another
+    checkout's that an editable install points to); plugin mode's imports the installed MMSeg as
+    training would, with the user's PYTHONPATH (their project's modules)."""
+    from ..installed import child_env, package_path
 
-    package_parent = Path(__file__).resolve().parents[2]
-    known = {Path(p).resolve() for p in [*site.getsitepackages(), site.getusersitepackages()]}
-    return os.pathsep.join([str(tree.root)] + ([] if package_parent in known else [str(package_parent)]))
+    if plugin:
+        return child_env()
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree.root), *package_path()]), "PYTHONUNBUFFERED": "1"}
 
 
 def _run_worker(tree: MMSegTree, workdir: Path, stages: str, options: list[str], device: str, nproc: int,
-                on_event) -> None:
+                on_event, plugin: bool = False) -> None:
     """Run the worker (nproc of them under torchrun) and feed its events to `on_event`."""
     name = stages.replace(",", "-")
     events = workdir / f"{name}.events.jsonl"
@@ -150,7 +179,7 @@ def _run_worker(tree: MMSegTree, workdir: Path, stages: str, options: list[str],
     command = [*launcher, "-m", "rewardpatch.verify.worker", "--tree", str(tree.root), "--workdir", str(workdir),
                "--events", str(events), "--device", device, "--stages", stages,
                "--mmseg-version", tree.version, *options]
-    env = {**os.environ, "PYTHONPATH": _worker_path(tree), "PYTHONUNBUFFERED": "1"}
+    env = _worker_env(tree, plugin)
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     if nproc > 1 and device != "cuda":
@@ -178,7 +207,12 @@ def _run_worker(tree: MMSegTree, workdir: Path, stages: str, options: list[str],
 
 
 @click.command("verify")
-@click.argument("tree", type=click.Path(path_type=str))
+@click.argument("tree", required=False, type=click.Path(path_type=str))
+@click.option("--installed", is_flag=True,
+              help="Verify plugin mode on the MMSegmentation this interpreter imports, instead of a TREE.")
+@click.option("--import", "imports", multiple=True, metavar="MODULE",
+              help="With --installed: a project module to import before rewardpatch.plugin, as a config's "
+              "custom_imports would (its heads are checked too; repeatable).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where to run: auto is cuda when torch sees a GPU, else cpu.")
 @click.option("--heads", metavar="A,B", help="Check only these patched heads (default: every patched head).")
@@ -194,33 +228,50 @@ def _run_worker(tree: MMSegTree, workdir: Path, stages: str, options: list[str],
               show_default=True, help="Dataset, checkpoints, logs, report and plot.")
 @click.option("--skip-finetune", is_flag=True, help="Run stage 1, the per-head checks, only.")
 @mmseg_version_option
-def verify_command(tree: str, device: str, heads: str | None, iters: int, ce_iters: int, nproc: int,
+def verify_command(tree: str | None, installed: bool, imports: tuple[str, ...], device: str, heads: str | None, iters: int, ce_iters: int, nproc: int,
                    report_path: Path | None, workdir: Path, skip_finetune: bool, mmseg_version: str | None) -> int:
-    """Prove that a patched TREE trains: each reward head, then a short reward fine-tune."""
+    """Prove that a patched TREE trains: each reward head, then a short reward fine-tune.
+
+    With --installed, the same for plugin mode: the worker loads a config whose custom_imports
+    are the --import modules and rewardpatch.plugin, and checks the heads that registers."""
     from .report import print_summary, write_plot
 
-    mmseg = MMSegTree.open(tree, mmseg_version)
-    journal.settle(mmseg.root)  # an interrupted apply or revert is rolled back first
-    manifest = Manifest.load(mmseg)
-    if manifest is None:
-        raise InputError(f"{mmseg.root} is not patched: run `rewardpatch apply {tree}` first")
-    names = _patched_heads(mmseg, manifest, heads)
+    if installed == (tree is not None):
+        raise click.UsageError("give TREE or --installed" if tree is None else "give TREE or --installed, not both")
+    if imports and not installed:
+        raise click.UsageError("--import goes with --installed (a tree's heads are its own)")
+    if installed:
+        from ..installed import installed_tree
+
+        mmseg = installed_tree(mmseg_version)
+        reward_classes, reasons = _plugin_heads(mmseg, list(imports))
+        names = _patched_heads(mmseg, reward_classes, heads, reasons)
+    else:
+        mmseg = MMSegTree.open(tree, mmseg_version)
+        journal.settle(mmseg.root)  # an interrupted apply or revert is rolled back first
+        manifest = Manifest.load(mmseg)
+        if manifest is None:
+            raise InputError(f"{mmseg.root} is not patched: run `rewardpatch apply {tree}` first")
+        names = _patched_heads(mmseg, manifest.reward_classes, heads)
     finetune_head = None if skip_finetune else _finetune_head(mmseg, names)
     workdir = _prepare_workdir(workdir)
     report: dict = {"ok": False, "device": None, "tree": str(mmseg.root), "mmseg_version": mmseg.version,
+                    "mode": "plugin" if installed else "patched tree",
                     "workdir": str(workdir), "notes": [], "heads": [], "finetune": None}
     options = ["--heads", ",".join(names), "--iters", str(iters), "--ce-iters", str(ce_iters),
                "--finetune-head", finetune_head or ""]
+    if installed:
+        options += ["--plugin-imports", ",".join(imports)]
     progress = Progress(report)
     started = time.perf_counter()
     try:
         if skip_finetune:
-            _run_worker(mmseg, workdir, "heads", options, device, 1, progress)
+            _run_worker(mmseg, workdir, "heads", options, device, 1, progress, installed)
         elif nproc == 1:  # one process for both stages: mmseg is imported once
-            _run_worker(mmseg, workdir, "heads,finetune", options, device, 1, progress)
+            _run_worker(mmseg, workdir, "heads,finetune", options, device, 1, progress, installed)
         else:
-            _run_worker(mmseg, workdir, "heads", options, device, 1, progress)
-            _run_worker(mmseg, workdir, "finetune", options, device, nproc, progress)
+            _run_worker(mmseg, workdir, "heads", options, device, 1, progress, installed)
+            _run_worker(mmseg, workdir, "finetune", options, device, nproc, progress, installed)
     except WorkerFailed as failure:
         progress.close()
         complete = len(report["heads"]) == len(names) and (skip_finetune or report["finetune"] is not None)

@@ -29,7 +29,8 @@ def print_summary(report: dict) -> None:
             f"{_number(fine.get('reward_mean_last'))}, {_number(fine.get('seconds'), 3)} s"
         )
     passed = sum(h["ok"] for h in heads)
-    echo(f"\n{passed}/{len(heads)} heads passed on {report.get('device')}"
+    mode = " (plugin mode)" if report.get("mode") == "plugin" else ""
+    echo(f"\n{passed}/{len(heads)} heads passed{mode} on {report.get('device')}"
          + (f" ({report['gpu']})" if report.get("gpu") else "")
          + f" in {report.get('seconds')} s; work dir {report['workdir']}")
     for head in heads:

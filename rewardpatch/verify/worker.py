@@ -128,6 +128,35 @@ def relaxed_mmcv_assert(bound: str | None):
         mmcv.__version__ = real
 
 
+PLUGIN_CONFIG = "plugin_mode_config.py"
+
+
+def load_plugin_config(workdir: Path, imports: str, runner: str) -> Path:
+    """Load, as training loads a config, one whose only entry is the custom_imports line of plugin
+    mode: the project's modules, then rewardpatch.plugin. Rank 0 writes it; every rank loads it."""
+    names = [name for name in imports.split(",") if name] + ["rewardpatch.plugin"]
+    path = workdir / PLUGIN_CONFIG
+    text = f"custom_imports = dict(imports={names!r}, allow_failed_imports=False)\n"
+    if not path.is_file() or path.read_text() != text:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    if runner == "mmengine":
+        from mmengine.config import Config
+    else:
+        from mmcv import Config
+    Config.fromfile(str(path))  # imports custom_imports, as tools/train.py's does
+    return path
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost error's type and message (mmengine wraps a failed custom import in its own)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    message = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {message}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tree", required=True, type=Path)
@@ -140,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finetune-head", default="FCNHead")
     parser.add_argument("--iters", type=int, default=40)
     parser.add_argument("--ce-iters", type=int, default=150)
+    # plugin mode: the project modules a config imports before rewardpatch.plugin (comma-separated)
+    parser.add_argument("--plugin-imports", default=None)
     args = parser.parse_args(argv)
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -180,10 +211,13 @@ def main(argv: list[str] | None = None) -> int:
             "the tree's assert relaxed for this run only"))
     try:
         with relaxed_mmcv_assert(relaxed[0] if relaxed else None):
+            if args.plugin_imports is not None:
+                load_plugin_config(args.workdir, args.plugin_imports, expected.generation.runner)
             import mmseg
             import mmseg.models  # noqa: F401 - registers every head, the reward ones included
     except Exception as exc:  # noqa: BLE001 - reported to the user, with the log kept
-        events.emit("error", kind="import", message=f"import mmseg.models failed: {type(exc).__name__}: {exc}")
+        what = "the plugin config's custom_imports" if args.plugin_imports is not None else "import mmseg.models"
+        events.emit("error", kind="import", message=f"{what} failed: {_root_cause(exc)}")
         return EXIT_SETUP
     origin = Path(mmseg.__file__).resolve()
     if not origin.is_relative_to(tree):
