@@ -20,7 +20,7 @@ from . import journal
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Interrupted, RewardpatchError, StateError
 from .mmseg_generations import supported_versions
 from .optional import require_stack
-from .options import mmseg_version_option
+from .options import mmseg_version_option, tree_or_installed
 from .signals import interrupt_behind, name as signal_name, signum_of
 from .tree import MMSegTree
 
@@ -134,20 +134,15 @@ def cli() -> None:
 @mmseg_version_option
 def list_heads_command(tree: str | None, as_json: bool, installed: bool, imports: tuple[str, ...],
                        mmseg_version: str | None) -> int:
-    from .heads import COMPATIBLE, INCOMPATIBLE, PATCHED, HeadInfo
+    from .heads import COMPATIBLE, INCOMPATIBLE, PATCHED
     from .planner import list_heads
 
-    if installed == (tree is not None):
-        raise click.UsageError("give TREE or --installed" if tree is None else "give TREE or --installed, not both")
-    if imports and not installed:
-        raise click.UsageError("--import goes with --installed (a tree's own heads are read from its files)")
+    tree_or_installed(tree, installed, imports)
     if installed:
-        from .installed import installed_tree, probe
+        from .installed import installed_tree, plugin_verdicts
 
         mmseg = installed_tree(mmseg_version)
-        heads = list_heads(mmseg)
-        if imports:
-            heads += [HeadInfo.from_json(h) for h in probe(list(imports))["project_heads"]]
+        heads = plugin_verdicts(mmseg, list(imports))
     else:
         mmseg = open_tree(tree, mmseg_version)
         heads = list_heads(mmseg)

@@ -95,3 +95,20 @@ def probe(imports: list[str]) -> dict:
         names = ", ".join([*imports, PLUGIN_MODULE])
         raise InputError(f"importing {names} failed: {last}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def plugin_verdicts(tree: MMSegTree, imports: list[str]):
+    """list-heads' verdicts in plugin mode: the installed `tree`'s heads, read off its files, then
+    those of the project's `imports` (a probe imports them; none when there are none)."""
+    from .heads import HeadInfo
+    from .planner import list_heads
+
+    heads = list_heads(tree)
+    if imports:
+        heads += [HeadInfo.from_json(h) for h in probe(imports)["project_heads"]]
+    return heads
+
+
+def list_heads_command(imports: list[str]) -> str:
+    """The command that shows plugin mode's verdicts with these project modules."""
+    return "rewardpatch list-heads --installed" + "".join(f" --import {name}" for name in imports)

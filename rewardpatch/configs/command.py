@@ -80,9 +80,9 @@ def _plugin_options(source: dict, mmseg_version: str | None):
     """(installed tree, options) for plugin mode: the reward classes rewardpatch.plugin registers,
     from list-heads' verdicts on the installed MMSeg's files and, when SRC has custom_imports,
     on the project heads a probe process that imports them finds."""
-    from ..heads import COMPATIBLE, HeadInfo
-    from ..installed import installed_tree, probe
-    from ..planner import created_texts, list_heads
+    from ..heads import COMPATIBLE
+    from ..installed import installed_tree, list_heads_command, plugin_verdicts
+    from ..planner import created_texts
 
     tree = installed_tree(mmseg_version)
     custom = source.get("custom_imports") or {}
@@ -90,11 +90,9 @@ def _plugin_options(source: dict, mmseg_version: str | None):
     imports = [imports] if isinstance(imports, str) else list(imports)
     own = [name for name in imports if name != "rewardpatch.plugin"]
     if Manifest.load(tree) is not None:
-        raise StateError(f"the installed MMSegmentation at {tree.root} is patched: give it as --tree instead of --plugin")
-    heads = list_heads(tree)
-    if own:
-        heads += [HeadInfo.from_json(h) for h in probe(own)["project_heads"]]
-    command = "rewardpatch list-heads --installed" + "".join(f" --import {name}" for name in own)
+        raise InputError(f"the installed MMSegmentation at {tree.root} is patched: give it as --tree instead of --plugin")
+    heads = plugin_verdicts(tree, own)
+    command = list_heads_command(own)
     return tree, FinetuneOptions(
         reward_classes={h.reward_name for h in heads if h.status == COMPATIBLE}, tree=str(tree.root),
         runner=tree.generation.runner, check_reward_cfg=reward_cfg_checker(tree, created_texts(tree)),

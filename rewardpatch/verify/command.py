@@ -18,7 +18,7 @@ from .. import journal
 from ..errors import EXIT_OK, EXIT_REFUSED, InputError
 from ..heads import unrewarded_name
 from ..manifest import Manifest
-from ..options import mmseg_version_option
+from ..options import mmseg_version_option, tree_or_installed
 from ..tree import MMSegTree
 from .events import EventReader
 
@@ -98,18 +98,13 @@ def _plugin_heads(tree: MMSegTree, imports: list[str]) -> tuple[set[str], dict[s
     """The reward classes plugin mode registers on the installed `tree` with the project's
     `imports` first (a probe when there are any), and why every other name gets none."""
     from ..heads import COMPATIBLE
-    from ..installed import probe
-    from ..planner import list_heads
+    from ..installed import list_heads_command, plugin_verdicts
 
     if Manifest.load(tree) is not None:
         raise InputError(f"the installed MMSegmentation at {tree.root} is patched: verify it as a tree "
                          f"(`rewardpatch verify {tree.root}`)")
-    heads = list_heads(tree)
-    if imports:
-        from ..heads import HeadInfo
-
-        heads += [HeadInfo.from_json(h) for h in probe(imports)["project_heads"]]
-    command = "rewardpatch list-heads --installed" + "".join(f" --import {name}" for name in imports)
+    heads = plugin_verdicts(tree, imports)
+    command = list_heads_command(imports)
     reasons = collections.defaultdict(
         lambda: f"no decode head of that name in the installed MMSeg or the --import modules (`{command}` lists them)",
         {h.name: h.reason for h in heads if h.status != COMPATIBLE},
@@ -236,10 +231,7 @@ def verify_command(tree: str | None, installed: bool, imports: tuple[str, ...], 
     are the --import modules and rewardpatch.plugin, and checks the heads that registers."""
     from .report import print_summary, write_plot
 
-    if installed == (tree is not None):
-        raise click.UsageError("give TREE or --installed" if tree is None else "give TREE or --installed, not both")
-    if imports and not installed:
-        raise click.UsageError("--import goes with --installed (a tree's heads are its own)")
+    tree_or_installed(tree, installed, imports)
     if installed:
         from ..installed import installed_tree
 
