@@ -1,9 +1,16 @@
-"""`rewardpatch plot`: CSVs and plots of the scalars an mmengine run logged.
+"""`rewardpatch plot`: CSVs and plots of the scalars an mmengine (MMSeg 1.x) or mmcv (0.x) run logged.
 
 mmengine's LocalVisBackend appends one JSON object per line to
 <work_dir>/<timestamp>/vis_data/scalars.json: training lines (lr, loss, decode.loss_*, reward
 statistics, time, memory, ... at step = iteration) and validation lines (aAcc, mIoU, mAcc, ... at
 step = the iteration after which the model was validated). MMSeg logs its metrics in percent.
+
+mmcv 1.x's TextLoggerHook (MMSeg 0.x) writes <work_dir>/<timestamp>.log.json: a first line of
+environment and config, then {"mode": "train", "iter": N, ...} and {"mode": "val", ...} lines.
+A val line's "iter" is the length of the validation loader, not the training iteration, and
+its metrics are fractions with the per-class "IoU.<class>" beside them: read_mmcv_log puts it
+at the iteration of the training line before it (mmcv's EvalHook logs that line first when the
+intervals align, as MMSeg's configs have them), in percent, the per-class IoU kept apart.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ LEADING_METRICS = ("aAcc", "mIoU", "mAcc")
 # Logged on validation lines as well, but they describe the run's speed, not the model.
 BOOKKEEPING = frozenset({"step", "iter", "epoch", "time", "data_time", "memory", "lr", "eta"})
 RUN_TIMESTAMP = re.compile(r"\d{8}_\d{6}")
+MMCV_LOG_SUFFIX = ".log.json"
 SHOWN_LINE_NUMBERS = 10
 # A/B differences are rounded (MMSeg logs metrics to 2 decimals; the rest is float noise).
 DIFFERENCE_DIGITS = 4
@@ -42,10 +50,13 @@ class ScalarLog:
     training: list[dict[str, float]]
     validation: list[dict[str, float]]
     malformed_lines: list[int]
+    per_class_iou: dict[str, float] | None = None  # an mmcv log's last "IoU.<class>", in percent
 
     @property
     def label(self) -> str:
         """work_dir/timestamp for an mmengine layout, else the file's folder or name."""
+        if self.source.name.endswith(MMCV_LOG_SUFFIX):
+            return f"{self.source.parent.name}/{self.source.name.removesuffix(MMCV_LOG_SUFFIX)}"
         if self.source.parent.name == "vis_data":
             run = self.source.parent.parent
             return f"{run.parent.name}/{run.name}" if RUN_TIMESTAMP.fullmatch(run.name) else run.name
@@ -66,14 +77,19 @@ def find_run_scalars(run: Path) -> list[Path]:
     if run.is_file():
         return [run]
     candidates = [*run.glob("vis_data/scalars.json"), *run.glob("*/vis_data/scalars.json")]
+    if not candidates:  # an mmcv (MMSeg 0.x) work_dir
+        candidates = list(run.glob(f"*{MMCV_LOG_SUFFIX}"))
     if not candidates:
-        raise InputError(f"no */vis_data/scalars.json under {run}: not an mmengine work_dir, or nothing logged yet")
+        raise InputError(f"no */vis_data/scalars.json (mmengine) or *{MMCV_LOG_SUFFIX} (mmcv) under {run}: "
+                         "not a work_dir, or nothing logged yet")
     return sorted(candidates, key=_run_started)
 
 
 def _run_started(scalars: Path) -> tuple[datetime, str]:
-    # mmengine names each run's folder after its start time; other folders fall back to the file's mtime.
+    # mmengine names each run's folder after its start time, mmcv each log file; others fall back to the mtime.
     folder = scalars.parent.parent.name
+    if scalars.name.endswith(MMCV_LOG_SUFFIX):
+        folder = scalars.name.removesuffix(MMCV_LOG_SUFFIX)
     if RUN_TIMESTAMP.fullmatch(folder):
         with_name = datetime.strptime(folder, "%Y%m%d_%H%M%S")
     else:
@@ -85,11 +101,17 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def read_scalar_log(path: Path) -> ScalarLog:
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_bytes().decode("utf-8", errors="replace")
+        return path.read_bytes().decode("utf-8", errors="replace")
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def read_scalar_log(path: Path) -> ScalarLog:
+    if path.name.endswith(MMCV_LOG_SUFFIX):
+        return read_mmcv_log(path)
+    text = _read_text(path)
     training, validation, malformed = [], [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -111,6 +133,49 @@ def read_scalar_log(path: Path) -> ScalarLog:
         extra = f" ({len(malformed)} malformed lines)" if malformed else ""
         raise InputError(f"{path} holds no training or validation scalars{extra}")
     return ScalarLog(path, training, validation, malformed)
+
+
+# Keys of an mmcv val line that are not metrics.
+MMCV_VAL_BOOKKEEPING = frozenset({"iter", "epoch", "lr"})
+
+
+def read_mmcv_log(path: Path) -> ScalarLog:
+    """An mmcv TextLoggerHook log (MMSeg 0.x) as the lines of a scalars.json (module docstring)."""
+    training, validation, malformed = [], [], []
+    per_class = None
+    step = 0.0
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            malformed.append(number)
+            continue
+        if not isinstance(record, dict) or record.get("mode") not in ("train", "val"):
+            if not (isinstance(record, dict) and "env_info" in record):  # the first line: environment, config
+                malformed.append(number)
+            continue
+        scalars = {key: float(value) for key, value in record.items() if _is_number(value)}
+        if record["mode"] == "train":
+            if not _is_number(record.get("iter")):
+                malformed.append(number)
+                continue
+            step = scalars["step"] = scalars.pop("iter")
+            scalars.pop("epoch", None)
+            training.append(scalars)
+            continue
+        # percent with 2 decimals, as MMSeg 1.x logs them (0.x logs float32 fractions: 0.19790001213550568)
+        metrics = {key: round(100 * value, 2) for key, value in scalars.items() if key not in MMCV_VAL_BOOKKEEPING}
+        classes = {key.removeprefix("IoU."): value for key, value in metrics.items() if key.startswith("IoU.")}
+        per_class = classes or per_class
+        kept = {key: value for key, value in metrics.items() if not key.startswith(("IoU.", "Acc."))}
+        if kept:
+            validation.append({"step": step, **kept})
+    if not training and not validation:
+        extra = f" ({len(malformed)} malformed lines)" if malformed else ""
+        raise InputError(f"{path} holds no training or validation lines{extra}")
+    return ScalarLog(path, training, validation, malformed, per_class)
 
 
 def _is_training(scalars: dict[str, float]) -> bool:
@@ -389,7 +454,10 @@ CLASS_TABLE_ROW = re.compile(r"^\|\s*(.+?)\s*\|\s*(nan|-?\d+(?:\.\d+)?)\s*\|")
 
 
 def last_per_class_iou(log: ScalarLog) -> dict[str, float] | None:
-    """The per-class IoU table MMSeg printed last into the text log beside scalars.json, if any."""
+    """The per-class IoU table MMSeg printed last into the text log beside scalars.json, if any;
+    an mmcv log's last "IoU.<class>" values."""
+    if log.per_class_iou is not None:
+        return log.per_class_iou
     if log.source.parent.name != "vis_data":
         return None
     folder = log.source.parent.parent

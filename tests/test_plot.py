@@ -259,7 +259,7 @@ def test_a_work_dir_without_scalars_is_an_input_error(capsys, tmp_path):
     (tmp_path / "work" / "20240101_090000" / "vis_data").mkdir(parents=True)
     code, _, err, out_dir = plot(capsys, tmp_path, tmp_path / "work")
     assert code == 2
-    assert "no */vis_data/scalars.json under" in one_line_error(err)
+    assert "no */vis_data/scalars.json (mmengine) or *.log.json (mmcv) under" in one_line_error(err)
     assert not out_dir.exists()
 
 
@@ -417,3 +417,39 @@ def test_a_folder_of_a_run_that_logged_nothing_is_left_out_with_a_note(capsys, t
     assert code == 0
     assert "holds no training or validation scalars" in err and "left out of" in err
     assert read_csv(out_dir / "ab_miou.csv")[-1] == ["400", "52", "54.5", "2.5"]
+
+
+def mmcv_log(work_dir: Path, timestamp: str, points, classes=("road", "car")) -> Path:
+    """<work_dir>/<timestamp>.log.json as mmcv 1.x's TextLoggerHook writes it (MMSeg 0.x): an
+    environment line, then train lines and, after the one an evaluation followed, a val line whose
+    "iter" is the validation loader's length and whose metrics are fractions."""
+    lines = [{"env_info": "sys.platform: linux", "config": "model = dict(...)", "seed": 0}]
+    for step, miou in points:
+        lines.append({"mode": "train", "epoch": 1, "iter": step, "lr": 0.001, "decode.loss_ce_reward": 0.5,
+                      "decode.reward_mean": 0.4, "loss": 0.5, "time": 0.3})
+        if miou is not None:
+            lines.append({"mode": "val", "epoch": 1, "iter": 500, "lr": 0.001, "aAcc": 0.95, "mIoU": miou,
+                          "mAcc": 0.6, **{f"IoU.{name}": miou + i / 100 for i, name in enumerate(classes)},
+                          **{f"Acc.{name}": 0.7 for name in classes}})
+    work_dir.mkdir(parents=True, exist_ok=True)
+    path = work_dir / f"{timestamp}.log.json"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_mmseg_0x_work_dirs_are_read_from_mmcv_logs_and_resumed_ones_joined(capsys, tmp_path):
+    ce, reward = tmp_path / "ce", tmp_path / "reward"
+    mmcv_log(ce, "20240101_090000", [(100, 0.5), (200, 0.51)])
+    mmcv_log(reward, "20240102_090000", [(100, 0.505), (200, 0.3)])
+    mmcv_log(reward, "20240103_090000", [(150, None), (200, 0.52)])  # resumed at 150: redoes 200
+    code, out, err, out_dir = plot(capsys, tmp_path, ce, reward)
+    assert code == 0, err
+    assert read_csv(out_dir / "ab_miou.csv")[1:] == [["100", "50", "50.5", "0.5"], ["200", "51", "52", "1"]]
+    assert read_csv(out_dir / "ab_per_class.csv")[1:] == [["road", "51", "52", "1"], ["car", "52", "53", "1"]]
+    assert "malformed" not in err  # the environment line is not a malformed one
+
+    code, out, err, single = plot(capsys, tmp_path / "one", reward / "20240102_090000.log.json")
+    assert code == 0, err
+    assert read_csv(single / "metrics.csv") == [["step", "aAcc", "mIoU", "mAcc"], ["100", "95", "50.5", "60"],
+                                                ["200", "95", "30", "60"]]
+    assert read_csv(single / "loss.csv")[0] == ["step", "loss", "decode.loss_ce_reward", "decode.reward_mean"]

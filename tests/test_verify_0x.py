@@ -6,6 +6,7 @@ path. The fine-tunes are short (a few CE and reward iterations): they prove that
 the eval hooks, the checkpoint hand-over and the reward statistics work, not that it learns.
 """
 
+import csv
 import json
 import os
 import subprocess
@@ -46,7 +47,7 @@ def tree030(tmp_path_factory, python_0x) -> Path:
     return patched("0.30.0", tmp_path_factory.mktemp("verify_0x") / "mmsegmentation")
 
 
-def test_every_head_and_a_short_fine_tune_pass_on_0_30_0(tree030, python_0x, tmp_path):
+def test_every_head_and_a_short_fine_tune_pass_on_0_30_0(tree030, python_0x, tmp_path, capsys):
     code, out, err, report = verify_0x(python_0x, tree030, tmp_path / "work", "--ce-iters", "20", "--iters", "8")
     assert code == 0, out + err[-3000:]
     names = _reward_classes(MMSegTree.open(tree030))  # every patched head, the default
@@ -72,6 +73,18 @@ def test_every_head_and_a_short_fine_tune_pass_on_0_30_0(tree030, python_0x, tmp
     # 0.30.0 allows mmcv-full up to 1.8.0: nothing relaxed; its BaseDecodeHead takes no seg_weight
     assert report["notes"] == [] and "relaxed" not in out
     assert all(h["pixel_weight"] is None for h in report["heads"])
+
+    # `plot` reads the two phases' mmcv logs (<timestamp>.log.json) as an A/B pair: the reward
+    # phase's validations at the training iterations they followed (the one before iteration 1 is
+    # verify's own, not logged), in percent as MMSeg 1.x logs
+    code, _, err = run_cli(capsys, "plot", tmp_path / "work" / "ce", tmp_path / "work" / "reward", "-o", tmp_path / "ab")
+    assert code == 0, err
+    with (tmp_path / "ab" / "ab_miou.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    curve = [(float(row["step"]), float(row["mIoU B: reward"])) for row in rows if row["mIoU B: reward"]]
+    assert curve == [(step, pytest.approx(miou, abs=0.006)) for step, miou in fine["miou_curve"] if step > 0]
+    with (tmp_path / "ab" / "ab_per_class.csv").open() as handle:
+        assert [row["class"] for row in csv.DictReader(handle)] == ["background", "object1", "object2", "object3"]
 
 
 def _reward_classes(tree: MMSegTree) -> list[str]:
