@@ -13,7 +13,7 @@ import ast
 from dataclasses import dataclass
 
 from .errors import StateError
-from .heads import INCOMPATIBLE, REWARD_STEM_PREFIX, HeadIndex, is_generated, is_reward_name, unrewarded_name
+from .head_index import INCOMPATIBLE, REWARD_STEM_PREFIX, HeadIndex, is_generated, is_reward_name, unrewarded_name
 from .manifest import Manifest
 from .tree import MMSegTree, NotText
 

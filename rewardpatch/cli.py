@@ -134,7 +134,7 @@ def cli() -> None:
 @mmseg_version_option
 def list_heads_command(tree: str | None, as_json: bool, installed: bool, imports: tuple[str, ...],
                        mmseg_version: str | None) -> int:
-    from .heads import COMPATIBLE, INCOMPATIBLE, PATCHED
+    from .head_index import COMPATIBLE, INCOMPATIBLE, PATCHED
     from .planner import list_heads
 
     tree_or_installed(tree, installed, imports)

@@ -100,7 +100,7 @@ def probe(imports: list[str]) -> dict:
 def plugin_verdicts(tree: MMSegTree, imports: list[str]):
     """list-heads' verdicts in plugin mode: the installed `tree`'s heads, read off its files, then
     those of the project's `imports` (a probe imports them; none when there are none)."""
-    from .heads import HeadInfo
+    from .head_index import HeadInfo
     from .planner import list_heads
 
     heads = list_heads(tree)

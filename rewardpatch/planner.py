@@ -13,7 +13,7 @@ from .bindings import imports_of_files, parse_python, sibling_path, unbound_impo
 from .errors import InputError, StateError
 from .adopt import KEEP_OLD_BEHAVIOUR, HandMadeFile, adopted_heads, find_hand_made
 from .mmseg_generations import TemplateSpec
-from .heads import (
+from .head_index import (
     COMPATIBLE,
     INCOMPATIBLE,
     PATCHED,
@@ -25,7 +25,7 @@ from .heads import (
     reward_stem,
 )
 from .manifest import CREATED, EDITED, HAND_EDITED, ORIGINAL, Backup, FileRecord, Manifest
-from .plan import PatchPlan
+from .patch_plan import PatchPlan
 from .tree import BACKUP_DIR, MANIFEST_NAME, MMSegTree, sha256
 
 

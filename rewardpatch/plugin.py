@@ -214,7 +214,7 @@ def _run(plugin: _Plugin, project: dict[str, ProjectModule]) -> tuple[str, ...]:
 
 def _warn_incompatible(plugin: _Plugin, project: dict[str, ProjectModule]) -> None:
     """One warning for each project head that gets no reward version, saying why (list-heads' reason)."""
-    from .heads import INCOMPATIBLE
+    from .head_index import INCOMPATIBLE
     from .notice import warn
 
     for head in _verdicts(plugin, project):
@@ -320,7 +320,7 @@ def add_heads(*heads) -> tuple[str, ...]:
     heads of a named module that cannot are warned about. Returns the reward class names of the
     named heads, registered now or before. Every rank of a distributed run calls it alike.
     """
-    from .heads import INCOMPATIBLE
+    from .head_index import INCOMPATIBLE
     from .notice import warn
 
     if _PLUGIN is None:

@@ -9,9 +9,9 @@ import pytest
 from conftest import git_status
 from rewardpatch import mmseg_generations
 from rewardpatch.cli import main
-from rewardpatch.heads import COMPATIBLE
+from rewardpatch.head_index import COMPATIBLE
 from rewardpatch.manifest import Manifest
-from rewardpatch.plan import PatchPlan
+from rewardpatch.patch_plan import PatchPlan
 from rewardpatch.planner import check_tree, list_heads, plan_apply, plan_revert
 from rewardpatch.tree import MANIFEST_NAME, MMSegTree
 
@@ -94,7 +94,7 @@ def test_a_write_failing_half_way_leaves_the_tree_unchanged(tree, monkeypatch):
             raise OSError(28, "No space left on device")
         return real_replace(src, dst)
 
-    monkeypatch.setattr("rewardpatch.plan.os.replace", failing_replace)
+    monkeypatch.setattr("rewardpatch.patch_plan.os.replace", failing_replace)
     with pytest.raises(Exception, match="No space left on device; the tree was left unchanged"):
         plan.execute()
     assert calls["n"] == last + 2  # the rollback rewrote both __init__ files

@@ -568,7 +568,7 @@ def poly_end(base, min_lr, power, max_iters):
 
 def plan_0x(source, runner="mmcv", **options):
     from rewardpatch.configs.command import plan_finetune
-    from rewardpatch.configs.plan import FinetuneOptions
+    from rewardpatch.configs.finetune_plan import FinetuneOptions
 
     return plan_finetune(source, FinetuneOptions(
         reward_classes=REWARD_HEADS_0X, tree="TREE", runner=runner, **options))
@@ -987,7 +987,7 @@ def ab_differences(reward: Path, baseline: Path) -> set[str]:
 
 
 def differ_only_in(paths: set[str], allowed) -> bool:
-    from rewardpatch.configs.plan import within
+    from rewardpatch.configs.finetune_plan import within
 
     return all(any(within(path, prefix) for prefix in allowed) for path in paths)
 
@@ -1059,7 +1059,7 @@ def test_a_baseline_that_would_collide_is_an_input_error_and_writes_nothing(
 
 
 def test_a_0x_baseline_is_the_same_rewrite_without_the_heads_and_has_no_seed_key(pristine, tmp_path):
-    from rewardpatch.configs.plan import own_work_dir, same_seed
+    from rewardpatch.configs.finetune_plan import own_work_dir, same_seed
 
     src = pristine("0.30.0") / DEEPLABV3_0
     source = load_0x(pristine, "0.30.0", DEEPLABV3_0)
@@ -1080,7 +1080,7 @@ def test_a_0x_baseline_is_the_same_rewrite_without_the_heads_and_has_no_seed_key
 
 def _plan_0x_baseline(source):
     from rewardpatch.configs.command import plan_finetune
-    from rewardpatch.configs.plan import FinetuneOptions
+    from rewardpatch.configs.finetune_plan import FinetuneOptions
 
     return plan_finetune(source, FinetuneOptions(reward_classes=REWARD_HEADS_0X, tree="TREE", runner="mmcv"),
                          heads=False)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from rewardpatch.heads import COMPATIBLE, INCOMPATIBLE, PATCHED
+from rewardpatch.head_index import COMPATIBLE, INCOMPATIBLE, PATCHED
 from rewardpatch.planner import list_heads
 from rewardpatch.tree import MMSegTree
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import copy_checkout
-from rewardpatch.heads import COMPATIBLE
+from rewardpatch.head_index import COMPATIBLE
 from rewardpatch.planner import list_heads, plan_apply
 from rewardpatch.tree import MMSegTree
 

@@ -13,8 +13,8 @@ from .. import journal
 from ..errors import InputError, StateError
 from ..manifest import Manifest
 from ..options import mmseg_version_option
-from .heads import plugin_import, reward_heads
-from .plan import AB_SEED, DEFAULT_ITERS, FinetuneOptions, FinetunePlan, own_work_dir, same_seed, start_from
+from .head_swap import plugin_import, reward_heads
+from .finetune_plan import AB_SEED, DEFAULT_ITERS, FinetuneOptions, FinetunePlan, own_work_dir, same_seed, start_from
 from .render import BASELINE_TITLE, REWARD_TITLE, base_reference, load_config, render, write_verified
 from .reward_cfg import parse_reward_options, reward_cfg_checker
 from .schedule import SCHEDULES, reward_schedule
@@ -80,7 +80,7 @@ def _plugin_options(source: dict, mmseg_version: str | None):
     """(installed tree, options) for plugin mode: the reward classes rewardpatch.plugin registers,
     from list-heads' verdicts on the installed MMSeg's files and, when SRC has custom_imports,
     on the project heads a probe process that imports them finds."""
-    from ..heads import COMPATIBLE
+    from ..head_index import COMPATIBLE
     from ..installed import installed_tree, list_heads_command, plugin_verdicts
     from ..planner import created_texts
 

@@ -16,7 +16,7 @@ import click
 
 from .. import journal
 from ..errors import EXIT_OK, EXIT_REFUSED, InputError
-from ..heads import unrewarded_name
+from ..head_index import unrewarded_name
 from ..manifest import Manifest
 from ..options import mmseg_version_option, tree_or_installed
 from ..tree import MMSegTree
@@ -97,7 +97,7 @@ def _patched_heads(tree: MMSegTree, reward_classes: set[str], requested: str | N
 def _plugin_heads(tree: MMSegTree, imports: list[str]) -> tuple[set[str], dict[str, str]]:
     """The reward classes plugin mode registers on the installed `tree` with the project's
     `imports` first (a probe when there are any), and why every other name gets none."""
-    from ..heads import COMPATIBLE
+    from ..head_index import COMPATIBLE
     from ..installed import list_heads_command, plugin_verdicts
 
     if Manifest.load(tree) is not None:

@@ -7,7 +7,7 @@ shadow the tree's mmseg. The worker still checks where mmseg came from before tr
 Results go to the events file; logs go to stdout/stderr, which the command redirects.
 
 The generation's [verify] `runner` (patches/) picks the code, in RUNNERS: "mmengine" (MMSeg
-1.x) heads.check_head and finetune.py, "mmcv" (MMSeg 0.x, mmcv-full 1.x) heads.check_head_0x
+1.x) head_checks.check_head and finetune.py, "mmcv" (MMSeg 0.x, mmcv-full 1.x) head_checks.check_head_0x
 and finetune_0x.py. Before mmseg is imported, the interpreter's mmcv is checked against the
 generation's (patches/, [verify] stack), and the tree's own mmcv version assert is read: an
 mmcv of the right major version outside the tree's MMCV_MIN..MMCV_MAX is let through for
@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..heads import reward_name
+from ..head_index import reward_name
 from .events import EventWriter
 
 EXIT_SETUP = 3  # the worker could not start checking (device, mmseg origin, import)
@@ -34,7 +34,7 @@ EXIT_SETUP = 3  # the worker could not start checking (device, mmseg origin, imp
 class Runner:
     """The code verify runs for a generation's runner (patches/mmseg-*.toml `runner`)."""
 
-    check_head: str  # in heads.py
+    check_head: str  # in head_checks.py
     finetune_module: str  # in this package, with its finetune()
     register_all_modules: bool  # mmseg.utils.register_all_modules() before building
 
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stages = args.stages.split(",")
     if "heads" in stages:
-        from . import heads as stage_one
+        from . import head_checks as stage_one
 
         check = getattr(stage_one, runner.check_head)
         heads = [h for h in args.heads.split(",") if h]
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if "finetune" in stages:
         import importlib
 
-        from .heads import head_spec
+        from .head_checks import head_spec
 
         finetune = importlib.import_module(f"{__package__}.{runner.finetune_module}").finetune
 

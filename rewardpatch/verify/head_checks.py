@@ -17,7 +17,7 @@ import inspect
 import time
 import traceback
 
-from ..heads import reward_name
+from ..head_index import reward_name
 
 
 def _tuples(value):
