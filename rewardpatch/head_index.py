@@ -35,6 +35,32 @@ class ImportedName:
     in_heads_package: bool
 
 
+@dataclass(frozen=True)
+class ExternalBase:
+    """A base imported from outside the heads package: `torch.nn.Module`, an mmdet head."""
+
+    origin: str  # dotted: 'mmdet.models.dense_heads.MaskFormerHead'
+
+    @property
+    def package(self) -> str:
+        return self.origin.split(".")[0]
+
+
+@dataclass(frozen=True)
+class UnresolvedBase:
+    """A base expression that names nothing the module defines or imports."""
+
+    expression: str
+
+    def __str__(self) -> str:
+        return f"unresolved base {self.expression}"
+
+
+# Where a base chain ends that reaches no head base: outside the package, nowhere, or (a
+# str) "cyclic base X" / "no base class"; the head base's own name when it reaches one.
+Root = str | ExternalBase | UnresolvedBase
+
+
 @dataclass(eq=False)
 class ClassInfo:
     """A top-level class of a module in the heads package."""
@@ -420,24 +446,23 @@ class HeadIndex:
         spec = self.gen.bases.get(cls.name)
         return spec is not None and spec.module == cls.module
 
-    def resolve_base(self, cls: ClassInfo, base: str) -> ClassInfo | str:
-        """The class a base expression names in this package, or a description of what it is."""
+    def resolve_base(self, cls: ClassInfo, base: str) -> ClassInfo | ExternalBase | UnresolvedBase:
+        """The class a base expression names in this package, or what else it is."""
         module = self.modules[cls.module]
         head, _, rest = base.partition(".")
         if not rest and head in module.classes and head != cls.name:
             return module.classes[head]
         imported = module.imports.get(head)
         if imported is None:
-            return f"unresolved base {base}"
+            return UnresolvedBase(base)
         if imported.in_heads_package and not rest:
             target = self.modules.get(imported.module)
             if target and imported.name in target.classes:
                 return target.classes[imported.name]
-            return f"unresolved base {base}"
-        origin = ".".join(p for p in (imported.module, imported.name, rest) if p)
-        return f"external {origin}"
+            return UnresolvedBase(base)
+        return ExternalBase(".".join(p for p in (imported.module, imported.name, rest) if p))
 
-    def lineage(self, cls: ClassInfo) -> tuple[list[ClassInfo], str | None, str]:
+    def lineage(self, cls: ClassInfo) -> tuple[list[ClassInfo], str | None, Root]:
         """(cls and its ancestors below the head base, that base or None, the root reached)."""
         chain = [cls]
         current = cls
@@ -500,14 +525,12 @@ class HeadIndex:
             cls.name, cls.file, names, status, None, reward_name(cls.name), cls.registry_names, _registry_notes(cls)
         )
 
-    def _not_a_head(self, root: str) -> str:
+    def _not_a_head(self, root: Root) -> str:
         bases = " or ".join(self.gen.bases)
-        if root.startswith("external "):
-            origin = root.removeprefix("external ")
-            package = origin.split(".")[0]
-            if package in {"torch", "mmengine", "mmcv"}:
-                return f"not a decode head: derives from {origin}, not {bases}"
-            return f"derives from {origin}, a head of another package ({package}), not {bases}"
+        if isinstance(root, ExternalBase):
+            if root.package in {"torch", "mmengine", "mmcv"}:
+                return f"not a decode head: derives from {root.origin}, not {bases}"
+            return f"derives from {root.origin}, a head of another package ({root.package}), not {bases}"
         return f"not a decode head: {root}"
 
     def heads(self, patched: frozenset[str] | set[str] = frozenset()) -> list[HeadInfo]:
@@ -528,5 +551,10 @@ def _registry_notes(cls: ClassInfo) -> tuple[str, ...]:
     return tuple(notes)
 
 
-def _root_name(root: str) -> str:
-    return root.removeprefix("external ").removeprefix("unresolved base ")
+def _root_name(root: Root) -> str:
+    """How a base chain shows where it ends."""
+    if isinstance(root, ExternalBase):
+        return root.origin
+    if isinstance(root, UnresolvedBase):
+        return root.expression
+    return root

@@ -24,7 +24,9 @@ from .head_index import (
     reward_name,
     reward_stem,
 )
-from .manifest import CREATED, EDITED, HAND_EDITED, ORIGINAL, Backup, FileRecord, Manifest
+from .manifest import (
+    CREATED, EDITED, EXPORTS_FILE, HAND_EDITED, HEAD_FILE, ORIGINAL, TEMPLATE_FILE, Backup, FileRecord, Manifest,
+)
 from .patch_plan import PatchPlan
 from .tree import BACKUP_DIR, MANIFEST_NAME, MMSegTree, sha256
 
@@ -106,13 +108,10 @@ def _select(index: HeadIndex, manifest: Manifest | None, requested: list[str] | 
     return sorted(selected)
 
 
-def _base_expression(index: HeadIndex, cls: ClassInfo, parent: ClassInfo | None, base: str) -> str:
+def _base_expression(index: HeadIndex, cls: ClassInfo, parent: ClassInfo | None) -> str:
     for expression in cls.bases:
         resolved = index.resolve_base(cls, expression)
-        if isinstance(resolved, ClassInfo):
-            if resolved is parent or (parent is None and index.is_base(resolved)):
-                return expression
-        elif parent is None and resolved == base:
+        if isinstance(resolved, ClassInfo) and (resolved is parent or (parent is None and index.is_base(resolved))):
             return expression
     raise AssertionError(f"{cls.name}: base not found")  # lineage() found it a moment ago
 
@@ -135,7 +134,7 @@ def _head_modules(index: HeadIndex, selected: list[str]):
             spec = RewardClass(
                 name=cls.name,
                 reward_name=reward_name(cls.name),
-                base=_base_expression(index, cls, parent, base),
+                base=_base_expression(index, cls, parent),
                 reward_base=reward_base,
                 reward_base_module=reward_module,
                 used_names=frozenset(cls.used_names),
@@ -162,7 +161,7 @@ def _desired_files(tree: MMSegTree, index: HeadIndex, selected: list[str]):
         text, names = template_text(spec, index)
         files[spec.target] = (
             text,
-            FileRecord(CREATED, sha256(text), "template", spec.source, spec.sha256, names),
+            FileRecord(CREATED, sha256(text), TEMPLATE_FILE, spec.source, spec.sha256, names),
         )
         module = spec.target.rsplit("/", 1)[1].removesuffix(".py")
         exports.setdefault(spec.init, []).append((module, names))
@@ -175,7 +174,7 @@ def _desired_files(tree: MMSegTree, index: HeadIndex, selected: list[str]):
         text = render_reward_module(info.source, stem, classes, info.defined, header)
         path = f"{gen.heads_dir}/{reward_stem(stem)}.py"
         names = [c.reward_name for c in classes]
-        files[path] = (text, FileRecord(CREATED, sha256(text), "head", info.file, digest, names))
+        files[path] = (text, FileRecord(CREATED, sha256(text), HEAD_FILE, info.file, digest, names))
         registered = [c.reward_name for c in classes if info.classes[c.name].registered]
         if registered:
             exports.setdefault(gen.heads_init, []).append((reward_stem(stem), sorted(registered)))
@@ -250,7 +249,7 @@ def plan_apply(
             elif sha256(current) != owned.sha256:
                 edited.append(path)
                 _keep(tree, plan, backups, path, current, HAND_EDITED)
-        plan.add(path, current, text, note=", ".join(record.classes) if record.kind == "head" else "template")
+        plan.add(path, current, text, note=", ".join(record.classes) if record.kind == HEAD_FILE else "template")
         records[path] = record
 
     for path, owned in previous.items():
@@ -298,7 +297,7 @@ def plan_apply(
         names = [n for _, group in imports for n in group]
         text, record = add_exports(pristine, imports, names)
         plan.add(init, current, text, note="exports")
-        records[init] = FileRecord(EDITED, sha256(text), "exports", exports=record)
+        records[init] = FileRecord(EDITED, sha256(text), EXPORTS_FILE, exports=record)
         _refuse_unbound_imports(init, text, files)
 
     _refuse_unresolved_imports(tree, plan, files)
@@ -593,7 +592,7 @@ def _recorded_problems(tree: MMSegTree, manifest: Manifest) -> list[Problem]:
             continue
         if sha256(current) != record.sha256:
             problems.append(Problem(path, "hand-edited", f"{path}: hand-edited since apply"))
-        if record.kind == "head":
+        if record.kind == HEAD_FILE:
             source = tree.read(record.source)
             if source is None:
                 problems.append(Problem(path, "stale", f"{path}: its source {record.source} is gone"))
@@ -601,7 +600,7 @@ def _recorded_problems(tree: MMSegTree, manifest: Manifest) -> list[Problem]:
                 problems.append(
                     Problem(path, "stale", f"{path}: stale, {record.source} changed since apply; run `rewardpatch apply`")
                 )
-        elif record.kind == "template":
+        elif record.kind == TEMPLATE_FILE:
             spec = templates.get(record.source)
             if spec is None or spec.sha256 != record.source_sha256:
                 problems.append(
