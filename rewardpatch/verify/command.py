@@ -114,7 +114,7 @@ def _plugin_heads(tree: MMSegTree, imports: list[str]) -> tuple[set[str], dict[s
 
 def _finetune_head(tree: MMSegTree, patched: list[str]) -> str:
     """FCNHead when patched, else the first patched head that reads one feature map."""
-    heads = tree.generation.verify.get("heads", {})
+    heads = tree.generation.verify.heads
 
     def single_input(name: str) -> bool:
         spec = heads.get(name)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..head_index import reward_name
+from ..mmseg_generations import VerifyStack
 from .events import EventWriter
 
 EXIT_SETUP = 3  # the worker could not start checking (device, mmseg origin, import)
@@ -55,7 +56,7 @@ def _resolve_device(requested: str) -> str | None:
     return requested
 
 
-def stack_mismatch(version: str, stack: dict) -> str | None:
+def stack_mismatch(version: str, stack: VerifyStack) -> str | None:
     """One line when this interpreter's mmcv is not the one the tree's MMSeg imports, else None.
 
     Checked before importing mmseg, whose own version assert would otherwise be the only
@@ -67,10 +68,10 @@ def stack_mismatch(version: str, stack: dict) -> str | None:
         major = int(mmcv.__version__.split(".")[0])
     except Exception as exc:  # noqa: BLE001 - no mmcv, or a broken one: both are the wrong stack
         have, major = f"no usable mmcv ({type(exc).__name__})", None
-    if major == stack["mmcv_major"]:
+    if major == stack.mmcv_major:
         return None
-    return (f"MMSeg {version} needs {stack['needs']}; this interpreter ({sys.executable}) has {have}: "
-            f"run the rewardpatch of {stack['setup']}")
+    return (f"MMSeg {version} needs {stack.needs}; this interpreter ({sys.executable}) has {have}: "
+            f"run the rewardpatch of {stack.setup}")
 
 
 def mmcv_range(tree: Path) -> tuple[str, str] | None:
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     from rewardpatch.tree import MMSegTree
 
     expected = MMSegTree.open(tree, args.mmseg_version)
-    mismatch = stack_mismatch(expected.version, expected.generation.verify["stack"])
+    mismatch = stack_mismatch(expected.version, expected.generation.verify.stack)
     if mismatch:
         events.emit("error", kind="stack", message=mismatch)
         return EXIT_SETUP
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
 
     relaxed = assert_bound(tree, mmcv.__version__)
     if relaxed is not None:
-        package = expected.generation.verify["stack"]["needs"].split()[0]  # "mmcv-full 1.x" -> mmcv-full
+        package = expected.generation.verify.stack.needs.split()[0]  # "mmcv-full 1.x" -> mmcv-full
         events.emit("note", message=(
             f"MMSeg {expected.version} asserts {package} {relaxed[1]}; verified with {mmcv.__version__}, "
             "the tree's assert relaxed for this run only"))
