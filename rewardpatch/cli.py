@@ -1,7 +1,8 @@
 """The `rewardpatch` command line.
 
 Exit codes: 0 success; 1 a check failed or the tree's state refused the operation
-(dirty file, conflict, hand-edited file, drift); 2 usage or input error; 130 interrupted
+(dirty file, conflict, hand-edited file, drift, a tree that is not patched given to revert,
+config or verify: manifest.require_patched); 2 usage or input error; 130 interrupted
 (Ctrl-C; a half-written patch is rolled back). Errors a user can cause print one line on
 stderr, never a traceback, however the CLI is run: the console script, `main()`, or
 click's own `cli.main()` and `CliRunner().invoke(cli, ...)`.

@@ -175,3 +175,12 @@ class Manifest:
             raise StateError(f"{MANIFEST_NAME} is not a valid rewardpatch manifest (no {exc})") from None
         except (ValueError, TypeError) as exc:
             raise StateError(f"{MANIFEST_NAME} is not a valid rewardpatch manifest ({exc})") from None
+
+
+def require_patched(tree: MMSegTree, hint: str) -> Manifest:
+    """The manifest of `tree`, which a verb needs patched (revert, config, verify); else a
+    StateError, exit 1 like every refusal for the tree's state, ending with `hint`."""
+    manifest = Manifest.load(tree)
+    if manifest is None:
+        raise StateError(f"{tree.root} is not patched (no {MANIFEST_NAME}): {hint}")
+    return manifest

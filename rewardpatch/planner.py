@@ -26,6 +26,7 @@ from .head_index import (
 )
 from .manifest import (
     CREATED, EDITED, EXPORTS_FILE, HAND_EDITED, HEAD_FILE, ORIGINAL, TEMPLATE_FILE, Backup, FileRecord, Manifest,
+    require_patched,
 )
 from .patch_plan import PatchPlan
 from .tree import BACKUP_DIR, MANIFEST_NAME, MMSegTree, sha256
@@ -419,9 +420,7 @@ def _kept_folder(tree: MMSegTree) -> str:
 def plan_revert(tree: MMSegTree, force: bool = False) -> PatchPlan:
     from .codemods.exports import remove_exports
 
-    manifest = Manifest.load(tree)
-    if manifest is None:
-        raise StateError(f"{tree.root} is not patched (no {MANIFEST_NAME}): nothing to revert")
+    manifest = require_patched(tree, "nothing to revert")
     plan = PatchPlan(tree)
     backups = {b.copy: b for b in manifest.backups}
     originals = manifest.originals()

@@ -11,7 +11,7 @@ import click
 
 from .. import journal
 from ..errors import InputError, StateError
-from ..manifest import Manifest
+from ..manifest import Manifest, require_patched
 from ..options import mmseg_version_option
 from .head_swap import plugin_import, reward_heads
 from .finetune_plan import AB_SEED, DEFAULT_ITERS, FinetuneOptions, FinetunePlan, own_work_dir, same_seed, start_from
@@ -177,9 +177,7 @@ def config_command(
     else:
         tree = MMSegTree.open(tree_path, mmseg_version)
         journal.settle(tree.root)  # an interrupted apply or revert is rolled back first
-        manifest = Manifest.load(tree)
-        if manifest is None:
-            raise StateError(f"{tree.root} is not patched: run `rewardpatch apply {tree_path}` first")
+        manifest = require_patched(tree, f"run `rewardpatch apply {tree_path}` first")
         options = FinetuneOptions(
             reward_classes=manifest.reward_classes, tree=tree_path, runner=tree.generation.runner,
             check_reward_cfg=reward_cfg_checker(tree),

@@ -17,7 +17,7 @@ import click
 from .. import journal
 from ..errors import EXIT_OK, EXIT_REFUSED, InputError
 from ..head_index import unrewarded_name
-from ..manifest import Manifest
+from ..manifest import Manifest, require_patched
 from ..options import mmseg_version_option, tree_or_installed
 from ..tree import MMSegTree
 from .events import EventReader
@@ -241,9 +241,7 @@ def verify_command(tree: str | None, installed: bool, imports: tuple[str, ...], 
     else:
         mmseg = MMSegTree.open(tree, mmseg_version)
         journal.settle(mmseg.root)  # an interrupted apply or revert is rolled back first
-        manifest = Manifest.load(mmseg)
-        if manifest is None:
-            raise InputError(f"{mmseg.root} is not patched: run `rewardpatch apply {tree}` first")
+        manifest = require_patched(mmseg, f"run `rewardpatch apply {tree}` first")
         names = _patched_heads(mmseg, manifest.reward_classes, heads)
     finetune_head = None if skip_finetune else _finetune_head(mmseg, names)
     workdir = _prepare_workdir(workdir)
