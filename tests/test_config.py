@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import one_line_error, run_cli, run_python
-from rewardpatch.planner import plan_apply
+from rewardpatch.planner import ApplyOptions, plan_apply
 from rewardpatch.tree import MMSegTree
 
 DEEPLABV3 = "configs/deeplabv3/deeplabv3_r50-d8_4xb2-40k_cityscapes-512x1024.py"
@@ -383,7 +383,7 @@ def test_a_bad_reward_option_is_an_input_error_naming_the_key(config, item, key)
 
 def test_a_head_without_a_reward_version_is_refused_with_the_apply_hint(make_tree, tmp_path, capsys):
     tree = make_tree("1.2.2")
-    plan_apply(MMSegTree.open(tree), ["FCNHead"]).execute()
+    plan_apply(MMSegTree.open(tree), ApplyOptions(heads=("FCNHead",))).execute()
     code, _, err = run_cli(capsys, "config", tree / DEEPLABV3, "--tree", tree, "-o", tmp_path / "out.py")
     assert code == 1
     assert f"rewardpatch apply {tree} --heads ASPPHead" in one_line_error(err)

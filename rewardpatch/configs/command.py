@@ -12,6 +12,7 @@ import click
 from .. import journal
 from ..errors import InputError, StateError
 from ..manifest import Manifest, require_patched
+from ..notice import printed
 from ..options import mmseg_version_option
 from .head_swap import plugin_import, reward_heads
 from .finetune_plan import AB_SEED, DEFAULT_ITERS, FinetuneOptions, FinetunePlan, own_work_dir, same_seed, start_from
@@ -91,11 +92,13 @@ def _plugin_options(source: dict, mmseg_version: str | None):
     own = [name for name in imports if name != "rewardpatch.plugin"]
     if Manifest.load(tree) is not None:
         raise InputError(f"the installed MMSegmentation at {tree.root} is patched: give it as --tree instead of --plugin")
-    heads = plugin_verdicts(tree, own)
+    with printed() as notices:
+        heads = plugin_verdicts(tree, own, notices)
+        texts = created_texts(tree, notices=notices)
     command = list_heads_command(own)
     return tree, FinetuneOptions(
         reward_classes={h.reward_name for h in heads if h.status == COMPATIBLE}, tree=str(tree.root),
-        runner=tree.generation.runner, check_reward_cfg=reward_cfg_checker(tree, created_texts(tree)),
+        runner=tree.generation.runner, check_reward_cfg=reward_cfg_checker(tree, texts),
         plugin_imports=imports, plugin_reasons={h.name: h.reason for h in heads if h.status != COMPATIBLE},
         plugin_list_heads=command,
     )

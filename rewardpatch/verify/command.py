@@ -18,6 +18,7 @@ from .. import journal
 from ..errors import EXIT_OK, EXIT_REFUSED, InputError
 from ..head_index import unrewarded_name
 from ..manifest import Manifest, require_patched
+from ..notice import printed
 from ..options import mmseg_version_option, tree_or_installed
 from ..tree import MMSegTree
 from .events import EventReader
@@ -103,7 +104,8 @@ def _plugin_heads(tree: MMSegTree, imports: list[str]) -> tuple[set[str], dict[s
     if Manifest.load(tree) is not None:
         raise InputError(f"the installed MMSegmentation at {tree.root} is patched: verify it as a tree "
                          f"(`rewardpatch verify {tree.root}`)")
-    heads = plugin_verdicts(tree, imports)
+    with printed() as notices:
+        heads = plugin_verdicts(tree, imports, notices)
     command = list_heads_command(imports)
     reasons = collections.defaultdict(
         lambda: f"no decode head of that name in the installed MMSeg or the --import modules (`{command}` lists them)",
