@@ -296,7 +296,10 @@ def plan_apply(tree: MMSegTree, options: ApplyOptions = ApplyOptions(), notices:
     return _plan_apply(tree, Manifest.load(tree), options, notices)
 
 
-def _plan_apply(tree: MMSegTree, manifest: Manifest | None, options: ApplyOptions, notices: Notices | None) -> PatchPlan:
+def _plan_apply(
+    tree: MMSegTree, manifest: Manifest | None, options: ApplyOptions, notices: Notices | None,
+) -> PatchPlan:
+    """plan_apply, for a tree whose manifest the caller has read (check reads it once)."""
     hand_made = find_hand_made_files(tree, manifest, options.adopt)
     state = load_state(tree, manifest, hand_made.paths, notices=notices)
     if state.index.api.problem:
