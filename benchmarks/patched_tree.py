@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from rewardpatch.checkout import cache_dir, pristine
-from rewardpatch.planner import plan_apply
+from rewardpatch.planner import ApplyOptions, plan_apply
 from rewardpatch.tree import MMSegTree
 
 
@@ -18,7 +18,7 @@ def import_patched_mmseg(version: str = "1.2.2") -> Path:
         shutil.rmtree(tree)
     if not tree.exists():
         shutil.copytree(pristine(version), tree, symlinks=True)
-    plan = plan_apply(MMSegTree.open(tree), allow_dirty=True, force=True)
+    plan = plan_apply(MMSegTree.open(tree), ApplyOptions(allow_dirty=True, force=True))
     if not plan.empty:
         plan.execute()
     sys.path.insert(0, str(tree))

@@ -10,12 +10,18 @@ generates: left as they are, the tree would register a class twice.
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from .bindings import sibling_path
 from .errors import StateError
-from .heads import INCOMPATIBLE, REWARD_STEM_PREFIX, HeadIndex, is_generated, is_reward_name, unrewarded_name
-from .manifest import Manifest
+from .head_index import INCOMPATIBLE, REWARD_STEM_PREFIX, HeadIndex, is_generated, is_reward_name, unrewarded_name
+from .manifest import ORIGINAL, Manifest
 from .tree import MMSegTree, NotText
+
+if TYPE_CHECKING:
+    from .patch_plan import PatchPlan
+    from .planner import _Draft
 
 KEEP_OLD_BEHAVIOUR = (
     "to keep the hand-made heads' old behaviour (cross-entropy weighted by each image's "
@@ -115,3 +121,69 @@ def adopted_heads(files: list[HandMadeFile], index: HeadIndex) -> list[str]:
                 )
             heads.append(head.name)
     return sorted(set(heads))
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """The hand-made files `apply --adopt` takes over (none without --adopt), by path, and
+    the steps of apply's plan that concern them (planner._plan_apply)."""
+
+    files: dict[str, HandMadeFile] = field(default_factory=dict)
+
+    @property
+    def paths(self) -> frozenset[str]:
+        return frozenset(self.files)
+
+    def heads(self, index: HeadIndex) -> list[str]:
+        """The heads whose Reward<X> the hand-made head files define: apply generates them."""
+        return adopted_heads([f for f in self.files.values() if f.package == index.gen.heads_dir], index)
+
+    def replace(self, draft: _Draft, path: str, current: str | None) -> bool:
+        """Whether `path`, which apply writes, is hand-made: then kept under .rewardpatch/original/."""
+        if path not in self.files:
+            return False
+        copy = draft.keep(path, current, ORIGINAL)
+        draft.plan.adopted.append(f"{path}: replaced by the managed version; yours is kept at {copy}")
+        return True
+
+    def plan_removed(self, draft: _Draft, files: dict) -> None:
+        """Remove each hand-made file apply does not write: its Reward<X> is generated in another file now."""
+        for path, hand in sorted(self.files.items()):
+            if path not in files:
+                current = draft.tree.read(path)
+                copy = draft.keep(path, current, ORIGINAL)
+                draft.plan.add(path, current, None, note="made by hand, adopted")
+                where = ", ".join(sorted(p for p, (_, r) in files.items() if set(r.classes) & set(hand.classes)))
+                draft.plan.adopted.append(
+                    f"{path}: removed, {', '.join(hand.classes)} generated in {where}; yours is kept at {copy}"
+                )
+
+    def drop_imports(self, draft: _Draft, init: str, pristine: str) -> str:
+        """`pristine` (`init` without rewardpatch's exports) without its imports from the hand-made
+        files beside it; when there were any, `pristine` is kept: revert gives it back."""
+        from .codemods.exports import drop_imports_from
+
+        replaced = {f.stem for f in self.files.values() if sibling_path(init, f.stem) == f.path}
+        if not replaced:
+            return pristine
+        stripped = drop_imports_from(pristine, replaced)
+        if stripped != pristine:
+            copy = draft.keep(init, pristine, ORIGINAL)
+            draft.plan.adopted.append(f"{init}: the hand-made imports replaced; yours is kept at {copy}")
+        return stripped
+
+    def note(self, plan: PatchPlan) -> None:
+        if plan.adopted:
+            plan.notes.append(KEEP_OLD_BEHAVIOUR)
+
+
+def find_hand_made_files(tree: MMSegTree, manifest: Manifest | None, adopt: bool) -> Adoption:
+    """The files of the old recipe that apply --adopt replaces; refuses them without --adopt."""
+    head_files, at_targets = find_hand_made(tree, manifest)
+    if head_files and not adopt:
+        paths = ", ".join(f.path for f in head_files)
+        raise StateError(
+            f"{paths} look{'s' if len(head_files) == 1 else ''} made by hand (Reward<X> classes rewardpatch "
+            "did not generate); use --adopt to replace them with managed versions (revert puts them back)"
+        )
+    return Adoption({f.path: f for f in head_files + at_targets} if adopt else {})

@@ -1,7 +1,8 @@
 """The `rewardpatch` command line.
 
 Exit codes: 0 success; 1 a check failed or the tree's state refused the operation
-(dirty file, conflict, hand-edited file, drift); 2 usage or input error; 130 interrupted
+(dirty file, conflict, hand-edited file, drift, a tree that is not patched given to revert,
+config or verify: manifest.require_patched); 2 usage or input error; 130 interrupted
 (Ctrl-C; a half-written patch is rolled back). Errors a user can cause print one line on
 stderr, never a traceback, however the CLI is run: the console script, `main()`, or
 click's own `cli.main()` and `CliRunner().invoke(cli, ...)`.
@@ -19,6 +20,7 @@ from . import __version__
 from . import journal
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Interrupted, RewardpatchError, StateError
 from .mmseg_generations import supported_versions
+from .notice import printed
 from .optional import require_stack
 from .options import mmseg_version_option, tree_or_installed
 from .signals import interrupt_behind, name as signal_name, signum_of
@@ -134,7 +136,7 @@ def cli() -> None:
 @mmseg_version_option
 def list_heads_command(tree: str | None, as_json: bool, installed: bool, imports: tuple[str, ...],
                        mmseg_version: str | None) -> int:
-    from .heads import COMPATIBLE, INCOMPATIBLE, PATCHED
+    from .head_index import COMPATIBLE, INCOMPATIBLE, PATCHED
     from .planner import list_heads
 
     tree_or_installed(tree, installed, imports)
@@ -142,10 +144,12 @@ def list_heads_command(tree: str | None, as_json: bool, installed: bool, imports
         from .installed import installed_tree, plugin_verdicts
 
         mmseg = installed_tree(mmseg_version)
-        heads = plugin_verdicts(mmseg, list(imports))
+        with printed() as notices:
+            heads = plugin_verdicts(mmseg, list(imports), notices)
     else:
         mmseg = open_tree(tree, mmseg_version)
-        heads = list_heads(mmseg)
+        with printed() as notices:
+            heads = list_heads(mmseg, notices)
     if as_json:
         _say(json.dumps([h.as_json() for h in heads], indent=2))
         return EXIT_OK
@@ -199,18 +203,25 @@ def apply_command(
     mmseg_version: str | None,
 ) -> int:
     """Insert the reward modules into TREE and generate reward_<head>.py for each head."""
-    from .planner import plan_apply
+    from .planner import ApplyOptions, Purpose, plan_apply
 
+    requested = _heads_option(heads)
+    options = ApplyOptions(
+        heads=tuple(requested) if requested is not None else None, force=force, allow_dirty=allow_dirty, adopt=adopt,
+        purpose=Purpose.DRY_RUN if dry_run else Purpose.APPLY,
+    )
     if dry_run:
         mmseg = open_tree(tree, mmseg_version)
-        plan = plan_apply(mmseg, _heads_option(heads), force=force, allow_dirty=True, adopt=adopt)
+        with printed() as notices:
+            plan = plan_apply(mmseg, options, notices)
         sys.stdout.write(plan.diff())
         _tell(f"dry run: apply would change {len(plan.changes)} files; nothing was written")
         return EXIT_OK
     mmseg = MMSegTree.open(tree, mmseg_version)
     with journal.exclusive(mmseg.root):  # one writer; an interrupted run is rolled back first
-        return _apply(mmseg, plan_apply(mmseg, _heads_option(heads), force=force, allow_dirty=allow_dirty, adopt=adopt),
-                      commit)
+        with printed() as notices:
+            plan = plan_apply(mmseg, options, notices)
+        return _apply(mmseg, plan, commit)
 
 
 def _apply(mmseg: MMSegTree, plan, commit: bool) -> int:
@@ -299,11 +310,13 @@ def check_command(tree: str, as_json: bool, mmseg_version: str | None) -> int:
         recovery = journal.settle(mmseg.root)
     except StateError as busy:
         recovery, problems = None, [Problem(journal.LOCK_NAME, "locked", str(busy))]
+        manifest = Manifest.load(mmseg)  # read on while a writer plans
     else:
-        problems = check_tree(mmseg)
+        manifest = Manifest.load(mmseg)
+        with printed() as notices:
+            problems = check_tree(mmseg, manifest, notices)
     if recovery:  # the tree is consistent again, but the run that was interrupted did not happen
         problems.insert(0, Problem(journal.JOURNAL_NAME, "interrupted", f"{recovery.message}; rerun it"))
-    manifest = Manifest.load(mmseg)
     if as_json:
         report = {
             "ok": not problems,

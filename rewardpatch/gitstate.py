@@ -85,10 +85,6 @@ def _prefix(root: Path, repo) -> Path:
     return Path(root).resolve().relative_to(Path(repo.working_tree_dir).resolve())
 
 
-def is_repository(root: Path) -> bool:
-    return _repo(root) is not None
-
-
 def dirty_files(root: Path, paths: list[str]) -> set[str]:
     """Those of `paths` (relative to root) that git tracks and that differ from HEAD."""
     repo = _repo(root)

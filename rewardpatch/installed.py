@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import InputError
+from .notice import Notices
 from .tree import MMSegTree
 
 PLUGIN_MODULE = "rewardpatch.plugin"
@@ -97,13 +98,14 @@ def probe(imports: list[str]) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def plugin_verdicts(tree: MMSegTree, imports: list[str]):
+def plugin_verdicts(tree: MMSegTree, imports: list[str], notices: Notices):
     """list-heads' verdicts in plugin mode: the installed `tree`'s heads, read off its files, then
-    those of the project's `imports` (a probe imports them; none when there are none)."""
-    from .heads import HeadInfo
+    those of the project's `imports` (a probe imports them; none when there are none). The
+    files it skips are warnings in `notices`."""
+    from .head_index import HeadInfo
     from .planner import list_heads
 
-    heads = list_heads(tree)
+    heads = list_heads(tree, notices)
     if imports:
         heads += [HeadInfo.from_json(h) for h in probe(imports)["project_heads"]]
     return heads

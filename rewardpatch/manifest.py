@@ -19,6 +19,12 @@ SCHEMA = 1
 CREATED = "create"
 EDITED = "edit"
 
+# What a recorded file is (FileRecord.kind): a reward_<x>.py generated from a head module, a
+# copy of a templates/ file, or an `__init__` whose exports apply added.
+HEAD_FILE = "head"
+TEMPLATE_FILE = "template"
+EXPORTS_FILE = "exports"
+
 # What a backup holds: the user's own file that stood at a target path before the patch
 # (revert puts it back), or a generated file's hand edits (kept, not put back).
 ORIGINAL = "original"
@@ -29,7 +35,7 @@ HAND_EDITED = "hand-edited"
 class FileRecord:
     action: str  # CREATED or EDITED
     sha256: str  # content as rewardpatch left it
-    kind: str  # 'template', 'head' or 'exports'
+    kind: str  # HEAD_FILE, TEMPLATE_FILE or EXPORTS_FILE
     source: str | None = None  # template name, or the head module the file was generated from
     source_sha256: str | None = None
     classes: list[str] = field(default_factory=list)  # what the file defines or exports
@@ -104,7 +110,7 @@ class Manifest:
 
     @property
     def reward_classes(self) -> set[str]:
-        return {c for r in self.files.values() if r.kind == "head" for c in r.classes}
+        return {c for r in self.files.values() if r.kind == HEAD_FILE for c in r.classes}
 
     def created(self) -> dict[str, FileRecord]:
         return {p: r for p, r in self.files.items() if r.action == CREATED}
@@ -169,3 +175,12 @@ class Manifest:
             raise StateError(f"{MANIFEST_NAME} is not a valid rewardpatch manifest (no {exc})") from None
         except (ValueError, TypeError) as exc:
             raise StateError(f"{MANIFEST_NAME} is not a valid rewardpatch manifest ({exc})") from None
+
+
+def require_patched(tree: MMSegTree, hint: str) -> Manifest:
+    """The manifest of `tree`, which a verb needs patched (revert, config, verify); else a
+    StateError, exit 1 like every refusal for the tree's state, ending with `hint`."""
+    manifest = Manifest.load(tree)
+    if manifest is None:
+        raise StateError(f"{tree.root} is not patched (no {MANIFEST_NAME}): {hint}")
+    return manifest

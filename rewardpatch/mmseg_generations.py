@@ -98,6 +98,53 @@ class TemplateSpec:
 
 
 @dataclass(frozen=True)
+class VerifyStack:
+    """The stack a verify worker needs to import a generation's MMSeg."""
+
+    mmcv_major: int
+    needs: str  # in words: "mmcv-full 1.x"
+    setup: str  # how to get an environment that has it: "a 0.x environment (make setup0)"
+
+
+@dataclass(frozen=True)
+class VerifySpec:
+    """A typed view of a generation's [verify] table (patches/), kept in `data` as TOML gives it:
+    the stack its worker needs, and stage 1's small constructor arguments and inputs, the
+    defaults (`args`, `inputs`) and each head's own entry (`heads`)."""
+
+    data: dict
+
+    @property
+    def stack(self) -> VerifyStack:
+        return VerifyStack(**self.data["stack"])
+
+    @property
+    def heads(self) -> dict[str, dict]:
+        """{head name: its own entry}: `args` on top of the defaults, `inputs`, `tokens`, `cascade`."""
+        return self.data.get("heads", {})
+
+    @property
+    def args(self) -> dict:
+        return self.data["args"]
+
+    @property
+    def inputs(self) -> list[list[int]]:
+        return self.data["inputs"]
+
+    @property
+    def batch(self) -> int:
+        return self.data["batch"]
+
+    @property
+    def num_classes(self) -> int:
+        return self.data["num_classes"]
+
+    @property
+    def label_size(self) -> int:
+        return self.data["label_size"]
+
+
+@dataclass(frozen=True)
 class Generation:
     name: str
     releases: SpecifierSet  # the releases this data was written and tested for: ">=0.11.0,<=0.30.0"
@@ -108,7 +155,7 @@ class Generation:
     bases: dict[str, BaseSpec]
     adapter: AdapterSpec
     templates: tuple[TemplateSpec, ...]
-    verify: dict  # stage-1 facts of `rewardpatch verify`: default and per-head arguments
+    verify: VerifySpec  # what `rewardpatch verify` needs: its stack, stage 1's arguments and inputs
     # the runner its configs are written for and verify trains with: "mmengine" or "mmcv"
     runner: str
 
@@ -174,7 +221,7 @@ def _load(path: Path, common: dict) -> Generation:
             )
             for t in data["templates"]
         ),
-        verify=data.get("verify", {}),
+        verify=VerifySpec(data.get("verify", {})),
         runner=data["runner"],
     )
 

@@ -5,15 +5,16 @@ Nothing here writes: the CLI prints a plan (dry-run) or executes it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import PurePosixPath
 
 from . import __version__, gitstate
 from .bindings import imports_of_files, parse_python, sibling_path, unbound_imports, unresolved_imports
 from .errors import InputError, StateError
-from .adopt import KEEP_OLD_BEHAVIOUR, HandMadeFile, adopted_heads, find_hand_made
+from .adopt import Adoption, find_hand_made_files
 from .mmseg_generations import TemplateSpec
-from .heads import (
+from .head_index import (
     COMPATIBLE,
     INCOMPATIBLE,
     PATCHED,
@@ -24,8 +25,12 @@ from .heads import (
     reward_name,
     reward_stem,
 )
-from .manifest import CREATED, EDITED, HAND_EDITED, ORIGINAL, Backup, FileRecord, Manifest
-from .plan import PatchPlan
+from .manifest import (
+    CREATED, EDITED, EXPORTS_FILE, HAND_EDITED, HEAD_FILE, ORIGINAL, TEMPLATE_FILE, Backup, FileRecord, Manifest,
+    require_patched,
+)
+from .notice import Notices
+from .patch_plan import PatchPlan
 from .tree import BACKUP_DIR, MANIFEST_NAME, MMSegTree, sha256
 
 
@@ -57,6 +62,35 @@ def template_text(spec: TemplateSpec, index: HeadIndex) -> tuple[str, list[str]]
     return header + adapt_template(spec.text, gen, index.api), adapter_exports(spec.exports, gen, index.api)
 
 
+class Purpose(Enum):
+    """What a plan of apply is for; it decides which refusals apply."""
+
+    APPLY = "apply"  # to be written: every refusal
+    DRY_RUN = "dry-run"  # shown as a diff, written nowhere: git is not asked about uncommitted changes
+    CHECK = "check"  # compared with the tree by `check`, which reports conflicts and hand edits itself
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    """How apply plans, as the command line asked: one object handed down (as black's Mode is)."""
+
+    heads: tuple[str, ...] | None = None  # --heads; None: every compatible head
+    force: bool = False
+    allow_dirty: bool = False
+    adopt: bool = False
+    purpose: Purpose = Purpose.APPLY
+
+    @property
+    def refuses_conflicts(self) -> bool:
+        """Whether a file apply does not own, or a hand-edited generated one, stops the plan."""
+        return not self.force and self.purpose is not Purpose.CHECK
+
+    @property
+    def refuses_dirty(self) -> bool:
+        """Whether target files with uncommitted changes stop the plan."""
+        return not self.allow_dirty and self.purpose is Purpose.APPLY
+
+
 @dataclass(frozen=True)
 class Problem:
     path: str | None
@@ -67,22 +101,34 @@ class Problem:
         return {"path": self.path, "kind": self.kind, "message": self.message}
 
 
+@dataclass(frozen=True)
+class TreeState:
+    """What the planner reads of a tree, once per command: its manifest and its heads."""
+
+    manifest: Manifest | None
+    index: HeadIndex
+
+
 def load_state(
-    tree: MMSegTree, skip_files: frozenset[str] = frozenset(), extra: dict[str, tuple[str, str]] | None = None,
-) -> tuple[Manifest | None, HeadIndex]:
-    """The manifest, and the index of the heads apply can copy: neither its own files nor `skip_files`;
-    `extra`: modules read as if in the heads package (HeadIndex)."""
-    manifest = Manifest.load(tree)
+    tree: MMSegTree,
+    manifest: Manifest | None,
+    skip_files: frozenset[str] = frozenset(),
+    extra: dict[str, tuple[str, str]] | None = None,
+    notices: Notices | None = None,
+) -> TreeState:
+    """`manifest` (the tree's, read by the caller), and the index of the heads apply can copy:
+    neither its own files nor `skip_files`; `extra`: modules read as if in the heads package
+    (HeadIndex). The index's warnings go to `notices`, for the caller to print."""
     created = set(manifest.created()) if manifest else set()
-    return manifest, HeadIndex(tree, skip_files=created | skip_files, extra=extra)
+    return TreeState(manifest, HeadIndex(tree, skip_files=created | skip_files, extra=extra, notices=notices))
 
 
-def list_heads(tree: MMSegTree) -> list[HeadInfo]:
-    manifest, index = load_state(tree)
-    return index.heads(manifest.reward_classes if manifest else set())
+def list_heads(tree: MMSegTree, notices: Notices | None = None) -> list[HeadInfo]:
+    manifest = Manifest.load(tree)
+    return load_state(tree, manifest, notices=notices).index.heads(manifest.reward_classes if manifest else set())
 
 
-def _select(index: HeadIndex, manifest: Manifest | None, requested: list[str] | None) -> list[str]:
+def _select(index: HeadIndex, manifest: Manifest | None, requested: tuple[str, ...] | None) -> list[str]:
     verdicts = {h.name: h for h in index.heads()}
     if requested:
         for name in requested:
@@ -106,13 +152,10 @@ def _select(index: HeadIndex, manifest: Manifest | None, requested: list[str] | 
     return sorted(selected)
 
 
-def _base_expression(index: HeadIndex, cls: ClassInfo, parent: ClassInfo | None, base: str) -> str:
+def _base_expression(index: HeadIndex, cls: ClassInfo, parent: ClassInfo | None) -> str:
     for expression in cls.bases:
         resolved = index.resolve_base(cls, expression)
-        if isinstance(resolved, ClassInfo):
-            if resolved is parent or (parent is None and index.is_base(resolved)):
-                return expression
-        elif parent is None and resolved == base:
+        if isinstance(resolved, ClassInfo) and (resolved is parent or (parent is None and index.is_base(resolved))):
             return expression
     raise AssertionError(f"{cls.name}: base not found")  # lineage() found it a moment ago
 
@@ -135,7 +178,7 @@ def _head_modules(index: HeadIndex, selected: list[str]):
             spec = RewardClass(
                 name=cls.name,
                 reward_name=reward_name(cls.name),
-                base=_base_expression(index, cls, parent, base),
+                base=_base_expression(index, cls, parent),
                 reward_base=reward_base,
                 reward_base_module=reward_module,
                 used_names=frozenset(cls.used_names),
@@ -151,22 +194,39 @@ def _head_modules(index: HeadIndex, selected: list[str]):
     return ordered, derived_too
 
 
-def _desired_files(tree: MMSegTree, index: HeadIndex, selected: list[str]):
-    """(created files {path: (text, FileRecord)}, exports {init: [(module, names)]}, notes)."""
-    from .codemods.reward_head import render_reward_module
+# What apply writes: {path: (text, FileRecord)} of the files it creates, and
+# {init: [(module stem, names)]} of the exports it adds to each `__init__`.
+Files = dict[str, tuple[str, FileRecord]]
+Exports = dict[str, list[tuple[str, list[str]]]]
 
-    gen = tree.generation
-    files: dict[str, tuple[str, FileRecord]] = {}
-    exports: dict[str, list[tuple[str, list[str]]]] = {}
-    for spec in gen.templates:
+
+@dataclass
+class Desired:
+    """The files apply creates and the exports it adds, templates first; notes for the user."""
+
+    files: Files = field(default_factory=dict)
+    exports: Exports = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _plan_templates(index: HeadIndex, desired: Desired) -> None:
+    """The templates/ files, each fitted to the tree of `index`, and their exports."""
+    for spec in index.gen.templates:
         text, names = template_text(spec, index)
-        files[spec.target] = (
+        desired.files[spec.target] = (
             text,
-            FileRecord(CREATED, sha256(text), "template", spec.source, spec.sha256, names),
+            FileRecord(CREATED, sha256(text), TEMPLATE_FILE, spec.source, spec.sha256, names),
         )
         module = spec.target.rsplit("/", 1)[1].removesuffix(".py")
-        exports.setdefault(spec.init, []).append((module, names))
+        desired.exports.setdefault(spec.init, []).append((module, names))
 
+
+def _plan_heads(index: HeadIndex, selected: list[str], desired: Desired) -> None:
+    """reward_<x>.py for each module of the selected heads (and of the heads they derive from),
+    and the exports of their registered classes."""
+    from .codemods.reward_head import render_reward_module
+
+    gen = index.gen
     modules, derived_too = _head_modules(index, selected)
     for stem, classes in modules.items():
         info = index.modules[stem]
@@ -175,108 +235,133 @@ def _desired_files(tree: MMSegTree, index: HeadIndex, selected: list[str]):
         text = render_reward_module(info.source, stem, classes, info.defined, header)
         path = f"{gen.heads_dir}/{reward_stem(stem)}.py"
         names = [c.reward_name for c in classes]
-        files[path] = (text, FileRecord(CREATED, sha256(text), "head", info.file, digest, names))
+        desired.files[path] = (text, FileRecord(CREATED, sha256(text), HEAD_FILE, info.file, digest, names))
         registered = [c.reward_name for c in classes if info.classes[c.name].registered]
         if registered:
-            exports.setdefault(gen.heads_init, []).append((reward_stem(stem), sorted(registered)))
-    notes = [
+            desired.exports.setdefault(gen.heads_init, []).append((reward_stem(stem), sorted(registered)))
+    desired.notes += [
         f"{reward} is generated too: {child} derives from it"
         for reward, child in ((reward_name(n), c) for n, c in sorted(derived_too.items()))
     ]
-    return files, exports, notes
 
 
-def created_texts(tree: MMSegTree, extra: dict[str, tuple[str, str]] | None = None) -> dict[str, str]:
+def _desired(index: HeadIndex, selected: list[str]) -> Desired:
+    desired = Desired()
+    _plan_templates(index, desired)
+    _plan_heads(index, selected, desired)
+    return desired
+
+
+def created_texts(
+    tree: MMSegTree, extra: dict[str, tuple[str, str]] | None = None, notices: Notices | None = None,
+) -> dict[str, str]:
     """{path: text} of every file `apply` (all compatible heads, no --heads) would create in
     `tree`, templates first, in the order apply plans them: the plugin's source (plugin.py).
 
     Reads the tree and nothing else: no git, no manifest written, no lock. `extra`
     {stem: (file, source)}: modules planned as if they were in the heads package.
     """
-    manifest, index = load_state(tree, extra=extra)
-    if index.api.problem:
-        raise StateError(f"cannot patch this tree: {index.api.problem}")
-    files, _, _ = _desired_files(tree, index, _select(index, manifest, None))
-    return {path: text for path, (text, _) in files.items()}
+    state = load_state(tree, Manifest.load(tree), extra=extra, notices=notices)
+    if state.index.api.problem:
+        raise StateError(f"cannot patch this tree: {state.index.api.problem}")
+    desired = _desired(state.index, _select(state.index, state.manifest, None))
+    return {path: text for path, (text, _) in desired.files.items()}
 
 
-def _hand_made(tree: MMSegTree, adopt: bool) -> list[HandMadeFile]:
-    """The files of the old recipe that apply --adopt replaces; refuses them without --adopt."""
-    head_files, at_targets = find_hand_made(tree, Manifest.load(tree))
-    if head_files and not adopt:
-        paths = ", ".join(f.path for f in head_files)
-        raise StateError(
-            f"{paths} look{'s' if len(head_files) == 1 else ''} made by hand (Reward<X> classes rewardpatch "
-            "did not generate); use --adopt to replace them with managed versions (revert puts them back)"
-        )
-    return head_files + at_targets if adopt else []
+@dataclass
+class _Draft:
+    """The plan of apply as its steps build it, and what the new manifest will record."""
+
+    tree: MMSegTree
+    manifest: Manifest | None  # the tree's, as apply found it
+    plan: PatchPlan
+    backups: dict[str, Backup]  # by copy: the manifest's, and the copies this plan keeps
+    records: dict[str, FileRecord] = field(default_factory=dict)
+    conflicts: list[str] = field(default_factory=list)  # files at target paths apply does not own
+    edited: list[str] = field(default_factory=list)  # generated files edited by hand
+
+    @property
+    def previous(self) -> dict[str, FileRecord]:
+        return self.manifest.files if self.manifest else {}
+
+    def keep(self, path: str, text: str, kind: str) -> str:
+        return _keep(self.tree, self.plan, self.backups, path, text, kind)
+
+    def put_back(self, backup: Backup) -> str:
+        return _put_back(self.tree, self.plan, self.backups, backup)
 
 
-def plan_apply(
-    tree: MMSegTree,
-    heads: list[str] | None = None,
-    force: bool = False,
-    allow_dirty: bool = False,
-    adopt: bool = False,
+def plan_apply(tree: MMSegTree, options: ApplyOptions = ApplyOptions(), notices: Notices | None = None) -> PatchPlan:
+    """The plan that patches `tree`; `options.adopt` takes over a patch made by hand first (adopt.py)."""
+    return _plan_apply(tree, Manifest.load(tree), options, notices)
+
+
+def _plan_apply(
+    tree: MMSegTree, manifest: Manifest | None, options: ApplyOptions, notices: Notices | None,
 ) -> PatchPlan:
-    """The plan that patches `tree`; `adopt` takes over a patch made by hand first (see adopt.py)."""
-    from .codemods.exports import add_exports, drop_imports_from, remove_exports, undo_unrecorded_exports
+    """plan_apply, for a tree whose manifest the caller has read (check reads it once)."""
+    hand_made = find_hand_made_files(tree, manifest, options.adopt)
+    state = load_state(tree, manifest, hand_made.paths, notices=notices)
+    if state.index.api.problem:
+        raise StateError(f"cannot patch this tree: {state.index.api.problem}")
+    selected = sorted(set(_select(state.index, manifest, options.heads)) | set(hand_made.heads(state.index)))
+    desired = _desired(state.index, selected)
+    draft = _Draft(tree, manifest, PatchPlan(tree, notes=desired.notes, heads=selected),
+                   {b.copy: b for b in manifest.backups} if manifest else {})
+    _plan_created(draft, desired.files, hand_made)
+    _plan_no_longer_generated(draft, desired.files)
+    hand_made.plan_removed(draft, desired.files)
+    _plan_exports(draft, desired, hand_made)
+    _refuse_unresolved_imports(tree, draft.plan, desired.files)
+    hand_made.note(draft.plan)
+    _refuse(draft, options)
+    _plan_manifest(draft, selected)
+    return draft.plan
 
-    hand_made = {f.path: f for f in _hand_made(tree, adopt)}
-    manifest, index = load_state(tree, frozenset(hand_made))
-    if index.api.problem:
-        raise StateError(f"cannot patch this tree: {index.api.problem}")
-    adopted = adopted_heads([f for f in hand_made.values() if f.package == index.gen.heads_dir], index)
-    selected = sorted(set(_select(index, manifest, heads)) | set(adopted))
-    files, exports, notes = _desired_files(tree, index, selected)
-    plan = PatchPlan(tree, notes=notes, heads=selected)
-    previous = manifest.files if manifest else {}
-    conflicts, edited = [], []
 
-    backups = {b.copy: b for b in manifest.backups} if manifest else {}
-    originals = manifest.originals() if manifest else {}
-
-    records: dict[str, FileRecord] = {}
+def _plan_created(draft: _Draft, files: Files, hand_made: Adoption) -> None:
+    """Each file apply creates; a file of someone else's at its path is kept under BACKUP_DIR."""
     for path, (text, record) in files.items():
-        current = tree.read(path)
-        owned = previous.get(path)
-        if path in hand_made:
-            copy = _keep(tree, plan, backups, path, current, ORIGINAL)
-            plan.adopted.append(f"{path}: replaced by the managed version; yours is kept at {copy}")
-        elif current is not None and current != text:
+        current = draft.tree.read(path)
+        owned = draft.previous.get(path)
+        adopted = hand_made.replace(draft, path, current)
+        if not adopted and current is not None and current != text:
             if owned is None:
-                conflicts.append(path)
-                _keep(tree, plan, backups, path, current, ORIGINAL)
+                draft.conflicts.append(path)
+                draft.keep(path, current, ORIGINAL)
             elif sha256(current) != owned.sha256:
-                edited.append(path)
-                _keep(tree, plan, backups, path, current, HAND_EDITED)
-        plan.add(path, current, text, note=", ".join(record.classes) if record.kind == "head" else "template")
-        records[path] = record
+                draft.edited.append(path)
+                draft.keep(path, current, HAND_EDITED)
+        draft.plan.add(path, current, text, note=", ".join(record.classes) if record.kind == HEAD_FILE else "template")
+        draft.records[path] = record
 
-    for path, owned in previous.items():
+
+def _plan_no_longer_generated(draft: _Draft, files: Files) -> None:
+    """The files an earlier apply created that this one does not: removed, or the file they replaced put back."""
+    originals = draft.manifest.originals() if draft.manifest else {}
+    for path, owned in draft.previous.items():
         if owned.action == CREATED and path not in files:
-            current = tree.read(path)
+            current = draft.tree.read(path)
             if current is not None and sha256(current) != owned.sha256:
-                edited.append(path)
-                _keep(tree, plan, backups, path, current, HAND_EDITED)
+                draft.edited.append(path)
+                draft.keep(path, current, HAND_EDITED)
             original = originals.get(path)
-            after = _put_back(tree, plan, backups, original) if original else None
-            plan.add(path, current, after, note="no longer generated")
+            after = draft.put_back(original) if original else None
+            draft.plan.add(path, current, after, note="no longer generated")
 
-    for path, hand in sorted(hand_made.items()):
-        if path not in files:  # a Reward<X> in a file apply does not write: generated elsewhere now
-            current = tree.read(path)
-            copy = _keep(tree, plan, backups, path, current, ORIGINAL)
-            plan.add(path, current, None, note="made by hand, adopted")
-            where = ", ".join(sorted(p for p, (_, r) in files.items() if set(r.classes) & set(hand.classes)))
-            plan.adopted.append(f"{path}: removed, {', '.join(hand.classes)} generated in {where}; yours is kept at {copy}")
 
-    for init, imports in exports.items():
+def _plan_exports(draft: _Draft, desired: Desired, hand_made: Adoption) -> None:
+    """The imports and `__all__` names apply adds to each `__init__`, added to the file as it
+    would be without them (an earlier patch's taken out first)."""
+    from .codemods.exports import add_exports, remove_exports, undo_unrecorded_exports
+
+    tree, files = draft.tree, desired.files
+    for init, imports in desired.exports.items():
         current = tree.read(init)
         if current is None:
             raise InputError(f"{init} is missing: not a complete MMSegmentation {tree.version} tree")
         parse_python(current, init)  # one line naming file:line, rather than libcst's report
-        owned = previous.get(init)
+        owned = draft.previous.get(init)
         pristine = remove_exports(current, owned.exports) if owned and owned.exports else current
         if owned is None:  # imports an earlier patch added, its manifest lost: recorded again, not missed
             earlier = {
@@ -286,46 +371,46 @@ def plan_apply(
             ours = [(stem, group) for stem, group in imports if stem in earlier]
             stripped = undo_unrecorded_exports(pristine, ours, [n for _, g in ours for n in g]) if ours else pristine
             if stripped != pristine:
-                plan.notes.append(f"{init}: the imports of an earlier patch whose {MANIFEST_NAME} is gone, recorded again")
+                draft.plan.notes.append(
+                    f"{init}: the imports of an earlier patch whose {MANIFEST_NAME} is gone, recorded again"
+                )
                 pristine = stripped
-        replaced = {f.stem for f in hand_made.values() if sibling_path(init, f.stem) == f.path}
-        if replaced:
-            stripped = drop_imports_from(pristine, replaced)
-            if stripped != pristine:  # kept without rewardpatch's own exports: what revert gives back
-                copy = _keep(tree, plan, backups, init, pristine, ORIGINAL)
-                plan.adopted.append(f"{init}: the hand-made imports replaced; yours is kept at {copy}")
-            pristine = stripped
+        pristine = hand_made.drop_imports(draft, init, pristine)
         names = [n for _, group in imports for n in group]
         text, record = add_exports(pristine, imports, names)
-        plan.add(init, current, text, note="exports")
-        records[init] = FileRecord(EDITED, sha256(text), "exports", exports=record)
+        draft.plan.add(init, current, text, note="exports")
+        draft.records[init] = FileRecord(EDITED, sha256(text), EXPORTS_FILE, exports=record)
         _refuse_unbound_imports(init, text, files)
 
-    _refuse_unresolved_imports(tree, plan, files)
-    if plan.adopted:
-        plan.notes.append(KEEP_OLD_BEHAVIOUR)
-    if conflicts and not force:
+
+def _refuse(draft: _Draft, options: ApplyOptions) -> None:
+    """Refuse what `options` do not allow: files apply does not own, hand edits, uncommitted changes."""
+    conflicts, edited = draft.conflicts, draft.edited
+    if conflicts and options.refuses_conflicts:
         raise StateError(
             f"{', '.join(conflicts)} already exist{'s' if len(conflicts) == 1 else ''} and "
             "was not created by rewardpatch; move it away, use --force to overwrite, or --adopt if the old "
             "recipe made it by hand"
         )
-    if edited and not force:
+    if edited and options.refuses_conflicts:
         raise StateError(f"hand-edited generated file(s): {', '.join(edited)}; use --force to overwrite")
-    if not allow_dirty:
-        _refuse_dirty(tree, plan, previous)
+    if options.refuses_dirty:
+        _refuse_dirty(draft.tree, draft.plan, draft.previous)
 
+
+def _plan_manifest(draft: _Draft, selected: list[str]) -> None:
+    """The new manifest, when it differs from the tree's or anything else changes."""
+    tree, manifest = draft.tree, draft.manifest
     new_manifest = Manifest(
         generation=tree.generation.name,
         mmseg_version=tree.version,
         heads=selected,
         templates={s.source: s.sha256 for s in tree.generation.templates},
-        files=records,
-        backups=list(backups.values()),
+        files=draft.records,
+        backups=list(draft.backups.values()),
     )
-    if not plan.empty or manifest is None or manifest.to_text() != new_manifest.to_text():
-        plan.add(MANIFEST_NAME, tree.read(MANIFEST_NAME), new_manifest.to_text(), note="manifest")
-    return plan
+    if not draft.plan.empty or manifest is None or manifest.to_text() != new_manifest.to_text():
+        draft.plan.add(MANIFEST_NAME, tree.read(MANIFEST_NAME), new_manifest.to_text(), note="manifest")
 
 
 def _refuse_unbound_imports(init: str, text: str, files: dict[str, tuple[str, FileRecord]]) -> None:
@@ -420,9 +505,7 @@ def _kept_folder(tree: MMSegTree) -> str:
 def plan_revert(tree: MMSegTree, force: bool = False) -> PatchPlan:
     from .codemods.exports import remove_exports
 
-    manifest = Manifest.load(tree)
-    if manifest is None:
-        raise StateError(f"{tree.root} is not patched (no {MANIFEST_NAME}): nothing to revert")
+    manifest = require_patched(tree, "nothing to revert")
     plan = PatchPlan(tree)
     backups = {b.copy: b for b in manifest.backups}
     originals = manifest.originals()
@@ -542,20 +625,20 @@ def unrevertable_imports(tree: MMSegTree, manifest: Manifest, path: str, current
     ]
 
 
-def check_tree(tree: MMSegTree) -> list[Problem]:
-    """Every way the tree differs from what apply would write for the heads it records.
+def check_tree(tree: MMSegTree, manifest: Manifest | None, notices: Notices | None = None) -> list[Problem]:
+    """Every way the tree differs from what apply would write for the heads its `manifest`
+    (read by the caller) records.
 
     As `black --check` does, it computes the very plan apply writes and reports each
     difference, so a changed generator or template shows even where the manifest's hashes
     agree; the problems it can name more precisely (missing, hand-edited, stale, a missing
     export, an unbound import, a changed copy) are named so, once per file.
     """
-    manifest = Manifest.load(tree)
     if manifest is None:
         return [Problem(None, "not-patched", f"not patched (no {MANIFEST_NAME}); run `rewardpatch apply`")]
     problems = _recorded_problems(tree, manifest)
     try:
-        plan = plan_apply(tree, manifest.heads or None, force=True, allow_dirty=True)
+        plan = _plan_apply(tree, manifest, ApplyOptions(tuple(manifest.heads) or None, purpose=Purpose.CHECK), notices)
     except StateError as exc:  # named above already when there is a problem: its cause, as a rule
         return problems or [Problem(None, "refused", f"apply would refuse: {exc}")]
     named = {p.path for p in problems}
@@ -593,7 +676,7 @@ def _recorded_problems(tree: MMSegTree, manifest: Manifest) -> list[Problem]:
             continue
         if sha256(current) != record.sha256:
             problems.append(Problem(path, "hand-edited", f"{path}: hand-edited since apply"))
-        if record.kind == "head":
+        if record.kind == HEAD_FILE:
             source = tree.read(record.source)
             if source is None:
                 problems.append(Problem(path, "stale", f"{path}: its source {record.source} is gone"))
@@ -601,7 +684,7 @@ def _recorded_problems(tree: MMSegTree, manifest: Manifest) -> list[Problem]:
                 problems.append(
                     Problem(path, "stale", f"{path}: stale, {record.source} changed since apply; run `rewardpatch apply`")
                 )
-        elif record.kind == "template":
+        elif record.kind == TEMPLATE_FILE:
             spec = templates.get(record.source)
             if spec is None or spec.sha256 != record.source_sha256:
                 problems.append(

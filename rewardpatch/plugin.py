@@ -178,20 +178,26 @@ def _extra(project: dict[str, ProjectModule]) -> dict[str, tuple[str, str]]:
 
 def _verdicts(plugin: _Plugin, project: dict[str, ProjectModule]):
     """list-heads' verdicts for the heads of `project`'s modules."""
+    from .manifest import Manifest
+    from .notice import printed
     from .planner import load_state
 
-    _, index = load_state(plugin.tree, extra=_extra({**plugin.project, **project}))
+    with printed() as notices:
+        state = load_state(plugin.tree, Manifest.load(plugin.tree), extra=_extra({**plugin.project, **project}),
+                           notices=notices)
     files = {each.file for each in project.values()}
-    return [head for head in index.heads() if head.file in files]
+    return [head for head in state.index.heads() if head.file in files]
 
 
 def _run(plugin: _Plugin, project: dict[str, ProjectModule]) -> tuple[str, ...]:
     """Plan with `project` added and execute the modules not executed yet; the names registered."""
+    from .notice import printed
     from .planner import created_texts
 
     every = {**plugin.project, **project}
     try:
-        texts = created_texts(plugin.tree, _extra(every))
+        with printed() as notices:
+            texts = created_texts(plugin.tree, _extra(every), notices)
     except RewardpatchError as exc:
         raise PluginError(f"{plugin.tree.root}/mmseg: {exc}") from None
     fresh = {_module_name(path): (path, text) for path, text in texts.items()
@@ -214,7 +220,7 @@ def _run(plugin: _Plugin, project: dict[str, ProjectModule]) -> tuple[str, ...]:
 
 def _warn_incompatible(plugin: _Plugin, project: dict[str, ProjectModule]) -> None:
     """One warning for each project head that gets no reward version, saying why (list-heads' reason)."""
-    from .heads import INCOMPATIBLE
+    from .head_index import INCOMPATIBLE
     from .notice import warn
 
     for head in _verdicts(plugin, project):
@@ -229,6 +235,7 @@ def _open() -> _Plugin | None:
     except Exception as exc:  # noqa: BLE001 - any failure: MMSeg cannot be used
         raise PluginError(f"MMSegmentation is not importable ({type(exc).__name__}: {exc})") from None
     from .mmseg_generations import shown, supported_versions, supporting_generation
+    from .notice import printed
     from .planner import created_texts
     from .tree import MANIFEST_NAME, MMSegTree
 
@@ -243,7 +250,8 @@ def _open() -> _Plugin | None:
     try:
         tree = MMSegTree.open(root, version)
         registry = _registry(tree.generation.runner)
-        texts = created_texts(tree)
+        with printed() as notices:
+            texts = created_texts(tree, notices=notices)
     except RewardpatchError as exc:
         raise PluginError(f"{root}/mmseg: {exc}") from None
     if (root / MANIFEST_NAME).is_file() or any((root / path).is_file() for path in texts):
@@ -320,7 +328,7 @@ def add_heads(*heads) -> tuple[str, ...]:
     heads of a named module that cannot are warned about. Returns the reward class names of the
     named heads, registered now or before. Every rank of a distributed run calls it alike.
     """
-    from .heads import INCOMPATIBLE
+    from .head_index import INCOMPATIBLE
     from .notice import warn
 
     if _PLUGIN is None:

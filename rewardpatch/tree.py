@@ -161,10 +161,6 @@ class MMSegTree:
                 warn(f"{VERSION_FILE} says {shown(found)}; treated as MMSegmentation {mmseg_version} (--mmseg-version)")
         return cls(root=root.resolve(), version=mmseg_version, generation=declared)
 
-    @property
-    def manifest_path(self) -> Path:
-        return self.root / MANIFEST_NAME
-
     def path(self, relative: str) -> Path:
         """The absolute path of `relative`, refusing anything that leaves the tree.
 

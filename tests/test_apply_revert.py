@@ -9,10 +9,10 @@ import pytest
 from conftest import git_status
 from rewardpatch import mmseg_generations
 from rewardpatch.cli import main
-from rewardpatch.heads import COMPATIBLE
+from rewardpatch.head_index import COMPATIBLE
 from rewardpatch.manifest import Manifest
-from rewardpatch.plan import PatchPlan
-from rewardpatch.planner import check_tree, list_heads, plan_apply, plan_revert
+from rewardpatch.patch_plan import PatchPlan
+from rewardpatch.planner import ApplyOptions, check_tree, list_heads, plan_apply, plan_revert
 from rewardpatch.tree import MANIFEST_NAME, MMSegTree
 
 HEADS = "mmseg/models/decode_heads"
@@ -94,7 +94,7 @@ def test_a_write_failing_half_way_leaves_the_tree_unchanged(tree, monkeypatch):
             raise OSError(28, "No space left on device")
         return real_replace(src, dst)
 
-    monkeypatch.setattr("rewardpatch.plan.os.replace", failing_replace)
+    monkeypatch.setattr("rewardpatch.patch_plan.os.replace", failing_replace)
     with pytest.raises(Exception, match="No space left on device; the tree was left unchanged"):
         plan.execute()
     assert calls["n"] == last + 2  # the rollback rewrote both __init__ files
@@ -121,7 +121,7 @@ def test_check_reports_each_kind_of_drift(tree, capsys):
     psp.write_text(psp.read_text() + "\n# upstream change\n")
     init = tree / HEADS / "__init__.py"
     init.write_text(init.read_text().replace("from .reward_uper_head import RewardUPerHead\n", ""))
-    kinds = {(p.path.rsplit("/", 1)[-1], p.kind) for p in check_tree(tree_)}
+    kinds = {(p.path.rsplit("/", 1)[-1], p.kind) for p in check_tree(tree_, Manifest.load(tree_))}
     assert ("reward_aspp_head.py", "hand-edited") in kinds
     assert ("reward_psp_head.py", "missing") in kinds
     assert ("reward_fcn_head.py", "stale") in kinds
@@ -147,14 +147,15 @@ def test_a_template_change_after_an_upgrade_refreshes_untouched_files(tree, tmp_
         (upgraded / source.name).write_text(source.read_text() + "\n# new in the next release\n")
     real = mmseg_generations.data_dir
     monkeypatch.setattr(mmseg_generations, "data_dir", lambda name: upgraded if name == "templates" else real(name))
-    kinds = {p.kind for p in check_tree(MMSegTree.open(tree))}
+    opened = MMSegTree.open(tree)
+    kinds = {p.kind for p in check_tree(opened, Manifest.load(opened))}
     assert kinds == {"stale", "hand-edited", "unbound-import", "unresolved-import"}
     assert rp("apply", tree) == 1
     assert "hand-edited generated file(s): mmseg/models/decode_heads/reward_aspp_head.py" in capsys.readouterr().err
     (tree / HEADS / "reward_aspp_head.py").unlink()
     assert rp("apply", tree) == 0
     assert "# new in the next release" in (tree / HEADS / "reward_decode_head.py").read_text()
-    assert check_tree(MMSegTree.open(tree)) == []
+    assert check_tree(opened := MMSegTree.open(tree), Manifest.load(opened)) == []
 
 
 def test_revert_refuses_a_hand_edited_generated_file_unless_forced(tree, capsys):
@@ -168,7 +169,7 @@ def test_revert_refuses_a_hand_edited_generated_file_unless_forced(tree, capsys)
 
 
 def test_every_file_operation_goes_through_one_plan(tree):
-    plan = plan_apply(MMSegTree.open(tree), ["ASPPHead"])
+    plan = plan_apply(MMSegTree.open(tree), ApplyOptions(heads=("ASPPHead",)))
     assert isinstance(plan, PatchPlan)
     assert {c.path for c in plan.changes} == {
         f"{HEADS}/reward_decode_head.py", f"{HEADS}/reward_aspp_head.py", f"{HEADS}/__init__.py",

@@ -78,7 +78,7 @@ def test_a_failed_write_leaves_no_copy_behind(capsys, tree, monkeypatch):
             raise OSError(28, "No space left on device")
         return real_replace(src, dst)
 
-    monkeypatch.setattr("rewardpatch.plan.os.replace", no_manifest)
+    monkeypatch.setattr("rewardpatch.patch_plan.os.replace", no_manifest)
     code, _, err = run_cli(capsys, "apply", tree, "--force")
     assert code == 1
     assert "the tree was left unchanged" in one_line_error(err)

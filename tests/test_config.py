@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import one_line_error, run_cli, run_python
-from rewardpatch.planner import plan_apply
+from rewardpatch.planner import ApplyOptions, plan_apply
 from rewardpatch.tree import MMSegTree
 
 DEEPLABV3 = "configs/deeplabv3/deeplabv3_r50-d8_4xb2-40k_cityscapes-512x1024.py"
@@ -383,7 +383,7 @@ def test_a_bad_reward_option_is_an_input_error_naming_the_key(config, item, key)
 
 def test_a_head_without_a_reward_version_is_refused_with_the_apply_hint(make_tree, tmp_path, capsys):
     tree = make_tree("1.2.2")
-    plan_apply(MMSegTree.open(tree), ["FCNHead"]).execute()
+    plan_apply(MMSegTree.open(tree), ApplyOptions(heads=("FCNHead",))).execute()
     code, _, err = run_cli(capsys, "config", tree / DEEPLABV3, "--tree", tree, "-o", tmp_path / "out.py")
     assert code == 1
     assert f"rewardpatch apply {tree} --heads ASPPHead" in one_line_error(err)
@@ -568,7 +568,7 @@ def poly_end(base, min_lr, power, max_iters):
 
 def plan_0x(source, runner="mmcv", **options):
     from rewardpatch.configs.command import plan_finetune
-    from rewardpatch.configs.plan import FinetuneOptions
+    from rewardpatch.configs.finetune_plan import FinetuneOptions
 
     return plan_finetune(source, FinetuneOptions(
         reward_classes=REWARD_HEADS_0X, tree="TREE", runner=runner, **options))
@@ -987,7 +987,7 @@ def ab_differences(reward: Path, baseline: Path) -> set[str]:
 
 
 def differ_only_in(paths: set[str], allowed) -> bool:
-    from rewardpatch.configs.plan import within
+    from rewardpatch.configs.finetune_plan import within
 
     return all(any(within(path, prefix) for prefix in allowed) for path in paths)
 
@@ -1059,7 +1059,7 @@ def test_a_baseline_that_would_collide_is_an_input_error_and_writes_nothing(
 
 
 def test_a_0x_baseline_is_the_same_rewrite_without_the_heads_and_has_no_seed_key(pristine, tmp_path):
-    from rewardpatch.configs.plan import own_work_dir, same_seed
+    from rewardpatch.configs.finetune_plan import own_work_dir, same_seed
 
     src = pristine("0.30.0") / DEEPLABV3_0
     source = load_0x(pristine, "0.30.0", DEEPLABV3_0)
@@ -1080,7 +1080,7 @@ def test_a_0x_baseline_is_the_same_rewrite_without_the_heads_and_has_no_seed_key
 
 def _plan_0x_baseline(source):
     from rewardpatch.configs.command import plan_finetune
-    from rewardpatch.configs.plan import FinetuneOptions
+    from rewardpatch.configs.finetune_plan import FinetuneOptions
 
     return plan_finetune(source, FinetuneOptions(reward_classes=REWARD_HEADS_0X, tree="TREE", runner="mmcv"),
                          heads=False)

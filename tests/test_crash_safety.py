@@ -22,7 +22,7 @@ import pytest
 from conftest import git_status, one_line_error, run_cli
 from rewardpatch import faults, journal
 from rewardpatch.errors import Interrupted, StateError
-from rewardpatch.planner import plan_apply, plan_revert
+from rewardpatch.planner import ApplyOptions, plan_apply, plan_revert
 from rewardpatch.tree import MMSegTree
 from test_adopt import follow_the_recipe
 from test_backups import commit_hand_made_files
@@ -59,20 +59,20 @@ def restore(root: Path, state: dict[str, bytes | None]) -> None:
 
 
 def _patched(tree, **options):
-    plan_apply(MMSegTree.open(tree), ["FCNHead"], **options).execute()
+    plan_apply(MMSegTree.open(tree), ApplyOptions(heads=("FCNHead",), **options)).execute()
     return tree
 
 
 # name -> (prepare the tree, the plan of the run to stop)
 SCENARIOS = {
-    "apply": (lambda tree: tree, lambda t: plan_apply(t, ["FCNHead"])),
+    "apply": (lambda tree: tree, lambda t: plan_apply(t, ApplyOptions(heads=("FCNHead",)))),
     "revert": (_patched, plan_revert),
-    "apply --force": (lambda tree: commit_hand_made_files(tree) or tree, lambda t: plan_apply(t, ["FCNHead"], force=True)),
+    "apply --force": (lambda tree: commit_hand_made_files(tree) or tree, lambda t: plan_apply(t, ApplyOptions(heads=("FCNHead",), force=True))),
     "revert after --force": (
         lambda tree: _patched(commit_hand_made_files(tree) or tree, force=True),
         lambda t: plan_revert(t),
     ),
-    "apply --adopt": (lambda tree: follow_the_recipe(tree) or tree, lambda t: plan_apply(t, adopt=True)),
+    "apply --adopt": (lambda tree: follow_the_recipe(tree) or tree, lambda t: plan_apply(t, ApplyOptions(adopt=True))),
     "revert after --adopt": (lambda tree: _patched(follow_the_recipe(tree) or tree, adopt=True), plan_revert),
 }
 
@@ -120,7 +120,7 @@ def test_every_write_step_stopped_every_way_leaves_a_tree_the_next_command_resto
 
 def test_a_crash_during_the_recovery_is_recovered_by_the_next_command(tree, no_fault):
     mmseg = MMSegTree.open(tree)
-    plan = plan_apply(mmseg, ["FCNHead"])
+    plan = plan_apply(mmseg, ApplyOptions(heads=("FCNHead",)))
     before = snapshot(tree)
     run(mmseg, plan)
     steps = faults.steps("write")
@@ -214,7 +214,7 @@ def test_two_writers_racing_never_lose_a_change(tree, first, second):
     """Started together, 10 times per pair: each exits 0, or 1 naming the holder; the tree
     ends as the runs that exited 0, in some order, would leave it."""
     pristine = snapshot(tree)
-    plan_apply(MMSegTree.open(tree), ["FCNHead"]).execute()
+    plan_apply(MMSegTree.open(tree), ApplyOptions(heads=("FCNHead",))).execute()
     patched = snapshot(tree)
     for trial in range(10):
         restore(tree, patched)

@@ -20,7 +20,7 @@ import pytest
 import forks
 from conftest import run_cli
 from rewardpatch import planner
-from rewardpatch.heads import is_generated
+from rewardpatch.head_index import is_generated
 from rewardpatch.manifest import Manifest
 from rewardpatch.tree import MMSegTree
 
@@ -132,12 +132,12 @@ def test_a_tree_patched_before_the_copyright_line_shows_drift_and_apply_refreshe
     monkeypatch.setattr(planner, "_header", header)
     old = {path: (tree / path).read_text() for path in Manifest.load(MMSegTree.open(tree)).created()}
     assert all(is_generated(text) for text in old.values())
-    problems = planner.check_tree(MMSegTree.open(tree))
+    problems = planner.check_tree(opened := MMSegTree.open(tree), Manifest.load(opened))
     assert problems and {p.kind for p in problems} == {"drift"}
     assert {p.path for p in problems} >= set(old)
     code, out, err = run_cli(capsys, "apply", tree)
     assert code == 0, err
-    assert planner.check_tree(MMSegTree.open(tree)) == []
+    assert planner.check_tree(opened := MMSegTree.open(tree), Manifest.load(opened)) == []
     assert "Copyright" in (tree / HEADS / "reward_decode_head.py").read_text()
 
 

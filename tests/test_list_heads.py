@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from rewardpatch.heads import COMPATIBLE, INCOMPATIBLE, PATCHED
+from rewardpatch.head_index import COMPATIBLE, INCOMPATIBLE, PATCHED
 from rewardpatch.planner import list_heads
 from rewardpatch.tree import MMSegTree
 
@@ -74,9 +74,9 @@ def test_a_head_deriving_from_an_incompatible_head_inherits_the_verdict(tree):
 
 
 def test_patched_heads_are_reported_as_patched(tree):
-    from rewardpatch.planner import plan_apply
+    from rewardpatch.planner import ApplyOptions, plan_apply
 
-    plan_apply(MMSegTree.open(tree), ["CCHead"]).execute()
+    plan_apply(MMSegTree.open(tree), ApplyOptions(heads=("CCHead",))).execute()
     heads = verdicts(tree)
     assert heads["CCHead"].status == PATCHED
     assert heads["FCNHead"].status == PATCHED  # generated too, as CCHead's base

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import copy_checkout, git_status, one_line_error, run_cli
 from rewardpatch.checkout import COMMIT_ENV
-from rewardpatch.heads import COMPATIBLE, INCOMPATIBLE
+from rewardpatch.head_index import COMPATIBLE, INCOMPATIBLE
 from rewardpatch.mmseg_generations import data_dir, generation_for
 from rewardpatch.planner import list_heads, plan_apply
 from rewardpatch.tree import BACKUP_DIR, MANIFEST_NAME, MMSegTree
@@ -145,7 +145,7 @@ def test_a_write_failing_half_way_leaves_the_tree_unchanged(make_tree, monkeypat
             raise OSError(28, "No space left on device")
         return real_replace(src, dst)
 
-    monkeypatch.setattr("rewardpatch.plan.os.replace", failing_replace)
+    monkeypatch.setattr("rewardpatch.patch_plan.os.replace", failing_replace)
     with pytest.raises(Exception, match="the tree was left unchanged"):
         plan.execute()
     assert snapshot(tree) == before

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from conftest import git_status, run_cli, run_python
-from rewardpatch.heads import COMPATIBLE, INCOMPATIBLE
+from rewardpatch.head_index import COMPATIBLE, INCOMPATIBLE
 from rewardpatch.planner import list_heads
 from rewardpatch.tree import MMSegTree
 from test_da_forks import relaxed_import

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from conftest import copy_checkout
-from rewardpatch.heads import COMPATIBLE
-from rewardpatch.planner import list_heads, plan_apply
+from rewardpatch.head_index import COMPATIBLE
+from rewardpatch.planner import ApplyOptions, list_heads, plan_apply
 from rewardpatch.tree import MMSegTree
 
 REPO = Path(__file__).resolve().parent.parent
@@ -289,7 +289,7 @@ def test_a_project_head_registered_before_the_plugin_gets_the_reward_version_app
     (heads / "my_head.py").write_text(PROJECT_HEAD)
     with (heads / "__init__.py").open("a") as init:
         init.write("from .my_head import MyHead  # noqa: F401\n")
-    plan_apply(MMSegTree.open(tree), allow_dirty=True).execute()
+    plan_apply(MMSegTree.open(tree), ApplyOptions(allow_dirty=True)).execute()
     assert (heads / "reward_my_head.py").is_file()
 
     cases = "(('RewardMyHead', dict()),)"

@@ -20,7 +20,7 @@ import logging
 import pytest
 
 from conftest import copy_checkout, run_python
-from rewardpatch.planner import plan_apply
+from rewardpatch.planner import ApplyOptions, plan_apply
 from rewardpatch.tree import MMSegTree
 
 SIZE = 32
@@ -305,7 +305,7 @@ print(json.dumps(result))
 
 def test_mmcv_runner_checkpoints_of_a_0x_reward_head_hold_the_history(python_0x, tmp_path):
     tree = copy_checkout("0.30.0", tmp_path / "mmsegmentation")
-    plan_apply(MMSegTree.open(tree), ["FCNHead"]).execute()
+    plan_apply(MMSegTree.open(tree), ApplyOptions(heads=("FCNHead",))).execute()
     code = f"CHECKPOINT = {str(tmp_path / 'head.pth')!r}\n" + CODE_0X
     result = run_python(code, tree, timeout=300, python=python_0x)
     assert result.returncode == 0, result.stderr[-3000:]

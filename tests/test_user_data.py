@@ -183,9 +183,9 @@ def test_revert_refuses_an_import_it_cannot_take_out_and_check_reports_it(capsys
 def test_revert_never_leaves_an_import_of_a_module_it_removes(tree, monkeypatch):
     """The last safety net: even an inverse edit that missed an import is refused."""
     tree_ = MMSegTree.open(tree)
-    from rewardpatch.planner import plan_apply
+    from rewardpatch.planner import ApplyOptions, plan_apply
 
-    plan_apply(tree_, ["FCNHead"]).execute()
+    plan_apply(tree_, ApplyOptions(heads=("FCNHead",))).execute()
     monkeypatch.setattr("rewardpatch.codemods.exports.remove_exports", lambda source, record: source)
     with pytest.raises(StateError, match=rf"{INIT}:\d+: imports from {HEADS}/reward_"):
         plan_revert(tree_)

@@ -7,7 +7,7 @@ import pytest
 import forks
 from conftest import FINETUNE_KEYS, HEAD_KEYS, REPORT_KEYS, copy_checkout, run_cli
 from rewardpatch.configs.reward_cfg import reward_cfg_checker
-from rewardpatch.planner import plan_apply
+from rewardpatch.planner import ApplyOptions, plan_apply
 from rewardpatch.tree import MMSegTree
 
 HEADS = "mmseg/models/decode_heads"
@@ -23,7 +23,7 @@ def verified_tree(tmp_path_factory, stack):
 @pytest.fixture
 def fresh_patched(tmp_path, stack):
     tree = copy_checkout("1.2.2", tmp_path / "mmsegmentation")
-    plan_apply(MMSegTree.open(tree), ["ASPPHead", "FCNHead", "PSPHead"]).execute()
+    plan_apply(MMSegTree.open(tree), ApplyOptions(heads=("ASPPHead", "FCNHead", "PSPHead"))).execute()
     return tree
 
 
@@ -75,7 +75,7 @@ def test_a_head_whose_loss_never_reaches_the_classifier_fails(fresh_patched, tmp
 
 def test_an_unpatched_tree_is_refused_with_the_apply_hint(tree, tmp_path, capsys):
     code, _, err = verify(capsys, tree, "--workdir", tmp_path / "work")
-    assert code == 2
+    assert code == 1
     assert err.strip().endswith("run `rewardpatch apply " + str(tree) + "` first")
 
 
@@ -123,7 +123,7 @@ def test_the_fine_tune_runs_under_torchrun_with_two_processes(fresh_patched, tmp
 def test_stage_one_runs_a_pseudo_label_step_on_a_1x_port_of_daformer(tmp_path, capsys, stack):
     # the port's BaseDecodeHead.loss takes seg_weight: each head's loss gets [B, H, W] weights
     tree = forks.daformer_1x(copy_checkout("1.2.2", tmp_path / "port"))
-    plan_apply(MMSegTree.open(tree), ["ASPPHead", "FCNHead", "UPerHead"]).execute()
+    plan_apply(MMSegTree.open(tree), ApplyOptions(heads=("ASPPHead", "FCNHead", "UPerHead"))).execute()
     report_path = tmp_path / "report.json"
     code, out, err = verify(capsys, tree, "--device", "cpu", "--skip-finetune", "--workdir", tmp_path / "work",
                             "--report", report_path)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from ..heads import REWARD_PREFIX
+from ..head_index import REWARD_PREFIX
 from .imports import bound_name, code, insert_relative_import, is_import_line, relative_import
 from .layout import fit_renamed_super_lines
 
@@ -189,8 +189,7 @@ def render_reward_module(
     imports_from_source = sorted((used & defined) - {"__all__"})
 
     rewritten: list[cst.BaseStatement] = []
-    import_lines: list[cst.BaseStatement] = []
-    blocks: list[cst.BaseStatement] = []
+    imports: list[cst.BaseStatement] = []  # import lines and import blocks (try/except, if), in order
     for statement in module.body:
         if isinstance(statement, cst.ClassDef) and statement.name.value in selected:
             spec = selected[statement.name.value]
@@ -200,21 +199,19 @@ def render_reward_module(
                     collector = _NameCollector()
                     arg.visit(collector)
                     used |= collector.names
-        elif is_import_line(statement):
-            import_lines.append(statement)
-        elif _is_import_block(statement):
-            blocks.append(statement)
+        elif is_import_line(statement) or _is_import_block(statement):
+            imports.append(statement)
 
-    kept_blocks = []
-    for block in blocks:
-        collector = _NameCollector()
-        block.visit(collector)
-        assigned = collector.names - collector.bound
-        if (collector.bound | assigned) & used:
-            kept_blocks.append(block)
-            used |= collector.names
-    kept_block_ids = {id(b) for b in kept_blocks}
-    import_line_ids = {id(s) for s in import_lines}
+    # A block stays when it binds or assigns a name the copy reads; the names it reads are then
+    # read too (by the blocks after it and the import lines). An import line keeps the names read.
+    blocks_kept: list[bool] = []
+    for statement in imports:
+        if not is_import_line(statement):
+            collector = _NameCollector()
+            statement.visit(collector)
+            blocks_kept.append(bool((collector.bound | collector.names) & used))
+            if blocks_kept[-1]:
+                used |= collector.names
 
     new_imports: dict[str, set[str]] = {}
     if imports_from_source:
@@ -224,27 +221,22 @@ def render_reward_module(
             new_imports.setdefault(spec.reward_base_module, set()).add(spec.reward_base)
 
     body: list[cst.BaseStatement] = []
-    last_import = -1
     orphaned_lines: list[cst.EmptyLine] = []  # the blank line that separated a dropped import group
-    for statement in module.body:
-        kept = None
-        if id(statement) in import_line_ids:
+    verdicts = iter(blocks_kept)
+    for statement in imports:
+        if is_import_line(statement):
             kept = _prune_import_line(statement, used)
             if kept is None:
                 orphaned_lines = orphaned_lines or list(statement.leading_lines)
-        elif id(statement) in kept_block_ids:
-            kept = statement
+        else:
+            kept = statement if next(verdicts) else None
         if kept is not None:
             if orphaned_lines and not kept.leading_lines and body:
                 kept = kept.with_changes(leading_lines=orphaned_lines)
             orphaned_lines = []
             body.append(kept)
-            last_import = len(body) - 1
-    imports_end = last_import + 1
-    head, rest = body[:imports_end], body[imports_end:]
     for stem in sorted(new_imports):
-        insert_relative_import(head, relative_import(stem, sorted(new_imports[stem])), stem)
-    body = head + rest
+        insert_relative_import(body, relative_import(stem, sorted(new_imports[stem])), stem)
     if body and rewritten:
         rewritten[0] = rewritten[0].with_changes(
             leading_lines=[cst.EmptyLine(), cst.EmptyLine()]

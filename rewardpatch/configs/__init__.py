@@ -2,8 +2,8 @@
 
 The source config is loaded with mmengine (inheritance resolved) and rewritten as plain
 data in small steps, each noting why it changed: the decode heads and their losses
-(heads.py), the schedule in the keys of the tree's MMSeg generation (schedule.py; a 0.x
-lr_config's end LR in lr_config.py), the checkpoint (plan.start_from), with `--reward`
+(head_swap.py), the schedule in the keys of the tree's MMSeg generation (schedule.py; a 0.x
+lr_config's end LR in lr_config.py), the checkpoint (finetune_plan.start_from), with `--reward`
 checked by the tree's own code (reward_cfg.py). The output inherits the source
 through `_base_` and holds only the difference that mmengine has to merge onto it
 (diff.py); before it replaces OUT, the written file is loaded again and must give exactly

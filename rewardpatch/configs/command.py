@@ -11,10 +11,11 @@ import click
 
 from .. import journal
 from ..errors import InputError, StateError
-from ..manifest import Manifest
+from ..manifest import Manifest, require_patched
+from ..notice import printed
 from ..options import mmseg_version_option
-from .heads import plugin_import, reward_heads
-from .plan import AB_SEED, DEFAULT_ITERS, FinetuneOptions, FinetunePlan, own_work_dir, same_seed, start_from
+from .head_swap import plugin_import, reward_heads
+from .finetune_plan import AB_SEED, DEFAULT_ITERS, FinetuneOptions, FinetunePlan, own_work_dir, same_seed, start_from
 from .render import BASELINE_TITLE, REWARD_TITLE, base_reference, load_config, render, write_verified
 from .reward_cfg import parse_reward_options, reward_cfg_checker
 from .schedule import SCHEDULES, reward_schedule
@@ -80,7 +81,7 @@ def _plugin_options(source: dict, mmseg_version: str | None):
     """(installed tree, options) for plugin mode: the reward classes rewardpatch.plugin registers,
     from list-heads' verdicts on the installed MMSeg's files and, when SRC has custom_imports,
     on the project heads a probe process that imports them finds."""
-    from ..heads import COMPATIBLE
+    from ..head_index import COMPATIBLE
     from ..installed import installed_tree, list_heads_command, plugin_verdicts
     from ..planner import created_texts
 
@@ -91,11 +92,13 @@ def _plugin_options(source: dict, mmseg_version: str | None):
     own = [name for name in imports if name != "rewardpatch.plugin"]
     if Manifest.load(tree) is not None:
         raise InputError(f"the installed MMSegmentation at {tree.root} is patched: give it as --tree instead of --plugin")
-    heads = plugin_verdicts(tree, own)
+    with printed() as notices:
+        heads = plugin_verdicts(tree, own, notices)
+        texts = created_texts(tree, notices=notices)
     command = list_heads_command(own)
     return tree, FinetuneOptions(
         reward_classes={h.reward_name for h in heads if h.status == COMPATIBLE}, tree=str(tree.root),
-        runner=tree.generation.runner, check_reward_cfg=reward_cfg_checker(tree, created_texts(tree)),
+        runner=tree.generation.runner, check_reward_cfg=reward_cfg_checker(tree, texts),
         plugin_imports=imports, plugin_reasons={h.name: h.reason for h in heads if h.status != COMPATIBLE},
         plugin_list_heads=command,
     )
@@ -177,9 +180,7 @@ def config_command(
     else:
         tree = MMSegTree.open(tree_path, mmseg_version)
         journal.settle(tree.root)  # an interrupted apply or revert is rolled back first
-        manifest = Manifest.load(tree)
-        if manifest is None:
-            raise StateError(f"{tree.root} is not patched: run `rewardpatch apply {tree_path}` first")
+        manifest = require_patched(tree, f"run `rewardpatch apply {tree_path}` first")
         options = FinetuneOptions(
             reward_classes=manifest.reward_classes, tree=tree_path, runner=tree.generation.runner,
             check_reward_cfg=reward_cfg_checker(tree),

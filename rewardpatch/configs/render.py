@@ -10,7 +10,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import InputError, StateError
 from .diff import leaf_changes
-from .plan import FinetunePlan
+from .finetune_plan import FinetunePlan
 
 WIDTH = 100
 REWARD_TITLE = "Reward fine-tuning config"

@@ -14,7 +14,7 @@ from typing import Callable
 
 from ..errors import InputError, StateError
 from .lr_config import lr_config_end_lr
-from .plan import FinetuneOptions, FinetunePlan, as_list
+from .finetune_plan import FinetuneOptions, FinetunePlan, as_list
 
 # Below this fraction of its starting LR, a source schedule counts as having decayed to
 # zero: continuing from there would not train, so the user must choose --lr.

@@ -16,8 +16,9 @@ import click
 
 from .. import journal
 from ..errors import EXIT_OK, EXIT_REFUSED, InputError
-from ..heads import unrewarded_name
-from ..manifest import Manifest
+from ..head_index import unrewarded_name
+from ..manifest import Manifest, require_patched
+from ..notice import printed
 from ..options import mmseg_version_option, tree_or_installed
 from ..tree import MMSegTree
 from .events import EventReader
@@ -97,13 +98,14 @@ def _patched_heads(tree: MMSegTree, reward_classes: set[str], requested: str | N
 def _plugin_heads(tree: MMSegTree, imports: list[str]) -> tuple[set[str], dict[str, str]]:
     """The reward classes plugin mode registers on the installed `tree` with the project's
     `imports` first (a probe when there are any), and why every other name gets none."""
-    from ..heads import COMPATIBLE
+    from ..head_index import COMPATIBLE
     from ..installed import list_heads_command, plugin_verdicts
 
     if Manifest.load(tree) is not None:
         raise InputError(f"the installed MMSegmentation at {tree.root} is patched: verify it as a tree "
                          f"(`rewardpatch verify {tree.root}`)")
-    heads = plugin_verdicts(tree, imports)
+    with printed() as notices:
+        heads = plugin_verdicts(tree, imports, notices)
     command = list_heads_command(imports)
     reasons = collections.defaultdict(
         lambda: f"no decode head of that name in the installed MMSeg or the --import modules (`{command}` lists them)",
@@ -114,7 +116,7 @@ def _plugin_heads(tree: MMSegTree, imports: list[str]) -> tuple[set[str], dict[s
 
 def _finetune_head(tree: MMSegTree, patched: list[str]) -> str:
     """FCNHead when patched, else the first patched head that reads one feature map."""
-    heads = tree.generation.verify.get("heads", {})
+    heads = tree.generation.verify.heads
 
     def single_input(name: str) -> bool:
         spec = heads.get(name)
@@ -241,9 +243,7 @@ def verify_command(tree: str | None, installed: bool, imports: tuple[str, ...], 
     else:
         mmseg = MMSegTree.open(tree, mmseg_version)
         journal.settle(mmseg.root)  # an interrupted apply or revert is rolled back first
-        manifest = Manifest.load(mmseg)
-        if manifest is None:
-            raise InputError(f"{mmseg.root} is not patched: run `rewardpatch apply {tree}` first")
+        manifest = require_patched(mmseg, f"run `rewardpatch apply {tree}` first")
         names = _patched_heads(mmseg, manifest.reward_classes, heads)
     finetune_head = None if skip_finetune else _finetune_head(mmseg, names)
     workdir = _prepare_workdir(workdir)

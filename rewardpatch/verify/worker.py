@@ -7,7 +7,7 @@ shadow the tree's mmseg. The worker still checks where mmseg came from before tr
 Results go to the events file; logs go to stdout/stderr, which the command redirects.
 
 The generation's [verify] `runner` (patches/) picks the code, in RUNNERS: "mmengine" (MMSeg
-1.x) heads.check_head and finetune.py, "mmcv" (MMSeg 0.x, mmcv-full 1.x) heads.check_head_0x
+1.x) head_checks.check_head and finetune.py, "mmcv" (MMSeg 0.x, mmcv-full 1.x) head_checks.check_head_0x
 and finetune_0x.py. Before mmseg is imported, the interpreter's mmcv is checked against the
 generation's (patches/, [verify] stack), and the tree's own mmcv version assert is read: an
 mmcv of the right major version outside the tree's MMCV_MIN..MMCV_MAX is let through for
@@ -24,7 +24,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..heads import reward_name
+from ..head_index import reward_name
+from ..mmseg_generations import VerifyStack
 from .events import EventWriter
 
 EXIT_SETUP = 3  # the worker could not start checking (device, mmseg origin, import)
@@ -34,7 +35,7 @@ EXIT_SETUP = 3  # the worker could not start checking (device, mmseg origin, imp
 class Runner:
     """The code verify runs for a generation's runner (patches/mmseg-*.toml `runner`)."""
 
-    check_head: str  # in heads.py
+    check_head: str  # in head_checks.py
     finetune_module: str  # in this package, with its finetune()
     register_all_modules: bool  # mmseg.utils.register_all_modules() before building
 
@@ -55,7 +56,7 @@ def _resolve_device(requested: str) -> str | None:
     return requested
 
 
-def stack_mismatch(version: str, stack: dict) -> str | None:
+def stack_mismatch(version: str, stack: VerifyStack) -> str | None:
     """One line when this interpreter's mmcv is not the one the tree's MMSeg imports, else None.
 
     Checked before importing mmseg, whose own version assert would otherwise be the only
@@ -67,10 +68,10 @@ def stack_mismatch(version: str, stack: dict) -> str | None:
         major = int(mmcv.__version__.split(".")[0])
     except Exception as exc:  # noqa: BLE001 - no mmcv, or a broken one: both are the wrong stack
         have, major = f"no usable mmcv ({type(exc).__name__})", None
-    if major == stack["mmcv_major"]:
+    if major == stack.mmcv_major:
         return None
-    return (f"MMSeg {version} needs {stack['needs']}; this interpreter ({sys.executable}) has {have}: "
-            f"run the rewardpatch of {stack['setup']}")
+    return (f"MMSeg {version} needs {stack.needs}; this interpreter ({sys.executable}) has {have}: "
+            f"run the rewardpatch of {stack.setup}")
 
 
 def mmcv_range(tree: Path) -> tuple[str, str] | None:
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     from rewardpatch.tree import MMSegTree
 
     expected = MMSegTree.open(tree, args.mmseg_version)
-    mismatch = stack_mismatch(expected.version, expected.generation.verify["stack"])
+    mismatch = stack_mismatch(expected.version, expected.generation.verify.stack)
     if mismatch:
         events.emit("error", kind="stack", message=mismatch)
         return EXIT_SETUP
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
 
     relaxed = assert_bound(tree, mmcv.__version__)
     if relaxed is not None:
-        package = expected.generation.verify["stack"]["needs"].split()[0]  # "mmcv-full 1.x" -> mmcv-full
+        package = expected.generation.verify.stack.needs.split()[0]  # "mmcv-full 1.x" -> mmcv-full
         events.emit("note", message=(
             f"MMSeg {expected.version} asserts {package} {relaxed[1]}; verified with {mmcv.__version__}, "
             "the tree's assert relaxed for this run only"))
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stages = args.stages.split(",")
     if "heads" in stages:
-        from . import heads as stage_one
+        from . import head_checks as stage_one
 
         check = getattr(stage_one, runner.check_head)
         heads = [h for h in args.heads.split(",") if h]
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     if "finetune" in stages:
         import importlib
 
-        from .heads import head_spec
+        from .head_checks import head_spec
 
         finetune = importlib.import_module(f"{__package__}.{runner.finetune_module}").finetune
 

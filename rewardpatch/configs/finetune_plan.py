@@ -1,6 +1,6 @@
 """The fine-tune config being written: the source, the rewrite, and why each change was made.
 
-Each step of the rewrite (heads.py, schedule.py, start_from) edits `FinetunePlan.target`
+Each step of the rewrite (head_swap.py, schedule.py, start_from) edits `FinetunePlan.target`
 and notes why; the differences and the override to write follow from source and target.
 """
 

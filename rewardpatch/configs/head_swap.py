@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..errors import InputError, StateError
-from ..heads import reward_name, unrewarded_name
-from .plan import FinetuneOptions, FinetunePlan, as_list
+from ..head_index import reward_name, unrewarded_name
+from .finetune_plan import FinetuneOptions, FinetunePlan, as_list
 
 CROSS_ENTROPY = "CrossEntropyLoss"
 REWARD_LOSS = "CrossEntropyRewardLoss"

@@ -17,7 +17,8 @@ import inspect
 import time
 import traceback
 
-from ..heads import reward_name
+from ..head_index import reward_name
+from ..mmseg_generations import VerifySpec
 
 
 def _tuples(value):
@@ -29,15 +30,15 @@ def _tuples(value):
     return value
 
 
-def head_spec(verify: dict, name: str) -> dict:
+def head_spec(verify: VerifySpec, name: str) -> dict:
     """Arguments, inputs and flags for `name`, the defaults overridden by its own entry."""
-    own = verify.get("heads", {}).get(name, {})
+    own = verify.heads.get(name, {})
     return {
-        "args": {**_tuples(verify["args"]), **_tuples(own.get("args", {})), "num_classes": verify["num_classes"]},
-        "inputs": own.get("inputs", verify["inputs"]),
+        "args": {**_tuples(verify.args), **_tuples(own.get("args", {})), "num_classes": verify.num_classes},
+        "inputs": own.get("inputs", verify.inputs),
         "tokens": own.get("tokens", False),
         "cascade": own.get("cascade", False),
-        "known": name in verify.get("heads", {}),
+        "known": name in verify.heads,
     }
 
 
@@ -63,12 +64,12 @@ def _classifier(head):
     return classifier if classifier is not None else head
 
 
-def check_head(name: str, verify: dict, device: str, pixel_weight: str | None = None) -> dict:
+def check_head(name: str, verify: VerifySpec, device: str, pixel_weight: str | None = None) -> dict:
     """MMSeg 1.x: Reward<name> built from MODELS, its loss(inputs, data samples, train_cfg)."""
     return _check(name, verify, device, _build_1x, _loss_1x, "loss", pixel_weight)
 
 
-def check_head_0x(name: str, verify: dict, device: str, pixel_weight: str | None = None) -> dict:
+def check_head_0x(name: str, verify: VerifySpec, device: str, pixel_weight: str | None = None) -> dict:
     """MMSeg 0.x: Reward<name> built by build_head, its forward_train(inputs, img_metas,
     gt_semantic_seg [B, 1, H, W], train_cfg); a cascade head's prev_output follows the inputs."""
     return _check(name, verify, device, _build_0x, _loss_0x, "forward_train", pixel_weight)
@@ -126,7 +127,7 @@ def _loss_0x(head, features, extra, labels, weight: dict):
     return head.forward_train(features, *extra, img_metas, labels, ConfigDict(), **weight)
 
 
-def _check(name: str, verify: dict, device: str, build, loss, entry: str, pixel_weight: str | None) -> dict:
+def _check(name: str, verify: VerifySpec, device: str, build, loss, entry: str, pixel_weight: str | None) -> dict:
     """Build Reward<name> with exactly <name>'s arguments (a drop-in: its default
     CrossEntropyLoss becomes the reward loss), run loss (a pseudo-label step where the
     tree's training entry takes the pixel weight) and backward; a result row."""
@@ -138,7 +139,7 @@ def _check(name: str, verify: dict, device: str, build, loss, entry: str, pixel_
            "pixel_weight": None}
     try:
         torch.manual_seed(0)
-        batch, classes, size = verify["batch"], verify["num_classes"], verify["label_size"]
+        batch, classes, size = verify.batch, verify.num_classes, verify.label_size
         features = []
         for channels, side in spec["inputs"]:
             x = torch.randn(batch, channels, side, side, device=device)
