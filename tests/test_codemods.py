@@ -1027,5 +1027,3 @@ def test_apply_then_revert_on_a_small_tree_restores_every_byte(tmp_path):
     plan_revert(tree).execute()
     after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
     assert after == before
-
-

@@ -9,8 +9,6 @@ import os
 import subprocess
 import textwrap
 
-import pytest
-
 from conftest import git_status, run_cli, run_python
 from rewardpatch.heads import COMPATIBLE, INCOMPATIBLE
 from rewardpatch.manifest import Manifest
