@@ -7,7 +7,9 @@ missing stack fails them. A session that executes no test fails too.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import os
 import shutil
 import subprocess
@@ -15,8 +17,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from rewardpatch import checkout
+from rewardpatch.cli import cli, main
 from rewardpatch.planner import plan_apply
 from rewardpatch.tree import MMSegTree
 
@@ -144,13 +148,48 @@ def run_python(code: str, tree: Path, timeout: int = 600, python: str = sys.exec
     )
 
 
-def run_cli(capsys, *args):
-    """Run the CLI in-process: (exit code, stdout, stderr)."""
-    from rewardpatch.cli import main
+# Running the CLI: every test goes through one of these three, all here.
+REPO = Path(__file__).resolve().parents[1]
 
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """Run the CLI in-process: (exit code, stdout, stderr). `capsys` is pytest's; None in a
+    fixture wider than one test, where capsys cannot go (the output is captured here)."""
+    if capsys is None:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in args])
+        return code, out.getvalue(), err.getvalue()
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def start_cli(*args, cwd=None, python: str = sys.executable, path=(), env=None) -> subprocess.Popen:
+    """`python -m rewardpatch ARGS` started in a fresh interpreter (this one's, or `python`: the
+    0.x stack's), for what only another process shows: a kill, a lock held by another process,
+    another interpreter. `path` goes on PYTHONPATH before this rewardpatch; `env` is added to
+    this process's environment."""
+    environ = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(map(str, [*path, REPO]))}
+    return subprocess.Popen([python, "-m", "rewardpatch", *map(str, args)], cwd=cwd, env=environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_cli_process(*args, timeout: float = 900, **kwargs) -> subprocess.CompletedProcess:
+    """start_cli, waited for: the CompletedProcess (returncode, stdout, stderr)."""
+    process = start_cli(*args, **kwargs)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def click_runner_cli(*args):
+    """The CLI through click's CliRunner (what a user's own harness may do): click's Result."""
+    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def one_line_error(err: str) -> str:

@@ -6,9 +6,8 @@ import subprocess
 
 import pytest
 
-from conftest import git_status
+from conftest import git_status, run_cli
 from rewardpatch import mmseg_generations
-from rewardpatch.cli import main
 from rewardpatch.head_index import COMPATIBLE
 from rewardpatch.manifest import Manifest
 from rewardpatch.patch_plan import PatchPlan
@@ -18,65 +17,65 @@ from rewardpatch.tree import MANIFEST_NAME, MMSegTree
 HEADS = "mmseg/models/decode_heads"
 
 
-def rp(*args):
-    return main([str(a) for a in args])
-
-
 @pytest.mark.parametrize("version", ["1.0.0", "1.2.2"])
 def test_apply_check_revert_round_trip_leaves_a_clean_git_status(make_tree, version, capsys):
     tree = make_tree(version)
     compatible = [h.name for h in list_heads(MMSegTree.open(tree)) if h.status == COMPATIBLE]
-    assert rp("apply", tree) == 0
+    assert run_cli(capsys, "apply", tree)[0] == 0
     for name in compatible:
         assert f"class Reward{name}(" in "".join(p.read_text() for p in (tree / HEADS).glob("reward_*.py"))
     for path in (tree / "mmseg/models").rglob("*.py"):
         compile(path.read_text(), str(path), "exec")
-    assert rp("check", tree) == 0
-    assert rp("revert", tree) == 0
+    assert run_cli(capsys, "check", tree)[0] == 0
+    assert run_cli(capsys, "revert", tree)[0] == 0
     assert git_status(tree) == ""
 
 
 def test_a_second_apply_changes_nothing_and_says_already_patched(tree, capsys):
-    rp("apply", tree)
+    run_cli(capsys, "apply", tree)
     before = {p: p.read_bytes() for p in tree.rglob("*") if p.is_file() and ".git" not in p.parts}
-    capsys.readouterr()
-    assert rp("apply", tree) == 0
-    assert "already patched" in capsys.readouterr().out
+    code, out, _ = run_cli(capsys, "apply", tree)
+    assert code == 0
+    assert "already patched" in out
     after = {p: p.read_bytes() for p in tree.rglob("*") if p.is_file() and ".git" not in p.parts}
     assert after == before
 
 
 def test_apply_heads_on_a_patched_tree_adds_the_head(tree, capsys):
-    assert rp("apply", tree, "--heads", "ASPPHead") == 0
-    assert rp("apply", tree, "--heads", "PSPHead") == 0
+    assert run_cli(capsys, "apply", tree, "--heads", "ASPPHead")[0] == 0
+    assert run_cli(capsys, "apply", tree, "--heads", "PSPHead")[0] == 0
     manifest = Manifest.load(MMSegTree.open(tree))
     assert manifest.heads == ["ASPPHead", "PSPHead"]
     init = (tree / HEADS / "__init__.py").read_text()
     assert "from .reward_aspp_head import RewardASPPHead" in init
     assert "from .reward_psp_head import RewardPSPHead" in init
-    assert rp("check", tree) == 0
-    assert rp("revert", tree) == 0
+    assert run_cli(capsys, "check", tree)[0] == 0
+    assert run_cli(capsys, "revert", tree)[0] == 0
     assert git_status(tree) == ""
 
 
 def test_a_derived_head_brings_its_base_and_says_so(tree, capsys):
-    assert rp("apply", tree, "--heads", "CCHead") == 0
-    out = capsys.readouterr().out
+    code, out, _ = run_cli(capsys, "apply", tree, "--heads", "CCHead")
+    assert code == 0
     assert "RewardFCNHead is generated too: RewardCCHead derives from it" in out
     assert "class RewardCCHead(RewardFCNHead):" in (tree / HEADS / "reward_cc_head.py").read_text()
     assert (tree / HEADS / "reward_fcn_head.py").is_file()
 
 
-def test_dry_run_prints_a_unified_diff_and_writes_nothing(tree, capsys):
-    assert rp("apply", tree, "--dry-run") == 0
-    out = capsys.readouterr().out
+# 1.x, and 0.x (0.16.0: the DAFormer family's base); test_mmseg_0x.py holds the rest of 0.x's
+@pytest.mark.parametrize("version", ["1.2.2", "0.30.0", "0.16.0"])
+def test_dry_run_prints_a_unified_diff_and_writes_nothing(make_tree, version, capsys):
+    tree = make_tree(version)
+    code, out, _ = run_cli(capsys, "apply", tree, "--dry-run")
+    assert code == 0
     assert f"+++ b/{HEADS}/reward_aspp_head.py" in out
     assert f"--- a/{HEADS}/__init__.py" in out
+    assert "--- a/mmseg/models/losses/__init__.py" in out
     assert git_status(tree) == ""
 
 
 def test_commit_records_the_patch_with_the_heads_in_the_message(tree, capsys):
-    assert rp("apply", tree, "--heads", "ASPPHead,FCNHead", "--commit") == 0
+    assert run_cli(capsys, "apply", tree, "--heads", "ASPPHead,FCNHead", "--commit")[0] == 0
     assert git_status(tree) == ""
     message = subprocess.run(["git", "log", "-1", "--format=%B"], cwd=tree, capture_output=True, text=True).stdout
     assert "Heads: ASPPHead, FCNHead" in message
@@ -128,14 +127,16 @@ def test_check_reports_each_kind_of_drift(tree, capsys):
     assert ("__init__.py", "missing-export") in kinds
     assert ("__init__.py", "unbound-import") in kinds  # RewardASPPHead, gone with the hand edit
     assert ("reward_sep_aspp_head.py", "unresolved-import") in kinds  # its base, RewardASPPHead, too
-    assert rp("check", tree, "--json") == 1
-    report = json.loads(capsys.readouterr().out)
+    code, out, _ = run_cli(capsys, "check", tree, "--json")
+    assert code == 1
+    report = json.loads(out)
     assert report["ok"] is False and len(report["problems"]) == 6
 
 
 def test_check_on_an_unpatched_tree_fails_saying_so(tree, capsys):
-    assert rp("check", tree) == 1
-    assert "not patched" in capsys.readouterr().err
+    code, _, err = run_cli(capsys, "check", tree)
+    assert code == 1
+    assert "not patched" in err
 
 
 def test_a_template_change_after_an_upgrade_refreshes_untouched_files(tree, tmp_path, monkeypatch, capsys):
@@ -150,10 +151,11 @@ def test_a_template_change_after_an_upgrade_refreshes_untouched_files(tree, tmp_
     opened = MMSegTree.open(tree)
     kinds = {p.kind for p in check_tree(opened, Manifest.load(opened))}
     assert kinds == {"stale", "hand-edited", "unbound-import", "unresolved-import"}
-    assert rp("apply", tree) == 1
-    assert "hand-edited generated file(s): mmseg/models/decode_heads/reward_aspp_head.py" in capsys.readouterr().err
+    code, _, err = run_cli(capsys, "apply", tree)
+    assert code == 1
+    assert "hand-edited generated file(s): mmseg/models/decode_heads/reward_aspp_head.py" in err
     (tree / HEADS / "reward_aspp_head.py").unlink()
-    assert rp("apply", tree) == 0
+    assert run_cli(capsys, "apply", tree)[0] == 0
     assert "# new in the next release" in (tree / HEADS / "reward_decode_head.py").read_text()
     assert check_tree(opened := MMSegTree.open(tree), Manifest.load(opened)) == []
 
@@ -161,10 +163,11 @@ def test_a_template_change_after_an_upgrade_refreshes_untouched_files(tree, tmp_
 def test_revert_refuses_a_hand_edited_generated_file_unless_forced(tree, capsys):
     plan_apply(MMSegTree.open(tree)).execute()
     (tree / HEADS / "reward_fcn_head.py").write_text("# mine\n")
-    assert rp("revert", tree) == 1
-    assert "reward_fcn_head.py" in capsys.readouterr().err
+    code, _, err = run_cli(capsys, "revert", tree)
+    assert code == 1
+    assert "reward_fcn_head.py" in err
     assert (tree / MANIFEST_NAME).is_file()
-    assert rp("revert", tree, "--force") == 0
+    assert run_cli(capsys, "revert", tree, "--force")[0] == 0
     assert git_status(tree) == ""
 
 
@@ -180,8 +183,6 @@ def test_every_file_operation_goes_through_one_plan(tree):
 
 def test_a_symlinked_init_keeps_its_link_and_its_target_is_patched_and_put_back(capsys, tree):
     """A fork that keeps decode_heads/__init__.py as a link to a file elsewhere in the tree."""
-    from conftest import run_cli
-
     init = tree / HEADS / "__init__.py"
     shared = tree / "mmseg" / "shared_heads_init.py"
     original = init.read_bytes()

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import git_status, one_line_error, run_cli
+from conftest import git_status, one_line_error, run_cli, run_cli_process
 from rewardpatch import __version__
 
 HEADS = "mmseg/models/decode_heads"
@@ -101,10 +101,7 @@ def test_revert_on_an_unpatched_tree_says_there_is_nothing_to_revert(capsys, tre
 
 
 def test_the_console_script_runs_from_another_directory(tmp_path, pristine):
-    result = subprocess.run(
-        [sys.executable, "-m", "rewardpatch", "list-heads", str(pristine("1.2.2"))],
-        cwd=tmp_path, capture_output=True, text=True,
-    )
+    result = run_cli_process("list-heads", pristine("1.2.2"), cwd=tmp_path)
     assert result.returncode == 0
     assert "27 compatible" in result.stdout
 

@@ -830,10 +830,9 @@ def test_a_0x_config_on_a_1x_tree_is_refused_by_the_cli(config, pristine):
 def patched_0x(request, tmp_path_factory) -> Path:
     """A copy of a pristine 0.x checkout that `rewardpatch apply` patched (module-wide: apply once)."""
     from conftest import copy_checkout
-    from rewardpatch.cli import main
 
     tree = copy_checkout(request.param, tmp_path_factory.mktemp("patched-0x") / f"mmsegmentation-{request.param}")
-    assert main(["apply", str(tree)]) == 0
+    assert run_cli(None, "apply", tree)[0] == 0
     return tree
 
 

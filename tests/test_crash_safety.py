@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import git_status, one_line_error, run_cli
+from conftest import git_status, one_line_error, run_cli, start_cli
 from rewardpatch import faults, journal
 from rewardpatch.errors import Interrupted, StateError
 from rewardpatch.planner import ApplyOptions, plan_apply, plan_revert
@@ -159,30 +157,23 @@ def test_check_reports_the_interrupted_run_it_rolled_back_and_apply_then_complet
     assert run_cli(capsys, "check", tree)[0] == 0
 
 
-def cli(*args, env=None, **kwargs):
-    return subprocess.Popen(
-        [sys.executable, "-m", "rewardpatch", *map(str, args)],
-        env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs,
-    )
-
-
 @pytest.mark.parametrize("step", [2, 20, 50, 70])  # the journal, a temporary file, a rename, the commit
 def test_a_killed_process_leaves_its_lock_and_journal_and_the_next_command_recovers(tree, no_fault, step):
     """os._exit at a step: no Python code runs after it, the kernel lets go of the lock."""
     before = snapshot(tree)
-    killed = cli("apply", tree, env={faults.ENV: f"write:{step}:exit"})
+    killed = start_cli("apply", tree, env={faults.ENV: f"write:{step}:exit"})
     killed.communicate(timeout=300)
     assert killed.returncode == 137
     assert (tree / journal.LOCK_NAME).exists()
     assert (tree / journal.JOURNAL_NAME).exists() or (tree / journal.JOURNAL_TEMP).exists()
-    again = cli("apply", tree)
+    again = start_cli("apply", tree)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert "an interrupted apply" in err
-    checked = cli("check", tree)
+    checked = start_cli("check", tree)
     assert checked.communicate(timeout=300)[0].startswith("ok:")
     assert not (tree / journal.LOCK_NAME).exists() and not (tree / journal.JOURNAL_NAME).exists()
-    reverted = cli("revert", tree)
+    reverted = start_cli("revert", tree)
     reverted.communicate(timeout=300)
     assert reverted.returncode == 0
     assert snapshot(tree) == before
@@ -220,7 +211,7 @@ def test_two_writers_racing_never_lose_a_change(tree, first, second):
         restore(tree, patched)
         commands = [["apply", tree, "--heads", first]]
         commands.append(["revert", tree] if second == "revert" else ["apply", tree, "--heads", second])
-        processes = [cli(*args) for args in commands]
+        processes = [start_cli(*args) for args in commands]
         results = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
         for p in processes:
             p.stdout.close(), p.stderr.close()
@@ -231,7 +222,7 @@ def test_two_writers_racing_never_lose_a_change(tree, first, second):
         won = [args for args, (code, _) in zip(commands, results) if code == 0]
         assert won, results
         if (tree / ".rewardpatch.json").exists():
-            checked = cli("check", tree, "--json")
+            checked = start_cli("check", tree, "--json")
             out, _ = checked.communicate(timeout=300)
             assert checked.returncode == 0, out
             heads = set(json.loads(out)["heads"])

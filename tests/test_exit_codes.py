@@ -6,16 +6,11 @@ import sys
 import types
 
 import pytest
-from click.testing import CliRunner
 
-from conftest import git_status, one_line_error, run_cli
+from conftest import click_runner_cli, git_status, one_line_error, run_cli
 from rewardpatch.cli import cli
 
 HEADS = "mmseg/models/decode_heads"
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def snapshot(tree):
@@ -23,18 +18,18 @@ def snapshot(tree):
 
 
 def test_click_runner_gets_0_on_success(pristine):
-    assert invoke("list-heads", pristine("1.2.2")).exit_code == 0
+    assert click_runner_cli("list-heads", pristine("1.2.2")).exit_code == 0
 
 
 def test_click_runner_gets_1_when_a_check_fails(pristine):
-    result = invoke("check", pristine("1.2.2"))
+    result = click_runner_cli("check", pristine("1.2.2"))
     assert result.exit_code == 1
     assert "not patched" in result.stderr
 
 
 def test_click_runner_gets_1_with_one_line_when_the_tree_refuses(tree):
     (tree / "mmseg/models/losses/iou_metric_loss.py").write_text("# mine\n")
-    result = invoke("apply", tree)
+    result = click_runner_cli("apply", tree)
     assert result.exit_code == 1
     assert "already exists" in one_line_error(result.stderr)
     assert result.exception is None or isinstance(result.exception, SystemExit)
@@ -42,7 +37,7 @@ def test_click_runner_gets_1_with_one_line_when_the_tree_refuses(tree):
 
 @pytest.mark.parametrize("args", [["check", "/no/such/tree"], ["apply", ".", "--frobnicate"], ["no-such-verb"]])
 def test_click_runner_gets_2_with_one_line_for_usage_and_input_errors(args):
-    result = invoke(*args)
+    result = click_runner_cli(*args)
     assert result.exit_code == 2
     assert one_line_error(result.stderr).startswith("rewardpatch: error: ")
 
@@ -135,7 +130,7 @@ def test_more_signals_cannot_interrupt_the_rollback(capsys, tree, monkeypatch):
 
 def test_ctrl_c_through_the_click_runner_exits_130_too(tree, monkeypatch):
     interrupt_at(monkeypatch, 3)
-    result = invoke("apply", tree)
+    result = click_runner_cli("apply", tree)
     assert result.exit_code == 130
     assert git_status(tree) == ""
 

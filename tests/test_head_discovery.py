@@ -9,8 +9,6 @@ import os
 import subprocess
 import textwrap
 
-import pytest
-
 from conftest import git_status, run_cli, run_python
 from rewardpatch.head_index import COMPATIBLE, INCOMPATIBLE
 from rewardpatch.manifest import Manifest
@@ -186,23 +184,7 @@ def test_a_patched_0x_tree_with_a_stray_imports_and_registers_each_head_once(cap
 
 
 # --- register_module(name=..., force=...) ------------------------------------------------------
-
-
-def test_the_copy_registers_the_reward_name_and_drops_force(capsys, tree):
-    add_head(tree, "my_named_head", named_head("register_module(name='MyNamed', force=True)"))
-    code, _, err = run_cli(capsys, "apply", tree, "--heads", "MyNamedHead")
-    assert code == 0, err
-    text = (tree / HEADS / "reward_my_named_head.py").read_text()
-    assert "@MODELS.register_module(name='RewardMyNamed')\nclass RewardMyNamedHead(RewardDecodeHead):" in text
-    assert "force" not in text
-
-
-def test_a_positional_name_stays_positional_and_a_positional_force_is_dropped(capsys, tree):
-    add_head(tree, "my_named_head", named_head('register_module("MyNamed", True)'))
-    code, _, err = run_cli(capsys, "apply", tree, "--heads", "MyNamedHead")
-    assert code == 0, err
-    text = (tree / HEADS / "reward_my_named_head.py").read_text()
-    assert '@MODELS.register_module("RewardMyNamed")\nclass RewardMyNamedHead' in text
+# (what the copy's decorator becomes: the pairs in test_codemods.py)
 
 
 def test_list_heads_reports_the_registered_name_and_the_dropped_force(capsys, tree):
@@ -241,15 +223,6 @@ def test_the_patched_tree_registers_both_and_the_reward_head_replaces_nothing(ca
     result = run_python(code, tree)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["MyNamedHead", "RewardMyNamedHead", "False", "False"]
-
-
-@pytest.mark.parametrize("spelling", ["name=('MyNamed', 'MyAlias')", "name=['MyNamed', 'MyAlias']"])
-def test_each_name_of_a_list_is_renamed(capsys, tree, spelling):
-    add_head(tree, "my_named_head", named_head(f"register_module({spelling})"))
-    code, _, err = run_cli(capsys, "apply", tree, "--heads", "MyNamedHead")
-    assert code == 0, err
-    text = (tree / HEADS / "reward_my_named_head.py").read_text()
-    assert spelling.replace("'My", "'RewardMy") in text
 
 
 def test_a_0x_head_registered_with_a_name_and_force_keeps_both_heads(capsys, make_tree, python_0x):

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from conftest import run_cli_process
 from rewardpatch.head_index import COMPATIBLE, INCOMPATIBLE, PATCHED
 from rewardpatch.planner import list_heads
 from rewardpatch.tree import MMSegTree
@@ -85,10 +86,8 @@ def test_patched_heads_are_reported_as_patched(tree):
 
 
 def test_json_output_has_the_documented_keys(pristine):
-    result = subprocess.run(
-        [sys.executable, "-m", "rewardpatch", "list-heads", str(pristine("1.2.2")), "--json"],
-        capture_output=True, text=True, check=True,
-    )
+    result = run_cli_process("list-heads", pristine("1.2.2"), "--json")
+    assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert {"name", "file", "base", "status", "reason", "reward_name"} <= set(rows[0])
     fcn = next(r for r in rows if r["name"] == "FCNHead")

@@ -1,12 +1,10 @@
 """`rewardpatch plot`: CSVs and PNGs from an mmengine run's scalars.json, and its one-line errors."""
 
 import csv
-import io
 import json
 import os
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +13,6 @@ import pytest
 from PIL import Image
 
 from conftest import one_line_error, run_cli
-from rewardpatch.cli import main
 from rewardpatch.plot import (
     ScalarLog, find_scalars, linear_trend, metric_columns, miou_figure, read_scalar_log, tensorboard_smoothing,
 )
@@ -76,10 +73,8 @@ def plotted(tmp_path_factory) -> Plotted:
     root = tmp_path_factory.mktemp("plot")
     work = make_work_dir(root / "work_dirs" / "reward_deeplab")
     mmengine_run(root / "ce", "20231201_090000", [training_line(100, reward=False), validation_line(200, 58.0)])
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(["plot", str(work), "--baseline", str(root / "ce"), "-o", str(root / "plots")])
-    return Plotted(code, out.getvalue(), err.getvalue(), root / "plots")
+    code, out, err = run_cli(None, "plot", work, "--baseline", root / "ce", "-o", root / "plots")
+    return Plotted(code, out, err, root / "plots")
 
 
 def read_csv(path):

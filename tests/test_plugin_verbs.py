@@ -9,18 +9,15 @@ user's would be.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPORT_KEYS, one_line_error
+from conftest import REPORT_KEYS, one_line_error, run_cli_process
 from rewardpatch.planner import list_heads
 from rewardpatch.tree import MMSegTree
 from test_config import AB_ONLY_DIFFERENCES, TINY, differ_only_in
-from test_plugin import REPO, last_line, relative_project, run
+from test_plugin import last_line, relative_project, run
 
 pytestmark = pytest.mark.usefixtures("stack")
 
@@ -28,11 +25,10 @@ PROJECT = "myproj.models.heads"  # RelativeHead: relative imports, up one level 
 LATE = "myproj.models.late"  # LateHead, OwnRegistryHead (a child registry), NoLossHead (incompatible)
 
 
-def cli(*args, cwd: Path, path=(), python: str = sys.executable) -> subprocess.CompletedProcess:
-    """`python -m rewardpatch ARGS` with `path` (a project) then this rewardpatch on PYTHONPATH."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [*path, REPO])), "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([python, "-m", "rewardpatch", *map(str, args)], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=900)
+@pytest.fixture(autouse=True)
+def no_bytecode(monkeypatch):
+    """The CLI's processes write no bytecode into the projects they import."""
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
 
 
 def verdicts(heads: list[dict]) -> list[tuple]:
@@ -40,12 +36,12 @@ def verdicts(heads: list[dict]) -> list[tuple]:
 
 
 def test_list_heads_installed_gives_list_heads_verdicts_for_the_installed_release(tmp_path, pristine):
-    result = cli("list-heads", "--installed", "--json", cwd=tmp_path)
+    result = run_cli_process("list-heads", "--installed", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     expected = [h.as_json() for h in list_heads(MMSegTree.open(pristine("1.2.2")))]
     assert verdicts(json.loads(result.stdout)) == verdicts(expected)
 
-    table = cli("list-heads", "--installed", cwd=tmp_path)
+    table = run_cli_process("list-heads", "--installed", cwd=tmp_path)
     lines = table.stdout.splitlines()
     assert lines[0].startswith("MMSegmentation 1.2.2 installed at ") and "site-packages" in lines[0]
     compatible = sum(h["status"] == "compatible" for h in expected)
@@ -55,7 +51,7 @@ def test_list_heads_installed_gives_list_heads_verdicts_for_the_installed_releas
 
 def test_list_heads_installed_import_adds_the_project_s_heads_with_their_verdicts(tmp_path):
     project = relative_project(tmp_path)
-    result = cli("list-heads", "--installed", "--json", "--import", PROJECT, "--import", LATE, cwd=tmp_path,
+    result = run_cli_process("list-heads", "--installed", "--json", "--import", PROJECT, "--import", LATE, cwd=tmp_path,
                  path=[project])
     assert result.returncode == 0, result.stderr
     found = {h["name"]: h for h in json.loads(result.stdout)}
@@ -87,7 +83,7 @@ def test_list_heads_installed_import_adds_the_project_s_heads_with_their_verdict
 )
 def test_plugin_mode_usage_errors_are_one_line_and_exit_2(tmp_path, args, message):
     (tmp_path / "src.py").write_text(TINY)
-    result = cli(*args, cwd=tmp_path)
+    result = run_cli_process(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert message in one_line_error(result.stderr)
 
@@ -121,7 +117,7 @@ def test_config_plugin_writes_the_config_line_and_the_output_trains_with_plugin_
     src = tmp_path / "tiny.py"
     src.write_text(TINY)
     out, baseline = tmp_path / "reward.py", tmp_path / "ce.py"
-    result = cli("config", src, "--plugin", "-o", out, "--baseline", baseline, "--reward", "num_samples=2",
+    result = run_cli_process("config", src, "--plugin", "-o", out, "--baseline", baseline, "--reward", "num_samples=2",
                  cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     line = ("custom_imports: (unset) -> dict(imports=['rewardpatch.plugin'], allow_failed_imports=False)  "
@@ -150,7 +146,7 @@ def test_config_plugin_keeps_the_project_s_custom_imports_first_and_rewards_its_
                                 "type='RelativeHead', in_channels=64, channels=8,")
                    + f"custom_imports = dict(imports=['{PROJECT}'], allow_failed_imports=False)\n")
     out = tmp_path / "reward.py"
-    result = cli("config", src, "--plugin", "-o", out, cwd=tmp_path, path=[project])
+    result = run_cli_process("config", src, "--plugin", "-o", out, cwd=tmp_path, path=[project])
     assert result.returncode == 0, result.stderr
     assert load_without_imports(out)["custom_imports"]["imports"] == [PROJECT, "rewardpatch.plugin"]
     name, module, file, loss, base = build_in_a_fresh_process(out, tmp_path, [project])
@@ -160,7 +156,7 @@ def test_config_plugin_keeps_the_project_s_custom_imports_first_and_rewards_its_
     refused = tmp_path / "no_loss_head.py"
     refused.write_text(TINY.replace("type='FCNHead'", "type='NoLossHead'")
                        + f"custom_imports = dict(imports=['{LATE}'], allow_failed_imports=False)\n")
-    result = cli("config", refused, "--plugin", "-o", tmp_path / "refused.py", cwd=tmp_path, path=[project])
+    result = run_cli_process("config", refused, "--plugin", "-o", tmp_path / "refused.py", cwd=tmp_path, path=[project])
     assert result.returncode == 1
     assert one_line_error(result.stderr) == (
         "rewardpatch: error: NoLossHead gets no reward version in plugin mode: NoLossHead.loss_by_feat computes "
@@ -171,7 +167,7 @@ def test_config_plugin_keeps_the_project_s_custom_imports_first_and_rewards_its_
 def test_verify_installed_checks_the_plugin_heads_and_fine_tunes_through_the_config_line(tmp_path):
     project = relative_project(tmp_path)
     workdir = tmp_path / "verify"
-    result = cli("verify", "--installed", "--import", PROJECT, "--heads", "RelativeHead,FCNHead,PSPHead",
+    result = run_cli_process("verify", "--installed", "--import", PROJECT, "--heads", "RelativeHead,FCNHead,PSPHead",
                  "--iters", "3", "--ce-iters", "4", "--workdir", workdir, cwd=tmp_path, path=[project])
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((workdir / "report.json").read_text())
@@ -186,7 +182,7 @@ def test_verify_installed_checks_the_plugin_heads_and_fine_tunes_through_the_con
 
 def test_verify_installed_on_0_30_0(tmp_path, python_0x):
     workdir = tmp_path / "verify"
-    result = cli("verify", "--installed", "--heads", "FCNHead,PSPHead", "--iters", "3", "--ce-iters", "4",
+    result = run_cli_process("verify", "--installed", "--heads", "FCNHead,PSPHead", "--iters", "3", "--ce-iters", "4",
                  "--workdir", workdir, cwd=tmp_path, python=python_0x)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((workdir / "report.json").read_text())
@@ -208,7 +204,7 @@ print(json.dumps([type(model.decode_head).__name__, type(model.decode_head.loss_
 def test_config_plugin_on_0_30_0_writes_a_config_mmcv_loads_with_the_plugin_heads(tmp_path, pristine, python_0x):
     src = pristine("0.30.0") / "configs/pspnet/pspnet_r50-d8_512x1024_40k_cityscapes.py"
     out = tmp_path / "reward.py"
-    result = cli("config", src, "--plugin", "-o", out, cwd=tmp_path, python=python_0x)
+    result = run_cli_process("config", src, "--plugin", "-o", out, cwd=tmp_path, python=python_0x)
     assert result.returncode == 0, result.stderr
     assert "installed at " in out.read_text() and "custom_imports" in result.stdout
     code = BUILD_0X.replace("sys.argv[1]", repr(str(out))).replace("SyncBN", "BN")

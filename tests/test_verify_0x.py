@@ -8,14 +8,13 @@ the eval hooks, the checkpoint hand-over and the reward statistics work, not tha
 
 import csv
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 import forks
-from conftest import FINETUNE_KEYS, HEAD_KEYS, REPORT_KEYS, copy_checkout, one_line_error, run_cli
+from conftest import (FINETUNE_KEYS, HEAD_KEYS, REPORT_KEYS, copy_checkout, one_line_error, run_cli,
+                      run_cli_process)
 from rewardpatch.planner import plan_apply
 from rewardpatch.tree import MMSegTree
 from rewardpatch.verify.worker import assert_bound, mmcv_range
@@ -26,12 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 def verify_0x(python_0x: str, tree: Path, workdir: Path, *args) -> tuple[int, str, str, dict | None]:
     """(exit code, stdout, stderr, report or None) of the 0.x stack's `rewardpatch verify`."""
     report = workdir.parent / f"{workdir.name}-report.json"
-    result = subprocess.run(
-        [python_0x, "-m", "rewardpatch", "verify", str(tree), "--device", "cpu", "--workdir", str(workdir),
-         "--report", str(report), *map(str, args)],
-        cwd=workdir.parent, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-        timeout=600,
-    )
+    result = run_cli_process("verify", tree, "--device", "cpu", "--workdir", workdir, "--report", report, *args,
+                             python=python_0x, cwd=workdir.parent, timeout=600)
     loaded = json.loads(report.read_text()) if report.exists() else None
     return result.returncode, result.stdout, result.stderr, loaded
 
