@@ -501,9 +501,9 @@ def test_an_optional_import_block_is_kept_when_the_copy_reads_it_and_dropped_whe
     )
 
 
-@pytest.mark.xfail(strict=True, reason="production bug, reported: a kept block's `None` (a Name in libcst) "
-                   "keeps any other fallback block that assigns None, read or not (reward_head.py kept_blocks)")
 def test_an_unread_optional_import_block_is_dropped_beside_a_read_one():
+    # both blocks mention None and handle an ImportError: neither keeps the other (a block stays
+    # for the names it binds, not for the ones it shares)
     assert_head_codemod(
         before='''
         from mmseg.registry import MODELS

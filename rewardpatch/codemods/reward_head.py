@@ -108,15 +108,25 @@ def rewrite_class(node: cst.ClassDef, spec: RewardClass) -> cst.ClassDef:
 
 
 class _NameCollector(cst.CSTVisitor):
+    """The names a statement mentions (`names`; None, True and False, Names to libcst, are not
+    names a copy reads) and those it binds by import or assignment (`bound`)."""
+
+    CONSTANTS = frozenset({"None", "True", "False"})
+
     def __init__(self) -> None:
         self.names: set[str] = set()
         self.bound: set[str] = set()
 
     def visit_Name(self, node: cst.Name) -> None:
-        self.names.add(node.value)
+        if node.value not in self.CONSTANTS:
+            self.names.add(node.value)
 
     def visit_ImportAlias(self, node: cst.ImportAlias) -> None:
         self.bound.add(bound_name(node))
+
+    def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+        if isinstance(node.target, cst.Name):
+            self.bound.add(node.target.value)
 
 
 def _is_import_block(statement: cst.BaseStatement) -> bool:
@@ -202,14 +212,15 @@ def render_reward_module(
         elif is_import_line(statement) or _is_import_block(statement):
             imports.append(statement)
 
-    # A block stays when it binds or assigns a name the copy reads; the names it reads are then
-    # read too (by the blocks after it and the import lines). An import line keeps the names read.
+    # A block stays when it binds (imports or assigns) a name the copy reads; the names it reads
+    # are then read too (by the blocks after it and the import lines). An import line keeps the
+    # names read.
     blocks_kept: list[bool] = []
     for statement in imports:
         if not is_import_line(statement):
             collector = _NameCollector()
             statement.visit(collector)
-            blocks_kept.append(bool((collector.bound | collector.names) & used))
+            blocks_kept.append(bool(collector.bound & used))
             if blocks_kept[-1]:
                 used |= collector.names
 
