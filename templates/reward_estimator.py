@@ -55,7 +55,6 @@ COUNT_SLAB_ELEMENTS = 1 << 19
 # small
 LOOKUP_VALUES = 1 << 16
 
-
 # Counting: IoUMetric's counts, from one histogram of (ground truth, predicted
 # class) pairs per batch.
 
