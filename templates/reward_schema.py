@@ -11,10 +11,12 @@ IoUMetric does (reward_estimator.py counts them): I_c, labelled pixels
 predicted c whose ground truth is c; P_c, labelled pixels predicted c; G_c,
 pixels whose ground truth is c. A row of `REWARDS` maps them, tensors
 [..., C], to a numerator and a denominator per class: the reward is the sum
-of the numerators over the sum of the denominators (0 where that is 0). A
-row must give the terms of class c from I_c, P_c and G_c alone: moving one
-pixel then changes the terms of two classes only, which is what the
-estimators rely on. Adding a reward is adding a row.
+of the numerators over the sum of the denominators (0 where that is 0).
+Adding a reward is adding a row. What the estimators rely on: a row gives
+the terms of class c from I_c, P_c and G_c alone (moving one pixel then
+changes the terms of two classes only), and a class's denominator moves by
+one at most when it loses a pixel or gains another class's, and not at all
+when it gains a pixel of its own ground truth.
 """
 
 MODES = ('local', 'reinforce', 'weighted_ce')
