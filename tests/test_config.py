@@ -397,7 +397,7 @@ def test_reward_options_are_checked_by_the_trees_reward_schema_imported_without_
 
 def test_a_tree_without_its_reward_schema_is_refused_naming_it(make_tree, tmp_path, capsys):
     tree = make_tree("1.2.2")
-    plan_apply(MMSegTree.open(tree), ["ASPPHead"]).execute()
+    plan_apply(MMSegTree.open(tree), ApplyOptions(heads=("ASPPHead",))).execute()
     (tree / "mmseg/models/losses/reward_schema.py").unlink()
     code, _, err = run_cli(capsys, "config", tree / DEEPLABV3, "--tree", tree, "-o", tmp_path / "out.py")
     assert code == 1
