@@ -3,7 +3,8 @@
 Each comes from one histogram over the batch (see reward_estimator.py, which
 holds the counting and the conventions, MMSeg's IoUMetric's image by image):
 nothing leaves the device and nothing loops over images, pixels or classes in
-Python.
+Python. The rewards are the rows of REWARDS in reward_schema.py, the table
+the reward heads read too.
 """
 import torch
 import torch.nn as nn
@@ -11,6 +12,7 @@ from torch import Tensor
 
 from mmseg.registry import MODELS
 from .reward_estimator import class_counts, label_confusion, reward_of_counts
+from .reward_schema import REWARDS
 
 
 def _per_image(reward: str, pred: Tensor, gt: Tensor, num_classes: int,
@@ -46,13 +48,6 @@ def per_image_pixel_accuracy(pred: Tensor,
     return _per_image('pixel_acc', pred, gt, num_classes, ignore_index)
 
 
-REWARDS = {
-    'miou': per_image_miou,
-    'dice': per_image_dice,
-    'pixel_acc': per_image_pixel_accuracy,
-}
-
-
 @MODELS.register_module()
 class IoUMetricLoss(nn.Module):
     """Per-image 1 - mIoU: the task loss whose negation the reward heads
@@ -66,7 +61,8 @@ class IoUMetricLoss(nn.Module):
         num_classes (int): Number of classes.
         ignore_index (int): Ground-truth value that counts nowhere.
             Default 255.
-        reward (str): 'miou', 'dice' or 'pixel_acc'. Default 'miou'.
+        reward (str): A name in REWARDS (reward_schema.py): 'miou',
+            'dice', ... Default 'miou'.
     """
 
     def __init__(self,
@@ -88,6 +84,6 @@ class IoUMetricLoss(nn.Module):
         if pred.dim() == target.dim() + 1:
             pred = pred.max(1).indices
         with torch.no_grad():
-            score = REWARDS[self.reward](pred.long(), target.long(),
-                                         self.num_classes, self.ignore_index)
+            score = _per_image(self.reward, pred.long(), target.long(),
+                               self.num_classes, self.ignore_index)
         return 1.0 - score

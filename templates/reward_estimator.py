@@ -1,15 +1,16 @@
 """Rewards computed from class counts, and estimators of their gradient.
 
-The rewards here (mean IoU, mean Dice, pixel accuracy) see a label map only
-through three counts per class c, as MMSeg's IoUMetric does: I_c, labelled
-pixels predicted c whose ground truth is c; P_c, labelled pixels predicted c;
-G_c, pixels whose ground truth is c. The conventions are IoUMetric's: pixels
-whose ground truth is `ignore_index` count nowhere; any other ground truth
-outside [0, C) counts in P but in no G or I; the mean runs over the classes
-whose union (Dice: P + G) is not empty; a unit without labelled pixels scores
-0. A scoring unit ('scope') pools the counts of one image, of the whole batch
-on every rank, or of the recent batches (a decayed sum, standing in for the
-dataset that IoUMetric scores).
+The rewards (the rows of REWARDS in reward_schema.py: mean IoU, mean Dice,
+...) see a label map only through three counts per class c, as MMSeg's
+IoUMetric does: I_c, labelled pixels predicted c whose ground truth is c;
+P_c, labelled pixels predicted c; G_c, pixels whose ground truth is c. The
+conventions are IoUMetric's: pixels whose ground truth is `ignore_index`
+count nowhere; any other ground truth outside [0, C) counts in P but in no G
+or I; a mean over classes runs over those whose union (Dice: P + G) is not
+empty; a unit without labelled pixels scores 0. A scoring unit ('scope')
+pools the counts of one image, of the whole batch on every rank, or of the
+recent batches (a decayed sum, standing in for the dataset that IoUMetric
+scores).
 
 Moving one pixel whose ground truth is g from class a to class b changes the
 counts of a and b only, so every such move's reward change is a sum of a
@@ -25,6 +26,14 @@ expectation gradient (Titsias and Lazaro-Gredilla, NeurIPS 2015)
 is an unbiased estimate of dE[R]/dz_ib: R_i(b) does not depend on y_i, so
 only the draw of the other pixels is random.
 
+The file reads in sections, in this order: counting (the confusion table of
+each scoring unit, one histogram per batch); the rewards of counts and of one
+pixel's move; sampling; the estimators (the local expectation gradient,
+REINFORCE's baselines, and `RewardEstimator`, which runs every mode and
+scope); the head integration that every MMSeg generation's reward heads share
+(`RewardHeadMixin`). What `reward_cfg` may say, and the table of rewards, are
+reward_schema.py's.
+
 Nothing here imports MMSeg: the heads of each MMSeg generation call it.
 """
 import contextlib
@@ -36,31 +45,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-MODES = ('local', 'reinforce', 'weighted_ce')
-SCOPES = ('image', 'batch', 'dataset')
-REWARD_NAMES = ('miou', 'dice', 'pixel_acc')
-BASELINE_NAMES = ('loo', 'greedy', 'batch_mean', 'none')
-DEFAULT_MODE = 'local'
-# The keys each mode reads, with their defaults; `decay` belongs to
-# scope='dataset' alone. The default of 'local' is what raised dataset mIoU
-# most in rewardpatch's benchmark (benchmarks/results/learning.json).
-REWARD_CFG_DEFAULTS = dict(
-    local=dict(
-        scope='dataset',
-        reward='miou',
-        num_samples=1,
-        temperature=0.5,
-        mle_weight=0.0),
-    reinforce=dict(
-        scope='image',
-        reward='miou',
-        num_samples=2,
-        temperature=1.0,
-        baseline='loo',
-        normalize_advantage=False,
-        mle_weight=0.0),
-    weighted_ce=dict(scope='image', reward='miou', mle_weight=0.0))
-DATASET_DECAY = 0.99
+from .reward_schema import check_reward_cfg, reward_row
+
 # pixels per slab of the per-pixel passes: bounds their temporary memory
 SLAB_ELEMENTS = 1 << 20
 # label_confusion counts this many ground-truth pixels at a time
@@ -69,72 +55,8 @@ COUNT_SLAB_ELEMENTS = 1 << 19
 # small
 LOOKUP_VALUES = 1 << 16
 
-
-def check_reward_cfg(reward_cfg) -> dict:
-    """`reward_cfg` completed with its mode's defaults.
-
-    A ValueError names the first bad key: unknown, not read by the chosen
-    mode or scope, or of a bad value.
-    """
-    if reward_cfg is None:
-        reward_cfg = {}
-    if not isinstance(reward_cfg, dict):
-        raise TypeError('reward_cfg must be a dict, got '
-                        f'{type(reward_cfg).__name__}')
-    known = ['mode']
-    for keys in REWARD_CFG_DEFAULTS.values():
-        known += [key for key in keys if key not in known]
-    known.append('decay')
-    unknown = [key for key in reward_cfg if key not in known]
-    if unknown:
-        raise ValueError(f'reward_cfg: unknown key {unknown[0]!r}; '
-                         f'known keys: {", ".join(known)}')
-    mode = reward_cfg.get('mode', DEFAULT_MODE)
-    if mode not in MODES:
-        raise ValueError('reward_cfg.mode must be one of '
-                         f'{", ".join(map(repr, MODES))}, got {mode!r}')
-    defaults = REWARD_CFG_DEFAULTS[mode]
-    for key in reward_cfg:
-        if key not in defaults and key not in ('mode', 'decay'):
-            raise ValueError(f'reward_cfg.{key} does not apply to '
-                             f'mode={mode!r}')
-    cfg = dict(mode=mode, **defaults)
-    cfg.update(reward_cfg)
-
-    def bad(key, expected):
-        return ValueError(f'reward_cfg.{key} must be {expected}, '
-                          f'got {cfg[key]!r}')
-
-    def number(key):
-        value = cfg[key]
-        return not isinstance(value, bool) and isinstance(value, (int, float))
-
-    choices = dict(scope=SCOPES, reward=REWARD_NAMES, baseline=BASELINE_NAMES)
-    for key, allowed in choices.items():
-        if key in cfg and cfg[key] not in allowed:
-            raise bad(key, 'one of ' + ', '.join(map(repr, allowed)))
-    if mode == 'weighted_ce' and cfg['scope'] != 'image':
-        raise bad('scope', "'image' with mode='weighted_ce'")
-    if cfg['scope'] == 'dataset' and mode != 'weighted_ce':
-        cfg.setdefault('decay', DATASET_DECAY)
-        if not number('decay') or not 0 <= cfg['decay'] < 1:
-            raise bad('decay', 'a number in [0, 1)')
-    elif 'decay' in cfg:
-        raise ValueError("reward_cfg.decay applies to scope='dataset' only")
-    if 'num_samples' in cfg:
-        if type(cfg['num_samples']) is not int or cfg['num_samples'] < 1:
-            raise bad('num_samples', 'an integer >= 1')
-        if cfg.get('baseline') == 'loo' and cfg['num_samples'] < 2:
-            raise bad('num_samples', ">= 2 with baseline='loo'")
-    if 'temperature' in cfg and (not number('temperature')
-                                 or cfg['temperature'] <= 0):
-        raise bad('temperature', 'a number > 0')
-    if 'normalize_advantage' in cfg and not isinstance(
-            cfg['normalize_advantage'], bool):
-        raise bad('normalize_advantage', 'True or False')
-    if not number('mle_weight') or cfg['mle_weight'] < 0:
-        raise bad('mle_weight', 'a number >= 0')
-    return cfg
+# Counting: IoUMetric's counts, from one histogram of (ground truth, predicted
+# class) pairs per batch.
 
 
 def label_rows(gt: Tensor, num_classes: int, ignore_index: int) -> Tensor:
@@ -242,17 +164,13 @@ def labelled_pixels(table: Tensor) -> Tensor:
     return table[..., :table.shape[-1] + 1, :].sum((-2, -1))
 
 
+# Rewards: of counts, and what moving one pixel does to them.
+
+
 def _terms(reward: str, intersect: Tensor, predicted: Tensor, truth: Tensor):
-    """Per class (numerator, denominator) whose sums' ratio is the reward."""
-    if reward == 'pixel_acc':
-        return intersect, truth
-    if reward == 'miou':
-        numerator, union = intersect, predicted + truth - intersect
-    else:
-        numerator, union = 2 * intersect, predicted + truth
-    present = union > 0
-    value = numerator / torch.where(present, union, torch.ones_like(union))
-    return value * present, present.to(value.dtype)
+    """Per class (numerator, denominator) whose sums' ratio is the reward:
+    its row of REWARDS (reward_schema.py)."""
+    return reward_row(reward)(intersect, predicted, truth)
 
 
 def _ratio(numerator: Tensor, denominator: Tensor) -> Tensor:
@@ -349,6 +267,9 @@ def flip_table(reward: str, intersect: Tensor, predicted: Tensor,
     return delta.masked_fill(same[:, None, :], 0)
 
 
+# Sampling: the argmax, and label maps drawn from softmax(logits / T).
+
+
 def channel_max(logits: Tensor):
     """(values, indices) of the maximum over dim 1 of [B, C, N], the first
     index where several are equal, as `logits.max(1)` gives them.
@@ -427,6 +348,10 @@ def sample_labels(logits: Tensor,
         if probs is not None:
             torch.div(weights, total, out=probs[:, :, part])
     return samples
+
+
+# Estimators: the local expectation gradient ('local'), REINFORCE's baselines
+# ('reinforce'), and RewardEstimator, which runs every mode and scope.
 
 
 def local_expectation(probs: Tensor, samples: Tensor, rows: Tensor,
@@ -820,8 +745,9 @@ class RewardEstimator(torch.nn.Module):
             ignore_index=self.ignore_index)
 
 
-# What every generation's reward heads share: `Reward<X>` takes X's arguments.
-# These read configs and modules only; the adapters call them.
+# Head integration: what every generation's reward heads share (`Reward<X>`
+# takes X's arguments). These read configs and modules only; the adapters call
+# them.
 
 
 def default_loss_decode(head_class):
@@ -1002,9 +928,10 @@ class RewardHeadMixin:
     Args:
         reward_cfg (dict, optional): mode ('local' | 'reinforce' |
             'weighted_ce'), scope ('image' | 'batch' | 'dataset'), reward
-            ('miou' | 'dice' | 'pixel_acc'), num_samples, temperature,
-            baseline and normalize_advantage ('reinforce'), decay ('dataset'),
-            mle_weight. Defaults and checks: `check_reward_cfg`.
+            (a name in REWARDS: 'miou', 'dice', ...), num_samples,
+            temperature, baseline and normalize_advantage ('reinforce'), decay
+            ('dataset'), mle_weight. Defaults, checks and REWARDS:
+            reward_schema.py.
         All other arguments are BaseDecodeHead's. `loss_decode` holds one
         CrossEntropyRewardLoss, or a CrossEntropyLoss that becomes one;
         other losses in it are computed as usual.

@@ -177,7 +177,8 @@ def test_every_file_operation_goes_through_one_plan(tree):
     assert {c.path for c in plan.changes} == {
         f"{HEADS}/reward_decode_head.py", f"{HEADS}/reward_aspp_head.py", f"{HEADS}/__init__.py",
         "mmseg/models/losses/iou_metric_loss.py", "mmseg/models/losses/cross_entropy_reward_loss.py",
-        "mmseg/models/losses/reward_estimator.py", "mmseg/models/losses/__init__.py", MANIFEST_NAME,
+        "mmseg/models/losses/reward_estimator.py", "mmseg/models/losses/reward_schema.py",
+        "mmseg/models/losses/__init__.py", MANIFEST_NAME,
     }
 
 

@@ -381,6 +381,29 @@ def test_a_bad_reward_option_is_an_input_error_naming_the_key(config, item, key)
     assert not out.exists()
 
 
+def test_reward_options_are_checked_by_the_trees_reward_schema_imported_without_torch(patched_tree):
+    """config imports the tree's reward_schema.py by path (plugin mode: rewardpatch's own template)."""
+    code = (
+        "import sys; from rewardpatch.configs.reward_cfg import reward_cfg_checker; "
+        f"from rewardpatch.tree import MMSegTree; tree = MMSegTree.open({str(patched_tree)!r}); "
+        "checks = [reward_cfg_checker(tree), reward_cfg_checker(tree, plugin=True)]; "
+        "assert [c(dict(reward='fwiou'))['reward'] for c in checks] == ['fwiou'] * 2; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_tree_without_its_reward_schema_is_refused_naming_it(make_tree, tmp_path, capsys):
+    tree = make_tree("1.2.2")
+    plan_apply(MMSegTree.open(tree), ApplyOptions(heads=("ASPPHead",))).execute()
+    (tree / "mmseg/models/losses/reward_schema.py").unlink()
+    code, _, err = run_cli(capsys, "config", tree / DEEPLABV3, "--tree", tree, "-o", tmp_path / "out.py")
+    assert code == 1
+    assert "reward_schema.py is missing" in one_line_error(err)
+
+
 def test_a_head_without_a_reward_version_is_refused_with_the_apply_hint(make_tree, tmp_path, capsys):
     tree = make_tree("1.2.2")
     plan_apply(MMSegTree.open(tree), ApplyOptions(heads=("FCNHead",))).execute()

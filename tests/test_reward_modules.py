@@ -10,6 +10,8 @@ import re
 
 import pytest
 
+from template_modules import REWARD_NAMES
+
 
 @pytest.fixture(scope="module")
 def mm(patched_tree):
@@ -123,11 +125,42 @@ def test_rewards_of_k_samples_share_one_ground_truth(mm):
     assert torch.allclose(both[1], torch.ones(3))
 
 
+def test_frequency_weighted_iou_weights_each_class_iou_by_its_ground_truth_pixels(mm):
+    pred, gt = random_batch(mm, seed=5)
+    gt[0, 0, :3] = 7  # out of range: in P, in no G
+    gt[1][gt[1] == 2] = 0  # a class absent from an image's ground truth weighs nothing there
+    score = 1 - mm.rewards.IoUMetricLoss(5, reward="fwiou")(pred, gt)
+    for b, (intersect, union, _, area_gt) in enumerate(mmseg_areas(mm, pred, gt, 5)):
+        present = area_gt > 0
+        frequency = area_gt[present] / area_gt.sum()
+        assert math.isclose(float(score[b]), float((frequency * intersect[present] / union[present]).sum()),
+                            rel_tol=1e-6)
+
+
 def test_an_image_without_labelled_pixels_gets_reward_zero(mm):
     pred, gt = random_batch(mm)
     gt[1] = 255
-    for reward in mm.rewards.REWARDS.values():
-        assert float(reward(pred, gt, 5, 255)[1]) == 0.0
+    for reward in REWARD_NAMES:
+        assert float(mm.rewards.IoUMetricLoss(5, reward=reward)(pred, gt)[1]) == 1.0
+
+
+def test_the_reward_heads_and_iou_metric_loss_read_one_table(mm):
+    import mmseg.models.losses.reward_schema as schema
+
+    assert mm.rewards.REWARDS is schema.REWARDS and mm.estimator.reward_row is schema.reward_row
+    assert mm.estimator.check_reward_cfg is schema.check_reward_cfg
+    assert schema.REWARD_NAMES == tuple(schema.REWARDS) == REWARD_NAMES
+
+
+@pytest.mark.parametrize("name", ["iou", "Dice", "mDice"])
+def test_an_unknown_reward_name_fails_naming_the_key(mm, name):
+    counts = [mm.torch.ones(2, 3, dtype=mm.torch.float64)] * 3
+    with pytest.raises(ValueError, match=re.escape("reward must be one of 'miou', 'dice', ") + ".*" + repr(name)):
+        mm.estimator.reward_of_counts(name, *counts)
+    with pytest.raises(ValueError, match=re.escape("reward_cfg.reward must be one of 'miou'")):
+        mm.estimator.check_reward_cfg(dict(reward=name))
+    with pytest.raises(ValueError, match=re.escape("reward must be one of [")):
+        mm.rewards.IoUMetricLoss(3, reward=name)
 
 
 def test_iou_metric_loss_is_one_minus_miou_for_logits_and_labels(mm):
@@ -393,14 +426,37 @@ def reference_counts(mm, pred, gt, classes):
     return [(i.double(), ap.double(), ag.double()) for i, _, ap, ag in rows]
 
 
-def reference_reward(reward, intersect, predicted, truth):
-    """The reward of summed counts, written out as IoUMetric's formulas read."""
-    if reward == "pixel_acc":
-        return float(intersect.sum() / truth.sum()) if truth.sum() > 0 else 0.0
-    union = predicted + truth - intersect if reward == "miou" else predicted + truth
-    numerator = intersect if reward == "miou" else 2 * intersect
+def mean_over_present(score, union):
     present = union > 0
-    return float((numerator[present] / union[present]).mean()) if present.any() else 0.0
+    return float((score[present] / union[present]).mean()) if present.any() else 0.0
+
+
+def labelled_share(part, whole):
+    return float(part.sum() / whole.sum()) if whole.sum() > 0 else 0.0
+
+
+def frequency_weighted(score, union, truth):
+    """sum_c freq_c score_c / union_c, freq_c = G_c / sum G, over the classes in the ground truth."""
+    present = truth > 0
+    return labelled_share(truth[present] * score[present] / union[present], truth)
+
+
+# Each reward of the table written out as its formula reads (IoUMetric's, for those it reports)
+REFERENCE_REWARDS = {
+    "miou": lambda i, p, g: mean_over_present(i, p + g - i),
+    "dice": lambda i, p, g: mean_over_present(2 * i, p + g),
+    "pixel_acc": lambda i, p, g: labelled_share(i, g),
+    "fwiou": lambda i, p, g: frequency_weighted(i, p + g - i, g),
+}
+
+
+def reference_reward(reward, intersect, predicted, truth):
+    """The reward of summed counts."""
+    return REFERENCE_REWARDS[reward](intersect, predicted, truth)
+
+
+def test_every_reward_of_the_table_has_a_reference_formula_here():
+    assert set(REFERENCE_REWARDS) == set(REWARD_NAMES)
 
 
 def random_problem(mm, seed, classes=4, size=(3, 4), batch=3):
@@ -416,7 +472,7 @@ def random_problem(mm, seed, classes=4, size=(3, 4), batch=3):
     return pred, gt
 
 
-@pytest.mark.parametrize("reward", ["miou", "dice", "pixel_acc"])
+@pytest.mark.parametrize("reward", REWARD_NAMES)
 @pytest.mark.parametrize("scope", ["image", "batch", "dataset"])
 def test_every_table_entry_is_the_reward_recomputed_with_one_pixel_changed(mm, reward, scope):
     torch = mm.torch
@@ -523,8 +579,8 @@ def exact_expected_gradient(mm, logits, gt, classes, scope, reward, temperature,
     ("image", "miou", 1.0, None),
     ("batch", "miou", 1.0, None),
     ("image", "dice", 1.5, [0.5, 2.0, 1.5]),
-    ("batch", "miou", 0.7, [0.5, 2.0, 1.5]),
-], ids=["image", "batch", "image-dice-T-weights", "batch-T-weights"])
+    *[("batch", reward, 0.7, [0.5, 2.0, 1.5]) for reward in REWARD_NAMES],
+], ids=["image", "batch", "image-dice-T-weights", *[f"batch-{reward}-T-weights" for reward in REWARD_NAMES]])
 def test_the_local_estimate_is_unbiased_by_exact_enumeration(mm, monkeypatch, scope, reward, temperature,
                                                               class_weight):
     """Two images, three classes, five labelled pixels (one out of range): 243 label maps."""

@@ -94,11 +94,12 @@ def _plugin_options(source: dict, mmseg_version: str | None):
         raise InputError(f"the installed MMSegmentation at {tree.root} is patched: give it as --tree instead of --plugin")
     with printed() as notices:
         heads = plugin_verdicts(tree, own, notices)
-        texts = created_texts(tree, notices=notices)
+        # planned as the plugin plans it: its warnings, and a head API that apply refuses is refused here too
+        created_texts(tree, notices=notices)
     command = list_heads_command(own)
     return tree, FinetuneOptions(
         reward_classes={h.reward_name for h in heads if h.status == COMPATIBLE}, tree=str(tree.root),
-        runner=tree.generation.runner, check_reward_cfg=reward_cfg_checker(tree, texts),
+        runner=tree.generation.runner, check_reward_cfg=reward_cfg_checker(tree, plugin=True),
         plugin_imports=imports, plugin_reasons={h.name: h.reason for h in heads if h.status != COMPATIBLE},
         plugin_list_heads=command,
     )

@@ -3,51 +3,53 @@
 from __future__ import annotations
 
 import ast
-import builtins
+import importlib.util
+import sys
+from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError, StateError
+from ..mmseg_generations import data_dir
+
+# The inserted module that holds the `reward_cfg` schema: it imports nothing, torch included.
+SCHEMA_TEMPLATE = "reward_schema.py"
 
 
-def _module_of(tree, template: str, texts: dict[str, str] | None) -> ast.Module:
-    spec = next((t for t in tree.generation.templates if t.source == template), None)
-    text = None if spec is None else texts.get(spec.target) if texts is not None else tree.read(spec.target)
-    if text is None:
-        raise StateError(f"{tree.root}: {template} is missing; run `rewardpatch check {tree.root}`")
-    return ast.parse(text)
+def _schema_path(tree, plugin: bool) -> Path:
+    spec = next((t for t in tree.generation.templates if t.source == SCHEMA_TEMPLATE), None)
+    if spec is not None and plugin:
+        return data_dir("templates") / spec.source
+    path = None if spec is None else tree.root / spec.target
+    if path is None or not path.is_file():
+        raise StateError(f"{tree.root}: {SCHEMA_TEMPLATE} is missing; run `rewardpatch check {tree.root}`")
+    return path
 
 
-def _literal_constants(module: ast.Module) -> dict:
-    """Every module-level `NAME = <literal>` (dict(...) calls of literals included)."""
-    constants = {}
-    for node in module.body:
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-            continue
-        try:
-            constants[node.targets[0].id] = eval(
-                compile(ast.Expression(node.value), node.targets[0].id, "eval"), {"__builtins__": {"dict": dict}}
-            )
-        except Exception:  # noqa: BLE001 - not a literal: the checker cannot use it
-            continue
-    return constants
+def reward_cfg_checker(tree, plugin: bool = False) -> Callable[[dict], dict]:
+    """The `check_reward_cfg` of the tree's reward_schema.py, imported by path; with `plugin`,
+    of rewardpatch's own template, the module rewardpatch.plugin registers from.
 
-
-def reward_cfg_checker(tree, texts: dict[str, str] | None = None) -> Callable[[dict], dict]:
-    """The tree's `check_reward_cfg`, run without importing torch; from `texts` {path: text}
-    instead of the tree's files when given (plugin mode: planner.created_texts).
-
-    The inserted reward_estimator.py imports torch; its validation reads only the
-    module's literal constants (modes, scopes, defaults). Those are evaluated from the
-    syntax tree and the function is compiled alone, so `config` checks what the tree's
-    own code will check when the model is built.
+    The schema module imports nothing (torch included), so `config` checks what the tree's
+    own code will check when the model is built. It is loaded under a private name and
+    left out of sys.modules: it is the tree's file, not a module of rewardpatch.
     """
-    module = _module_of(tree, "reward_estimator.py", texts)
-    function = next((n for n in module.body if isinstance(n, ast.FunctionDef) and n.name == "check_reward_cfg"), None)
-    if function is None:
-        raise StateError(f"{tree.root}: reward_estimator.py defines no check_reward_cfg; run `rewardpatch apply`")
-    namespace = {"__builtins__": builtins, **_literal_constants(module)}
-    exec(compile(ast.Module(body=[function], type_ignores=[]), "check_reward_cfg", "exec"), namespace)
-    return namespace["check_reward_cfg"]
+    path = _schema_path(tree, plugin)
+    spec = importlib.util.spec_from_file_location(f"rewardpatch_tree_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    writes_bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # no __pycache__ of ours in the user's tree
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - the tree's file: whatever it raises is the tree's state
+        raise StateError(
+            f"{path}: does not import ({type(exc).__name__}: {exc}); run `rewardpatch check {tree.root}`"
+        ) from None
+    finally:
+        sys.dont_write_bytecode = writes_bytecode
+    check = getattr(module, "check_reward_cfg", None)
+    if check is None:
+        raise StateError(f"{tree.root}: {SCHEMA_TEMPLATE} defines no check_reward_cfg; run `rewardpatch apply`")
+    return check
 
 
 def _literal(text: str):
