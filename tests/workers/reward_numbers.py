@@ -42,6 +42,7 @@ CASES = [
     dict(mode='reinforce', scope='dataset', baseline='none', temperature=0.7),
     dict(mode='weighted_ce'),
     dict(mode='weighted_ce', reward='pixel_acc', mle_weight=1.0),
+    dict(scope='dataset', reward='fwiou'),
 ]
 CLASSES, BATCH, SIZE, IGNORE = 5, 3, 32, 255
 CLASS_WEIGHT = [1.0, 2.0, 0.5, 1.0, 1.5]
