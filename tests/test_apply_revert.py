@@ -1,8 +1,10 @@
-"""apply, check and revert on real MMSeg checkouts (1.0.0 and 1.2.2, git repositories)."""
+"""apply, check and revert on real MMSeg checkouts (git repositories): 1.2.2 mostly; the round trip,
+--dry-run and --commit as rows over releases of both generations (0.x specifics: test_mmseg_0x.py)."""
 
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -17,18 +19,32 @@ from rewardpatch.tree import MANIFEST_NAME, MMSegTree
 HEADS = "mmseg/models/decode_heads"
 
 
-@pytest.mark.parametrize("version", ["1.0.0", "1.2.2"])
-def test_apply_check_revert_round_trip_leaves_a_clean_git_status(make_tree, version, capsys):
+# The head registry each generation's heads register with (patches/): 1.x MODELS, 0.x HEADS.
+REGISTRY = {"mmseg-1.x": "MODELS", "mmseg-0.x": "HEADS"}
+
+
+def snapshot(tree: Path) -> dict:
+    return {p.relative_to(tree): p.read_bytes() for p in tree.rglob("*") if p.is_file() and ".git" not in p.parts}
+
+
+@pytest.mark.parametrize("version", ["1.0.0", "1.2.2", "0.24.1", "0.30.0"])
+def test_apply_check_revert_round_trip_leaves_the_tree_byte_for_byte(make_tree, version, capsys):
     tree = make_tree(version)
-    compatible = [h.name for h in list_heads(MMSegTree.open(tree)) if h.status == COMPATIBLE]
+    before = snapshot(tree)
+    opened = MMSegTree.open(tree)
+    compatible = [h.name for h in list_heads(opened) if h.status == COMPATIBLE]
     assert run_cli(capsys, "apply", tree)[0] == 0
+    generated = "".join(p.read_text() for p in (tree / HEADS).glob("reward_*.py"))
+    registry = REGISTRY[opened.generation.name]
     for name in compatible:
-        assert f"class Reward{name}(" in "".join(p.read_text() for p in (tree / HEADS).glob("reward_*.py"))
+        assert f"@{registry}.register_module()\nclass Reward{name}(" in generated
     for path in (tree / "mmseg/models").rglob("*.py"):
         compile(path.read_text(), str(path), "exec")
     assert run_cli(capsys, "check", tree)[0] == 0
+    assert run_cli(capsys, "apply", tree)[1].startswith("already patched")
     assert run_cli(capsys, "revert", tree)[0] == 0
     assert git_status(tree) == ""
+    assert snapshot(tree) == before
 
 
 def test_a_second_apply_changes_nothing_and_says_already_patched(tree, capsys):
@@ -74,11 +90,19 @@ def test_dry_run_prints_a_unified_diff_and_writes_nothing(make_tree, version, ca
     assert git_status(tree) == ""
 
 
-def test_commit_records_the_patch_with_the_heads_in_the_message(tree, capsys):
-    assert run_cli(capsys, "apply", tree, "--heads", "ASPPHead,FCNHead", "--commit")[0] == 0
+@pytest.mark.parametrize("version, heads", [
+    ("1.2.2", "ASPPHead,FCNHead"),
+    ("0.24.1", "OCRHead,PSPHead"),
+    ("0.16.0", "OCRHead,PSPHead"),  # 0.16.0: the DAFormer family's base
+])
+def test_commit_records_the_patch_with_the_heads_in_the_message(make_tree, version, heads, capsys):
+    tree = make_tree(version)
+    assert run_cli(capsys, "apply", tree, "--heads", heads, "--commit")[0] == 0
     assert git_status(tree) == ""
     message = subprocess.run(["git", "log", "-1", "--format=%B"], cwd=tree, capture_output=True, text=True).stdout
-    assert "Heads: ASPPHead, FCNHead" in message
+    assert f"Heads: {heads.replace(',', ', ')}" in message
+    if "OCRHead" in heads:  # a cascade head keeps its cascade base
+        assert "class RewardOCRHead(RewardCascadeDecodeHead):" in (tree / HEADS / "reward_ocr_head.py").read_text()
 
 
 def test_a_write_failing_half_way_leaves_the_tree_unchanged(tree, monkeypatch):
