@@ -118,7 +118,6 @@ def write_active_labels(model, data_root: Path, metainfo: dict, budget: float, r
     rule 'margin' buys the pixels where the source model's top-two softmax probabilities are
     closest (PixelPick's margin sampling), 'random' buys them uniformly; either way among the
     pixels the oracle can label (the synthetic ignore band around objects is never bought)."""
-    import torch
 
     rng = np.random.default_rng(seed)
     out = data_root / "ann_dir" / "train"
