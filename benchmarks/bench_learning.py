@@ -35,6 +35,23 @@ measured on validation). The gradient-size probe compares, on the pretrained mod
 norm of each method's parameter gradient with CE's: the learning rate where CE ended
 suits a method whose ratio is near 1.
 
+Two domain-adaptation tasks (da_tasks.py): a source domain and a shifted target domain
+(lower contrast, colour cast, blur, noise), both with a thin class (4) and a rare small
+class (3). The CE model is pretrained on the source domain (validation: the target's), and
+fine-tuned on the target training images with
+
+    active_adaptation     --al-budget of each image's pixels labelled (2 %, the pixels of
+                          smallest softmax margin under the source model: one round of
+                          pixel-budget active learning; --al-rule random), the rest 255
+    self_training         no target labels: the fixed source model's argmax as pseudo-labels,
+                          each pixel weighted (`seg_weight`) by its max softmax probability
+                          (--pseudo-weight daformer: DAFormer's per-image fraction above 0.968)
+
+with the methods of DA_METHODS: the heads take the per-pixel weights, the CE losses average
+over labelled pixels (avg_non_ignore). Their headroom probe searches the biases on the dense
+target training labels (an oracle no method sees). --quick is a smoke run: 300 pretrain and
+40 fine-tune iterations on 64 / 48 images, written to results/learning_quick.json.
+
     .venv/bin/python benchmarks/bench_learning.py [--tasks ...] [--methods ...] [--seeds 0 1 2]
 """
 
@@ -53,6 +70,8 @@ sys.path.insert(0, str(HERE))
 
 from machine import describe, one_line  # noqa: E402
 from patched_tree import import_patched_mmseg  # noqa: E402
+
+import da_tasks  # noqa: E402
 
 NUM_CLASSES = 5
 TARGET_CLASS = 4
@@ -76,6 +95,14 @@ METHODS = {
     "local_batch_T0.5": ("RewardFCNHead", REWARD_LOSS, dict(mode="local", scope="batch", temperature=0.5)),
     "local_dataset_T0.5": ("RewardFCNHead", REWARD_LOSS, dict(mode="local", scope="dataset", temperature=0.5)),
 }
+DA_METHODS = da_tasks.da_methods(METHODS, REWARD_LOSS)
+ALL_TASKS = list(TASKS) + list(da_tasks.DA_TASKS)
+QUICK = dict(pretrain_iters=300, finetune_iters=40, train_images=64, val_images=48)
+DEFAULTS = dict(pretrain_iters=2000, finetune_iters=300, train_images=240, val_images=160)
+
+
+def methods_of(task: str) -> dict:
+    return DA_METHODS if task in da_tasks.DA_TASKS else METHODS
 
 
 def register_metric() -> str:
@@ -98,7 +125,8 @@ def register_metric() -> str:
     return "DatasetAndImageIoUMetric"
 
 
-def runner(name, workdir, method, data_root, metainfo, iters, lr, seed, schedule, load_from=None):
+def runner(name, workdir, method, data_root, metainfo, iters, lr, seed, schedule, load_from=None,
+           train_split=None, weighted=False):
     from mmengine.config import Config
     from mmengine.runner import Runner
 
@@ -110,6 +138,11 @@ def runner(name, workdir, method, data_root, metainfo, iters, lr, seed, schedule
                            load_from=load_from, schedule=True, batch_size=8, seed=seed)
     config["param_scheduler"] = [schedule]
     config["val_evaluator"] = dict(type=register_metric(), iou_metrics=["mIoU"])
+    if train_split:
+        config["train_dataloader"]["dataset"]["data_prefix"] = dict(img_path=f"img_dir/{train_split}",
+                                                                    seg_map_path=f"ann_dir/{train_split}")
+    if weighted:
+        config["train_dataloader"]["dataset"]["pipeline"] = da_tasks.weighted_pipeline(train=True)
     return Runner.from_cfg(Config(config))
 
 
@@ -127,7 +160,7 @@ def train(run) -> dict:
     return kept
 
 
-def logits_and_labels(model, data_root, metainfo, split):
+def logits_and_labels(model, data_root, metainfo, split, ann_split=None):
     """The model's logits and the labels of a split, read by MMSeg's own pipeline."""
     import torch
     from mmengine.runner import Runner
@@ -135,7 +168,7 @@ def logits_and_labels(model, data_root, metainfo, split):
     from rewardpatch.verify.finetune import _dataloader
 
     config = _dataloader(str(data_root), metainfo, "val", batch_size=8)  # no augmentation
-    config["dataset"]["data_prefix"] = dict(img_path=f"img_dir/{split}", seg_map_path=f"ann_dir/{split}")
+    config["dataset"]["data_prefix"] = dict(img_path=f"img_dir/{split}", seg_map_path=f"ann_dir/{ann_split or split}")
     loader = Runner.build_dataloader(config)
     logits, labels = [], []
     model.eval()
@@ -162,11 +195,12 @@ def dataset_miou(logits, labels, bias):
     return float((intersect[union > 0] / union[union > 0]).mean() * 100)
 
 
-def headroom_probe(model, data_root, metainfo) -> dict:
-    """Coordinate search of one bias per class on train; its dataset mIoU on val."""
+def headroom_probe(model, data_root, metainfo, train_labels_split=None) -> dict:
+    """Coordinate search of one bias per class on train (its labels from ann_dir/
+    `train_labels_split`, default ann_dir/train); its dataset mIoU on val."""
     import torch
 
-    train_logits, train_labels = logits_and_labels(model, data_root, metainfo, "train")
+    train_logits, train_labels = logits_and_labels(model, data_root, metainfo, "train", train_labels_split)
     val_logits, val_labels = logits_and_labels(model, data_root, metainfo, "val")
     bias = torch.zeros(train_logits.shape[1])
     best = dataset_miou(train_logits, train_labels, bias)
@@ -189,7 +223,7 @@ def headroom_probe(model, data_root, metainfo) -> dict:
     }
 
 
-def gradient_size(model, data_root, metainfo, batches=4) -> dict:
+def gradient_size(model, data_root, metainfo, batches=4, methods=METHODS, weighted=False) -> dict:
     """||grad of each method's loss|| / ||grad of CE|| on the pretrained model, per batch."""
     import torch
     from mmengine.runner import Runner
@@ -197,11 +231,14 @@ def gradient_size(model, data_root, metainfo, batches=4) -> dict:
     from mmseg.registry import MODELS
     from rewardpatch.verify.finetune import _dataloader, model_config
 
-    loader = Runner.build_dataloader(_dataloader(str(data_root), metainfo, "train", batch_size=8))
-    ratios: dict[str, list[float]] = {name: [] for name in METHODS}
+    config = _dataloader(str(data_root), metainfo, "train", batch_size=8)
+    if weighted:
+        config["dataset"]["pipeline"] = da_tasks.weighted_pipeline(train=True)
+    loader = Runner.build_dataloader(config)
+    ratios: dict[str, list[float]] = {name: [] for name in methods}
     original = model.decode_head
     built = {}
-    for name, (head, loss, reward_cfg) in METHODS.items():
+    for name, (head, loss, reward_cfg) in methods.items():
         cfg = model_config(head, {}, loss, reward_cfg, num_classes=NUM_CLASSES, image_size=SIZE)["decode_head"]
         module = MODELS.build(cfg)
         module.load_state_dict(original.state_dict(), strict=False)
@@ -219,7 +256,7 @@ def gradient_size(model, data_root, metainfo, batches=4) -> dict:
             total = sum(v for k, v in losses.items() if "loss" in k)
             total.backward()
             norms[name] = float(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).norm())
-        for name in METHODS:
+        for name in methods:
             ratios[name].append(norms[name] / norms["ce"])
     model.decode_head = original
     model.zero_grad()
@@ -251,38 +288,72 @@ def run_task(task, args, scratch, names, metainfo) -> dict:
     from rewardpatch.checkpoints import convert_to_weights_only
     from rewardpatch.verify.synthetic import write_dataset
 
+    da = da_tasks.DA_TASKS.get(task)
+    methods = methods_of(task)
     data_root = scratch / task / "data"
     if not (data_root / "ann_dir").exists():
-        write_dataset(data_root, num_train=args.train_images, num_val=args.val_images, size=SIZE,
-                      num_classes=NUM_CLASSES, seed=1234, **TASKS[task])
+        if da:
+            da_tasks.write_domains(data_root, args.train_images, args.val_images, SIZE, NUM_CLASSES)
+        else:
+            write_dataset(data_root, num_train=args.train_images, num_val=args.val_images, size=SIZE,
+                          num_classes=NUM_CLASSES, seed=1234, **TASKS[task])
     workdir = scratch / task
-    weights = workdir / f"pretrain_{args.pretrain_iters}_weights.pth"
-    record = workdir / f"pretrain_{args.pretrain_iters}.json"
+    key = f"{args.pretrain_iters}"
+    if da:  # the target training labels are written from the pretrained model: part of its record
+        key += (f"_al{args.al_budget}_{args.al_rule}" if da["labels"] == "active" else f"_{args.pseudo_weight}")
+    weights = workdir / f"pretrain_{key}_weights.pth"
+    record = workdir / f"pretrain_{key}.json"
     if weights.exists() and record.exists():
         pretrained = json.loads(record.read_text())
     else:
         schedule = dict(type="PolyLR", eta_min=args.pretrain_end_lr, power=0.9, begin=0, end=args.pretrain_iters,
                         by_epoch=False)
         run = runner("pretrain", workdir, METHODS["ce"], data_root, metainfo, args.pretrain_iters,
-                     args.pretrain_lr, 0, schedule)
+                     args.pretrain_lr, 0, schedule, train_split="source_train" if da else None)
         metrics = train(run)
         convert_to_weights_only(workdir / "pretrain" / f"iter_{args.pretrain_iters}.pth", weights)
-        pretrained = {"metrics": metrics, "probe": headroom_probe(run.model, data_root, metainfo),
-                      "gradient_norm_over_ce": gradient_size(run.model, data_root, metainfo)}
+        if da:
+            # validation above is the target's: CE's transfer; the source's for comparison
+            source_logits, source_labels = logits_and_labels(run.model, data_root, metainfo, "source_val")
+            pretrained = {"metrics": metrics, "source_val_miou": round(
+                dataset_miou(source_logits, source_labels, __import__("torch").zeros(NUM_CLASSES)), 2)}
+            if da["labels"] == "active":
+                pretrained["target_labels"] = da_tasks.write_active_labels(
+                    run.model, data_root, metainfo, args.al_budget, args.al_rule, 0, NUM_CLASSES)
+                pretrained["probe_on_bought_pixels"] = headroom_probe(run.model, data_root, metainfo)
+            else:
+                pretrained["target_labels"] = da_tasks.write_pseudo_labels(
+                    run.model, data_root, metainfo, args.pseudo_weight, NUM_CLASSES)
+            # the oracle probe: biases searched on the dense target training labels
+            pretrained["probe"] = headroom_probe(run.model, data_root, metainfo, "train_dense")
+            pretrained["gradient_norm_over_ce"] = gradient_size(
+                run.model, data_root, metainfo, methods=methods, weighted=da["labels"] == "pseudo")
+        else:
+            pretrained = {"metrics": metrics, "probe": headroom_probe(run.model, data_root, metainfo),
+                          "gradient_norm_over_ce": gradient_size(run.model, data_root, metainfo)}
         record.write_text(json.dumps(pretrained))
     target = f"IoU.{names[TARGET_CLASS]}"
+    if da:
+        rare = f"IoU.{names[da_tasks.RARE_CLASS]}"
+        print(f"[{task}] source-pretrained: source val {pretrained['source_val_miou']:.2f} mIoU; target val "
+              f"{pretrained['metrics']['mIoU']:.2f} ({rare} {pretrained['metrics'][rare]}); target labels "
+              f"{pretrained['target_labels']}", flush=True)
     print(f"[{task}] pretrained: {pretrained['metrics']['mIoU']:.2f} mIoU ({target} "
           f"{pretrained['metrics'][target]}), image mIoU {pretrained['metrics']['image_mIoU']:.2f}; "
           f"probe on val {pretrained['probe']['val_miou']:.2f} -> {pretrained['probe']['val_miou_with_bias']:.2f}; "
           f"gradient norm / CE's {pretrained['gradient_norm_over_ce']}", flush=True)
 
-    runs: dict[str, list[dict]] = {m: [] for m in args.methods}
+    runs: dict[str, list[dict]] = {m: [] for m in args.methods if m in methods}
+    skipped = [m for m in args.methods if m not in methods]
+    if skipped:
+        print(f"[{task}] not a method of this task: {skipped}", flush=True)
     finetune = dict(type="PolyLR", eta_min=0.0, power=0.9, begin=0, end=args.finetune_iters, by_epoch=False)
     for seed in args.seeds:
-        for method in args.methods:
+        for method in runs:
             started = time.perf_counter()
-            run = runner(f"{method}_seed{seed}", workdir, METHODS[method], data_root, metainfo,
-                         args.finetune_iters, args.pretrain_end_lr, seed, finetune, load_from=str(weights))
+            run = runner(f"{method}_seed{seed}", workdir, methods[method], data_root, metainfo,
+                         args.finetune_iters, args.pretrain_end_lr, seed, finetune, load_from=str(weights),
+                         weighted=bool(da) and da["labels"] == "pseudo")
             metrics = train(run)
             metrics["seconds"] = round(time.perf_counter() - started, 1)
             runs[method].append(metrics)
@@ -305,20 +376,40 @@ def run_task(task, args, scratch, names, metainfo) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=ALL_TASKS,
+                        help=f"default: the three single-domain tasks; the domain-adaptation ones: "
+                             f"{' '.join(da_tasks.DA_TASKS)}")
+    parser.add_argument("--methods", nargs="+", choices=list(dict.fromkeys([*METHODS, *DA_METHODS])),
+                        help="default: every method of each task (METHODS; DA_METHODS on the DA tasks)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--pretrain-iters", type=int, default=2000)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: {QUICK} unless given, out results/learning_quick.json")
+    parser.add_argument("--pretrain-iters", type=int, help=f"default {DEFAULTS['pretrain_iters']}")
     parser.add_argument("--pretrain-lr", type=float, default=0.05)
     parser.add_argument("--pretrain-end-lr", type=float, default=0.005,
                         help="where the CE schedule ends: every fine-tune starts here")
-    parser.add_argument("--finetune-iters", type=int, default=300)
-    parser.add_argument("--train-images", type=int, default=240)
-    parser.add_argument("--val-images", type=int, default=160)
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "learning.json")
+    parser.add_argument("--finetune-iters", type=int, help=f"default {DEFAULTS['finetune_iters']}")
+    parser.add_argument("--train-images", type=int, help=f"default {DEFAULTS['train_images']}")
+    parser.add_argument("--val-images", type=int, help=f"default {DEFAULTS['val_images']}")
+    parser.add_argument("--al-budget", type=float, default=0.02,
+                        help="active_adaptation: fraction of each target training image's pixels labelled")
+    parser.add_argument("--al-rule", choices=["margin", "random"], default="margin",
+                        help="active_adaptation: which pixels are bought (source model's softmax margin, or random)")
+    parser.add_argument("--pseudo-weight", choices=["softmax", "daformer"], default="softmax",
+                        help="self_training: per-pixel max softmax probability, or DAFormer's per-image fraction "
+                             "of pixels above 0.968")
+    parser.add_argument("--out", type=Path, help="default results/learning.json (--quick: results/learning_quick.json)")
     parser.add_argument("--workdir", type=Path, help="keep runs here; an existing pretrained checkpoint is reused")
     args = parser.parse_args()
+    for name, value in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.out is None:
+        args.out = HERE / "results" / ("learning_quick.json" if args.quick else "learning.json")
+    if args.methods is None:
+        args.methods = list(dict.fromkeys(m for t in args.tasks for m in methods_of(t)))
     import_patched_mmseg()
+    da_tasks.register()
     from rewardpatch.verify.synthetic import classes
 
     names, palette = classes(NUM_CLASSES)
@@ -336,11 +427,16 @@ def main() -> int:
         | {"num_classes": NUM_CLASSES, "target_class": names[TARGET_CLASS], "image_size": SIZE, "batch_size": 8,
            "finetune_schedule": "PolyLR from --pretrain-end-lr to 0, power 0.9 (what `rewardpatch config` writes)",
            "methods": {m: {"head": h, "loss": l, "reward_cfg": r} for m, (h, l, r) in METHODS.items()
-                       if m in args.methods}},
+                       if m in args.methods}}
+        | ({"da_methods": {m: {"head": h, "loss": l, "reward_cfg": r} for m, (h, l, r) in DA_METHODS.items()
+                           if m in args.methods},
+            "da_shift": da_tasks.SHIFT, "da_generator": da_tasks.GENERATOR}
+           if any(t in da_tasks.DA_TASKS for t in args.tasks) else {}),
         "tasks": tasks,
         "selection": selection,
         "goal": "the default beats CE continued by >= 1.0 dataset mIoU and is at least Lovasz's, within 300 "
                 "iterations, on at least one task, 3 seeds",
+        **({"smoke_run": "--quick: reduced iterations and images; not a result"} if args.quick else {}),
         "seconds": round(time.perf_counter() - started),
     }
     args.out.parent.mkdir(exist_ok=True)
