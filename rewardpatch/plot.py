@@ -108,19 +108,29 @@ def _read_text(path: Path) -> str:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def read_scalar_log(path: Path) -> ScalarLog:
-    if path.name.endswith(MMCV_LOG_SUFFIX):
-        return read_mmcv_log(path)
-    text = _read_text(path)
-    training, validation, malformed = [], [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+def _json_lines(path: Path, malformed: list[int]):
+    """(line number, parsed value) of each non-blank line of `path`; unparsable lines go to `malformed`."""
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            yield number, json.loads(line)
         except ValueError:
             malformed.append(number)
-            continue
+
+
+def _scalar_log(path: Path, training, validation, malformed, per_class_iou=None) -> ScalarLog:
+    if not training and not validation:
+        extra = f" ({len(malformed)} malformed lines)" if malformed else ""
+        raise InputError(f"{path} holds no training or validation scalars{extra}")
+    return ScalarLog(path, training, validation, malformed, per_class_iou)
+
+
+def read_scalar_log(path: Path) -> ScalarLog:
+    if path.name.endswith(MMCV_LOG_SUFFIX):
+        return read_mmcv_log(path)
+    training, validation, malformed = [], [], []
+    for number, record in _json_lines(path, malformed):
         if not isinstance(record, dict) or not _is_number(record.get("step")):
             malformed.append(number)
             continue
@@ -129,10 +139,7 @@ def read_scalar_log(path: Path) -> ScalarLog:
             training.append(scalars)
         elif set(scalars) - BOOKKEEPING:
             validation.append(scalars)
-    if not training and not validation:
-        extra = f" ({len(malformed)} malformed lines)" if malformed else ""
-        raise InputError(f"{path} holds no training or validation scalars{extra}")
-    return ScalarLog(path, training, validation, malformed)
+    return _scalar_log(path, training, validation, malformed)
 
 
 # Keys of an mmcv val line that are not metrics.
@@ -144,14 +151,7 @@ def read_mmcv_log(path: Path) -> ScalarLog:
     training, validation, malformed = [], [], []
     per_class = None
     step = 0.0
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            malformed.append(number)
-            continue
+    for number, record in _json_lines(path, malformed):
         if not isinstance(record, dict) or record.get("mode") not in ("train", "val"):
             if not (isinstance(record, dict) and "env_info" in record):  # the first line: environment, config
                 malformed.append(number)
@@ -172,10 +172,7 @@ def read_mmcv_log(path: Path) -> ScalarLog:
         kept = {key: value for key, value in metrics.items() if not key.startswith(("IoU.", "Acc."))}
         if kept:
             validation.append({"step": step, **kept})
-    if not training and not validation:
-        extra = f" ({len(malformed)} malformed lines)" if malformed else ""
-        raise InputError(f"{path} holds no training or validation lines{extra}")
-    return ScalarLog(path, training, validation, malformed, per_class)
+    return _scalar_log(path, training, validation, malformed, per_class)
 
 
 def _is_training(scalars: dict[str, float]) -> bool:
