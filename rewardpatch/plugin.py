@@ -98,6 +98,7 @@ class _Plugin:
     registry: object
     package: str  # the heads package, mmseg.models.decode_heads
     loader: _Loader
+    planned: dict[str, str]  # created_texts of the tree alone, as _open planned it
     project: dict[str, ProjectModule] = field(default_factory=dict)
     registered: tuple[str, ...] = ()
 
@@ -179,27 +180,29 @@ def _extra(project: dict[str, ProjectModule]) -> dict[str, tuple[str, str]]:
 def _verdicts(plugin: _Plugin, project: dict[str, ProjectModule]):
     """list-heads' verdicts for the heads of `project`'s modules."""
     from .manifest import Manifest
-    from .notice import printed
+    from .notice import Notices
     from .planner import load_state
 
-    with printed() as notices:
-        state = load_state(plugin.tree, Manifest.load(plugin.tree), extra=_extra({**plugin.project, **project}),
-                           notices=notices)
+    # the tree's own warnings were printed when _open planned it; these would repeat them
+    state = load_state(plugin.tree, Manifest.load(plugin.tree), extra=_extra({**plugin.project, **project}),
+                       notices=Notices())
     files = {each.file for each in project.values()}
     return [head for head in state.index.heads() if head.file in files]
 
 
 def _run(plugin: _Plugin, project: dict[str, ProjectModule]) -> tuple[str, ...]:
     """Plan with `project` added and execute the modules not executed yet; the names registered."""
-    from .notice import printed
+    from .notice import Notices
     from .planner import created_texts
 
     every = {**plugin.project, **project}
-    try:
-        with printed() as notices:
-            texts = created_texts(plugin.tree, _extra(every), notices)
-    except RewardpatchError as exc:
-        raise PluginError(f"{plugin.tree.root}/mmseg: {exc}") from None
+    if every:  # planned again with the project's modules; the tree's warnings were printed by _open
+        try:
+            texts = created_texts(plugin.tree, _extra(every), Notices())
+        except RewardpatchError as exc:
+            raise PluginError(f"{plugin.tree.root}/mmseg: {exc}") from None
+    else:  # the plan _open made
+        texts = plugin.planned
     fresh = {_module_name(path): (path, text) for path, text in texts.items()
              if _module_name(path) not in plugin.loader.texts}
     taken = [name for name in fresh if name in sys.modules]
@@ -261,7 +264,7 @@ def _open() -> _Plugin | None:
         return None
     loader = _Loader()
     sys.meta_path.insert(0, _Finder(loader))
-    return _Plugin(tree, registry, tree.generation.heads_dir.replace("/", "."), loader)
+    return _Plugin(tree, registry, tree.generation.heads_dir.replace("/", "."), loader, texts)
 
 
 def _project(modules) -> dict[str, ProjectModule]:
