@@ -83,7 +83,6 @@ def _plugin_options(source: dict, mmseg_version: str | None):
     on the project heads a probe process that imports them finds."""
     from ..head_index import COMPATIBLE
     from ..installed import installed_tree, list_heads_command, plugin_verdicts
-    from ..planner import created_texts
 
     tree = installed_tree(mmseg_version)
     custom = source.get("custom_imports") or {}
@@ -93,9 +92,8 @@ def _plugin_options(source: dict, mmseg_version: str | None):
     if Manifest.load(tree) is not None:
         raise InputError(f"the installed MMSegmentation at {tree.root} is patched: give it as --tree instead of --plugin")
     with printed() as notices:
+        # a head API that apply refuses makes every head incompatible, with that reason (list-heads)
         heads = plugin_verdicts(tree, own, notices)
-        # planned as the plugin plans it: its warnings, and a head API that apply refuses is refused here too
-        created_texts(tree, notices=notices)
     command = list_heads_command(own)
     return tree, FinetuneOptions(
         reward_classes={h.reward_name for h in heads if h.status == COMPATIBLE}, tree=str(tree.root),
