@@ -243,14 +243,18 @@ def register() -> None:
             return None
         return torch.stack([s.gt_seg_weight.data for s in batch_data_samples]).squeeze(1)
 
+    def labels_and_logits(head, seg_logits, batch_data_samples):
+        """The stacked labels [B, 1, H, W] and the logits resized to them, as BaseDecodeHead.loss_by_feat does."""
+        seg_label = head._stack_batch_gt(batch_data_samples)
+        return seg_label, resize(seg_logits, size=seg_label.shape[2:], mode="bilinear",
+                                 align_corners=head.align_corners)
+
     @MODELS.register_module(force=True)
     class WeightedFCNHead(FCNHead):
         """FCNHead whose loss_by_feat weights each pixel by the samples' gt_seg_weight."""
 
         def loss_by_feat(self, seg_logits, batch_data_samples):
-            seg_label = self._stack_batch_gt(batch_data_samples)
-            seg_logits = resize(seg_logits, size=seg_label.shape[2:], mode="bilinear",
-                                align_corners=self.align_corners)
+            seg_label, seg_logits = labels_and_logits(self, seg_logits, batch_data_samples)
             weight = seg_weight(batch_data_samples)
             if self.sampler is not None:
                 sampled = self.sampler.sample(seg_logits, seg_label)
@@ -269,7 +273,5 @@ def register() -> None:
         """The patched RewardFCNHead, handed the samples' gt_seg_weight as seg_weight."""
 
         def loss_by_feat(self, seg_logits, batch_data_samples):
-            seg_label = self._stack_batch_gt(batch_data_samples)
-            seg_logits = resize(seg_logits, size=seg_label.shape[2:], mode="bilinear",
-                                align_corners=self.align_corners)
+            seg_label, seg_logits = labels_and_logits(self, seg_logits, batch_data_samples)
             return self.reward_losses(seg_logits, seg_label, seg_weight(batch_data_samples))
