@@ -54,6 +54,25 @@ class ClassCounts:
         labelled = self.labelled
         return [count / labelled for count in self.counts]
 
+    @property
+    def labelled_fraction(self) -> float:
+        """Labelled pixels over all pixels of the label maps."""
+        return self.labelled / max(1, self.labelled + self.ignored + self.out_of_range_pixels)
+
+
+# Below this labelled fraction the labels are sparse (a pixel budget, pseudo-labels kept
+# above a threshold): a loss averaged over every pixel then takes steps that much smaller.
+SPARSE_LABELS = 0.5
+
+
+def sparse_labels_note(totals: ClassCounts) -> str:
+    return (
+        f"sparse labels: {totals.labelled_fraction:.1%} of the pixels are labelled; set avg_non_ignore=True on "
+        f"the loss (MMSeg >= 0.23) so that cross-entropy and the reward average over the labelled pixels, not all "
+        f"of them ({1 / max(totals.labelled_fraction, 1e-9):.0f}x larger steps); `rewardpatch config` carries it "
+        f"over to CrossEntropyRewardLoss"
+    )
+
 
 def find_label_maps(ann_dir: Path, suffix: str) -> list[Path]:
     """Every file under ann_dir whose name ends with suffix, following symlinked folders once."""
@@ -245,6 +264,7 @@ def report_json(
         "names": names,
         "num_files": totals.num_files,
         "labelled_pixels": totals.labelled,
+        "labelled_fraction": totals.labelled_fraction,
         "ignored_pixels": totals.ignored,
         "out_of_range_pixels": totals.out_of_range_pixels,
         "out_of_range_files": totals.out_of_range_files,
@@ -318,6 +338,8 @@ def stats_command(
         f"{totals.num_files} label maps under {ann_dir}: {totals.labelled:,} labelled pixels, "
         f"{totals.ignored:,} ignored (value {ignore_index}), {totals.out_of_range_pixels:,} out of range"
     )
+    if totals.labelled_fraction < SPARSE_LABELS:
+        click.echo(sparse_labels_note(totals))
     click.echo(f"weights: 1 / (count + {smooth:g} * labelled), scaled to sum to {num_classes}")
     click.echo()
     for line in render_table(totals, weights, names):

@@ -166,8 +166,8 @@ def test_the_json_report_has_the_documented_keys(capsys, tmp_path, ann_dir):
     names = tmp_path / "names.txt"
     names.write_text("road\nsidewalk\nbuilding\n")
     data, _, _ = report(capsys, tmp_path, ann_dir, "--num-classes", 3, "--names", names)
-    assert {"counts", "frequencies", "weights", "num_files", "ignored_pixels", "out_of_range_pixels",
-            "num_classes", "ignore_index", "smooth", "names", "class_weight"} <= set(data)
+    assert {"counts", "frequencies", "weights", "num_files", "labelled_fraction", "ignored_pixels",
+            "out_of_range_pixels", "num_classes", "ignore_index", "smooth", "names", "class_weight"} <= set(data)
     assert data["names"] == ["road", "sidewalk", "building"]
     assert data["smooth"] == 0.02
 
@@ -275,3 +275,22 @@ def test_an_unwritable_report_is_an_input_error(capsys, tmp_path, ann_dir):
     code, _, err = run_cli(capsys, "stats", ann_dir, "--num-classes", 3, "-o", tmp_path / "missing" / "r.json")
     assert code == 2
     assert "cannot write" in one_line_error(err)
+
+
+def test_sparse_labels_are_reported_with_the_avg_non_ignore_advice(capsys, tmp_path):
+    # an active-learning budget: 2 of 100 pixels bought, the rest ignored
+    sparse = np.full((10, 10), 255, np.uint8)
+    sparse[0, :2] = [0, 1]
+    save(tmp_path / "ann" / "a.png", sparse)
+    data, out, _ = report(capsys, tmp_path, tmp_path / "ann", "--num-classes", 2)
+    assert data["labelled_fraction"] == 0.02
+    note = [line for line in out.splitlines() if line.startswith("sparse labels:")]
+    assert note == ["sparse labels: 2.0% of the pixels are labelled; set avg_non_ignore=True on the loss "
+                    "(MMSeg >= 0.23) so that cross-entropy and the reward average over the labelled pixels, not "
+                    "all of them (50x larger steps); `rewardpatch config` carries it over to CrossEntropyRewardLoss"]
+
+
+def test_dense_labels_get_no_sparse_label_note(capsys, tmp_path, ann_dir):
+    data, out, _ = report(capsys, tmp_path, ann_dir, "--num-classes", 3)
+    assert data["labelled_fraction"] == 10 / 12
+    assert "sparse labels" not in out
