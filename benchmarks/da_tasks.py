@@ -15,20 +15,30 @@ Layout of a task's data root (BaseSegDataset, one folder per split):
     img_dir/train,        ann_dir/train_dense    target training images, dense labels: the
                                                  oracle, read by the headroom probe and by
                                                  the active-learning annotator only
-    ann_dir/train                                what the fine-tunes see: the bought pixels
-                                                 (active_adaptation) or the teacher's
-                                                 pseudo-labels (self_training)
-    weight_dir/train/NNNN.npy                    per-pixel confidence (self_training)
+    ann_dir/train                                active_adaptation: the bought pixels, the
+                                                 rest 255; self_training: the source
+                                                 model's pseudo-labels (the record, and
+                                                 what --teacher fixed learns)
+    weight_dir/train/NNNN.npy                    their per-pixel weights (self_training)
+    img_dir/self_training, ann_dir/..., weight_dir/...
+                                                 what self-training learns from: the source
+                                                 images s_NNNN (dense labels, weight 1) and
+                                                 the target images t_NNNN (pseudo-labels)
     img_dir/val,          ann_dir/val            target validation, dense labels
+
+Self-training as the DAFormer family does it: the batches mix labelled source and target
+images; `MeanTeacherEncoderDecoder` relabels the target ones before each step with its
+mean teacher (an EMA of the model) and weights them by DAFormer's pseudo-label weight.
 
 How `seg_weight` reaches the loss in the mmengine loop (MMSeg 1.2.2's BaseDecodeHead takes
 no `seg_weight`; the reward head's `reward_losses` does): `LoadSegWeight` reads the .npy
 next to the image and adds it to `seg_fields` (so RandomFlip flips it with the label),
-`PackSegInputsWithWeight` packs it as the data sample's `gt_seg_weight` (PixelData), and
-two head subclasses registered here read it back in `loss_by_feat`: `WeightedFCNHead`
-(FCNHead; MMSeg's own loss_by_feat with `weight=seg_weight`, the path MMSeg 1.x takes for a
-pixel sampler's weights) and `WeightedRewardFCNHead` (the patched RewardFCNHead; hands the
-weights to `reward_losses(seg_logits, seg_label, seg_weight)`).
+`PackSegInputsWithWeight` packs it as the data sample's `gt_seg_weight` (PixelData) - the
+mean teacher replaces it -, and two head subclasses registered here read it back in
+`loss_by_feat`: `WeightedFCNHead` (FCNHead; MMSeg's own loss_by_feat with
+`weight=seg_weight`, the path MMSeg 1.x takes for a pixel sampler's weights) and
+`WeightedRewardFCNHead` (the patched RewardFCNHead; hands the weights to
+`reward_losses(seg_logits, seg_label, seg_weight)`).
 """
 
 from __future__ import annotations
@@ -160,7 +170,7 @@ def write_pseudo_labels(model, data_root: Path, metainfo: dict, rule: str, num_c
     for path, logits, labels in predict(model, data_root, metainfo, "train", "train_dense"):
         confidence, pseudo = logits.softmax(0).max(0)
         if rule == "daformer":
-            weight = torch.full_like(confidence, float((confidence > threshold).float().mean()))
+            weight = pseudo_weight_daformer(confidence[None], threshold)[0]
         else:
             weight = confidence
         name = Path(path).name
@@ -180,13 +190,52 @@ def write_pseudo_labels(model, data_root: Path, metainfo: dict, rule: str, num_c
             "mean_weight_per_pseudo_class": [round(float(w / max(p, 1)), 3) for w, p in zip(weight_sum, pixels)]}
 
 
+SELF_TRAINING_SPLIT = "self_training"
+
+
+def is_target(path: str) -> bool:
+    """Whether an image of the self-training split is a target one (t_NNNN.png)."""
+    return Path(path).name.startswith("t_")
+
+
+def write_self_training_split(data_root: Path) -> dict:
+    """The split self-training learns from, DAFormer's way: the labelled source images
+    (s_NNNN.png, their dense labels, weight 1) and the target training images (t_NNNN.png,
+    the teacher's pseudo-labels and weights), shuffled together into the batches."""
+    import shutil
+
+    split = SELF_TRAINING_SPLIT
+    for kind in ("img_dir", "ann_dir", "weight_dir"):
+        (data_root / kind / split).mkdir(parents=True, exist_ok=True)
+    for prefix, images, labels in (("s_", "source_train", "source_train"), ("t_", "train", "train")):
+        for path in sorted((data_root / "img_dir" / images).glob("*.png")):
+            name = prefix + path.name
+            shutil.copyfile(path, data_root / "img_dir" / split / name)
+            shutil.copyfile(data_root / "ann_dir" / labels / path.name, data_root / "ann_dir" / split / name)
+            weights = data_root / "weight_dir" / "train" / (path.stem + ".npy")
+            target = data_root / "weight_dir" / split / (prefix + path.stem + ".npy")
+            if prefix == "t_":
+                shutil.copyfile(weights, target)
+            else:
+                shape = np.asarray(Image.open(path)).shape[:2]
+                np.save(target, np.ones(shape, np.float32))
+    return {"split": split, "source_images": len(list((data_root / "img_dir" / "source_train").glob("*.png"))),
+            "target_images": len(list((data_root / "img_dir" / "train").glob("*.png")))}
+
+
+def pseudo_weight_daformer(confidence, threshold: float = 0.968):
+    """DAFormer's pseudo-label weight: per image [B, H, W], the fraction of its pixels whose
+    max softmax probability exceeds `threshold`, given to every pixel of the image."""
+    fraction = (confidence > threshold).float().mean(dim=(1, 2), keepdim=True)
+    return fraction.expand_as(confidence).clone()
+
+
 def da_methods(methods: dict, reward_loss: dict) -> dict:
     """The methods compared on the DA tasks: the heads that take per-pixel weights, and the
     cross-entropy losses averaged over the labelled pixels (avg_non_ignore: with 2 % of the
     pixels labelled, MMSeg's default mean over all pixels would shrink CE's and the reward's
     steps fifty-fold; LovaszLoss averages over labelled pixels anyway and takes no weights)."""
-    base = {name: methods[name] for name in ("ce", "lovasz", "local_image_T0.5", "local_batch_T0.5",
-                                             "local_dataset", "local_dataset_T0.5")}
+    base = {name: spec for name, spec in methods.items() if name != "reinforce"}
     base["local_dataset_T0.5_K4"] = ("RewardFCNHead", reward_loss,
                                      dict(mode="local", scope="dataset", temperature=0.5, num_samples=4))
     heads = {"FCNHead": "WeightedFCNHead", "RewardFCNHead": "WeightedRewardFCNHead"}
@@ -208,6 +257,8 @@ def weighted_pipeline(train: bool) -> list:
 
 def register() -> None:
     """Register LoadSegWeight, PackSegInputsWithWeight, WeightedFCNHead, WeightedRewardFCNHead."""
+    import copy
+
     import torch
     from mmcv.transforms import BaseTransform
     from mmengine.structures import PixelData
@@ -216,6 +267,7 @@ def register() -> None:
     from mmseg.datasets.transforms import PackSegInputs
     from mmseg.models.decode_heads import FCNHead, RewardFCNHead
     from mmseg.models.losses import accuracy
+    from mmseg.models.segmentors import EncoderDecoder
     from mmseg.models.utils import resize
     from mmseg.registry import MODELS, TRANSFORMS
 
@@ -267,6 +319,46 @@ def register() -> None:
                 loss[loss_decode.loss_name] = loss.get(loss_decode.loss_name, 0) + value
             loss["acc_seg"] = accuracy(seg_logits, seg_label, ignore_index=self.ignore_index)
             return loss
+
+    @MODELS.register_module(force=True)
+    class MeanTeacherEncoderDecoder(EncoderDecoder):
+        """Self-training with a mean teacher, as the DAFormer family does it: before each
+        training step the teacher (an exponential moving average of this model, `ema` per
+        step, started from the loaded weights) labels the batch's target images - its argmax
+        replaces `gt_sem_seg`, its max softmax probability `gt_seg_weight` - and the model
+        learns from them with its own head's loss. The teacher sees the same (flipped) images
+        and is not a submodule: no optimiser, no checkpoint. No mixing (ClassMix) or
+        colour augmentation of the student's input."""
+
+        def __init__(self, *args, ema: float = 0.99, weight: str = "softmax", **kwargs):
+            super().__init__(*args, **kwargs)
+            self.ema, self.weight = ema, weight
+            self.__dict__["teacher"] = None
+
+        @torch.no_grad()
+        def update_teacher(self):
+            if self.teacher is None:  # first step: the loaded weights
+                self.__dict__["teacher"] = copy.deepcopy(self).eval()
+                return
+            student = dict(self.named_parameters()) | dict(self.named_buffers())
+            for name, value in [*self.teacher.named_parameters(), *self.teacher.named_buffers()]:
+                if value.dtype.is_floating_point:
+                    value.mul_(self.ema).add_(student[name].detach(), alpha=1 - self.ema)
+                else:
+                    value.copy_(student[name])
+
+        def loss(self, inputs, data_samples):
+            self.update_teacher()
+            with torch.no_grad():
+                logits = self.teacher.encode_decode(inputs, [s.metainfo for s in data_samples])
+                confidence, pseudo = logits.float().softmax(1).max(1)
+                if self.weight == "daformer":
+                    confidence = pseudo_weight_daformer(confidence)
+            for sample, label, weight in zip(data_samples, pseudo, confidence):
+                if is_target(sample.img_path):  # source images keep their labels, weight 1
+                    sample.gt_sem_seg = PixelData(data=label[None])
+                    sample.gt_seg_weight = PixelData(data=weight[None])
+            return super().loss(inputs, data_samples)
 
     @MODELS.register_module(force=True)
     class WeightedRewardFCNHead(RewardFCNHead):
