@@ -299,7 +299,8 @@ def select_default(tasks: dict) -> dict | None:
             "mean_gain_on_selection": round(gains[best], 2),
             "candidates": {m: round(g, 2) for m, g in gains.items()},
             "held_out": {t: tasks[t]["finetuned"][best] for t in tasks if t not in on},
-            "pick_with_each_task_held_out": {t: best_on([u for u in everywhere if u != t])[0] for t in everywhere},
+            "pick_with_each_task_held_out": {t: best_on([u for u in everywhere if u != t])[0] for t in everywhere
+                                             if len(everywhere) > 1},
             "current_default_gain_per_task": {t: gain(CURRENT_DEFAULT, t) for t in tasks
                                               if "gain_over_ce" in tasks[t]["finetuned"].get(CURRENT_DEFAULT, {})}}
 
