@@ -105,6 +105,7 @@ METHODS = {
     "local_dataset_T0.5": ("RewardFCNHead", REWARD_LOSS, dict(mode="local", scope="dataset", temperature=0.5)),
 }
 DA_METHODS = da_tasks.da_methods(METHODS, REWARD_LOSS)
+EVERY_METHOD = {**METHODS, **DA_METHODS}  # by name: the DA ones differ in their heads and CE losses only
 ALL_TASKS = list(TASKS) + list(da_tasks.DA_TASKS)
 QUICK = dict(pretrain_iters=300, finetune_iters=40, train_images=64, val_images=48)
 DEFAULTS = dict(pretrain_iters=2000, finetune_iters=300, train_images=240, val_images=160)
@@ -278,9 +279,8 @@ def select_default(tasks: dict) -> dict | None:
     """The local_* candidate with the best mean gain over CE continued on every task but
     HELD_OUT (which then says whether the choice carries over); also which candidate that
     rule picks with each other task held out instead, and the current default's gain per task."""
-    names = list(dict.fromkeys([*METHODS, *DA_METHODS]))
     on = [t for t in tasks if t != HELD_OUT]
-    candidates = [m for m in names if m.startswith("local_")
+    candidates = [m for m in EVERY_METHOD if m.startswith("local_")
                   and all(m in tasks[t]["finetuned"] and "gain_over_ce" in tasks[t]["finetuned"][m] for t in on)]
     if not on or not candidates:
         return None
@@ -294,8 +294,7 @@ def select_default(tasks: dict) -> dict | None:
 
     best, gains = best_on(on)
     everywhere = [t for t in tasks if all(m in tasks[t]["finetuned"] for m in candidates)]
-    config = {**METHODS, **DA_METHODS}
-    return {"default": best, "reward_cfg": config[best][2], "selected_on": on,
+    return {"default": best, "reward_cfg": EVERY_METHOD[best][2], "selected_on": on,
             "mean_gain_on_selection": round(gains[best], 2),
             "candidates": {m: round(g, 2) for m, g in gains.items()},
             "held_out": {t: tasks[t]["finetuned"][best] for t in tasks if t not in on},
@@ -332,6 +331,7 @@ def run_task(task, args, scratch, names, metainfo) -> dict:
     from rewardpatch.verify.synthetic import write_dataset
 
     da = da_tasks.DA_TASKS.get(task)
+    pseudo = bool(da) and da["labels"] == "pseudo"  # self-training: weighted pseudo-labels
     methods = methods_of(task)
     data_root = scratch / task / "data"
     if not (data_root / "ann_dir").exists():
@@ -371,7 +371,7 @@ def run_task(task, args, scratch, names, metainfo) -> dict:
             # the oracle probe: biases searched on the dense target training labels
             pretrained["probe"] = headroom_probe(run.model, data_root, metainfo, "train_dense")
             pretrained["gradient_norm_over_ce"] = gradient_size(
-                run.model, data_root, metainfo, methods=methods, weighted=da["labels"] == "pseudo")
+                run.model, data_root, metainfo, methods=methods, weighted=pseudo)
         else:
             pretrained = {"metrics": metrics, "probe": headroom_probe(run.model, data_root, metainfo),
                           "gradient_norm_over_ce": gradient_size(run.model, data_root, metainfo)}
@@ -397,9 +397,8 @@ def run_task(task, args, scratch, names, metainfo) -> dict:
             started = time.perf_counter()
             run = runner(f"{method}_seed{seed}", workdir, methods[method], data_root, metainfo,
                          args.finetune_iters, args.pretrain_end_lr, seed, finetune, load_from=str(weights),
-                         weighted=bool(da) and da["labels"] == "pseudo",
-                         train_split=da_tasks.SELF_TRAINING_SPLIT if da and da["labels"] == "pseudo" else None,
-                         teacher=mean_teacher(args) if da and da["labels"] == "pseudo" else None)
+                         weighted=pseudo, train_split=da_tasks.SELF_TRAINING_SPLIT if pseudo else None,
+                         teacher=mean_teacher(args) if pseudo else None)
             metrics = train(run)
             metrics["seconds"] = round(time.perf_counter() - started, 1)
             runs[method].append(metrics)
@@ -424,7 +423,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", nargs="+", default=ALL_TASKS, choices=ALL_TASKS,
                         help="default: all five (the three single-domain tasks and the two domain-adaptation ones)")
-    parser.add_argument("--methods", nargs="+", choices=list(dict.fromkeys([*METHODS, *DA_METHODS])),
+    parser.add_argument("--methods", nargs="+", choices=list(EVERY_METHOD),
                         help="default: every method of each task (METHODS; DA_METHODS on the DA tasks)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true",

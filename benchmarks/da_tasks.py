@@ -207,8 +207,11 @@ def write_self_training_split(data_root: Path) -> dict:
     split = SELF_TRAINING_SPLIT
     for kind in ("img_dir", "ann_dir", "weight_dir"):
         (data_root / kind / split).mkdir(parents=True, exist_ok=True)
+    count = {}
     for prefix, images, labels in (("s_", "source_train", "source_train"), ("t_", "train", "train")):
-        for path in sorted((data_root / "img_dir" / images).glob("*.png")):
+        paths = sorted((data_root / "img_dir" / images).glob("*.png"))
+        count[images] = len(paths)
+        for path in paths:
             name = prefix + path.name
             shutil.copyfile(path, data_root / "img_dir" / split / name)
             shutil.copyfile(data_root / "ann_dir" / labels / path.name, data_root / "ann_dir" / split / name)
@@ -219,8 +222,7 @@ def write_self_training_split(data_root: Path) -> dict:
             else:
                 shape = np.asarray(Image.open(path)).shape[:2]
                 np.save(target, np.ones(shape, np.float32))
-    return {"split": split, "source_images": len(list((data_root / "img_dir" / "source_train").glob("*.png"))),
-            "target_images": len(list((data_root / "img_dir" / "train").glob("*.png")))}
+    return {"split": split, "source_images": count["source_train"], "target_images": count["train"]}
 
 
 def pseudo_weight_daformer(confidence, threshold: float = 0.968):
@@ -325,7 +327,8 @@ def register() -> None:
         """Self-training with a mean teacher, as the DAFormer family does it: before each
         training step the teacher (an exponential moving average of this model, `ema` per
         step, started from the loaded weights) labels the batch's target images - its argmax
-        replaces `gt_sem_seg`, its max softmax probability `gt_seg_weight` - and the model
+        replaces `gt_sem_seg`, its confidence `gt_seg_weight` (each pixel's max softmax
+        probability, or with weight="daformer" DAFormer's per-image fraction) - and the model
         learns from them with its own head's loss. The teacher sees the same (flipped) images
         and is not a submodule: no optimiser, no checkpoint. No mixing (ClassMix) or
         colour augmentation of the student's input."""

@@ -21,12 +21,16 @@ NAMES = {
     "local_dataset_T0.5": "**`local`, dataset, T=0.5 (the default)**",
     "local_dataset_T0.5_K4": "`local`, dataset, T=0.5, K=4",
 }
-DA_TASKS = ("active_adaptation", "self_training")
+
+
+def is_domain_adaptation(pretrained: dict) -> bool:
+    """A domain-adaptation task's record: its source model was also scored on source val."""
+    return "source_val_miou" in pretrained
 
 
 def header(task: str, pretrained: dict) -> str:
     metrics, probe = pretrained["metrics"], pretrained["probe"]
-    if task not in DA_TASKS:
+    if not is_domain_adaptation(pretrained):
         return (f"**{task}** — CE-pretrained {metrics['mIoU']:.2f} mIoU (class 4: "
                 f"{metrics['IoU.object4']:.1f} IoU); headroom probe on val {probe['val_miou']:.2f} → "
                 f"{probe['val_miou_with_bias']:.2f}")
@@ -37,8 +41,7 @@ def header(task: str, pretrained: dict) -> str:
 
 
 def table(task: str, outcome: dict) -> str:
-    da = task in DA_TASKS
-    classes = ("object3", "object4") if da else ("object4",)
+    classes = ("object3", "object4") if is_domain_adaptation(outcome["pretrained"]) else ("object4",)
     columns = ["fine-tune", "dataset mIoU", "vs CE continued (paired)",
                *(f"class {c[-1]} IoU" for c in classes), "mean per-image mIoU", "grad norm / CE's"]
     lines = [header(task, outcome["pretrained"]), "", "| " + " | ".join(columns) + " |",
