@@ -117,6 +117,7 @@ test: $(STAMP) $(STAMP0)
 # Timing lives here, not in the tests. Each writes benchmarks/results/*.json (machine, date).
 bench: $(STAMP) $(STAMP0)
 	$(PY) benchmarks/bench_patch.py
+	$(PY) benchmarks/bench_hostile.py
 	$(PY) benchmarks/bench_reward.py
 	$(PY) benchmarks/bench_amp.py
 	$(PY) benchmarks/bench_verify.py

@@ -12,7 +12,8 @@ stopped by a real signal:
 - at random moments: the benchmark sends the signal from outside after a delay drawn
   uniformly between 0 and the clean run's duration (start-up and planning included).
 
-Then `rewardpatch check` runs (the next command: it rolls back an unfinished run first).
+Then what the next apply or revert does first runs (journal.exclusive: it rolls back an
+unfinished run; the read-only verbs only report one), and `rewardpatch check`.
 A run is consistent when the tree is then byte-identical to the tree before or to the fully
 patched one (every file and folder under mmseg/, .rewardpatch/ and the root: no stray
 file), no lock or journal is left, and the stopped process printed no traceback and exited
@@ -86,6 +87,8 @@ def prepare(group: str, tree: Path) -> list[str]:
 
 
 def judge(tree: Path, before: dict, after: dict, code: int, err: str, signum: int) -> dict:
+    with journal.exclusive(tree):  # what the next writer does first
+        pass
     checked, check_err = finish(rewardpatch("check", str(tree)))
     state = snapshot(tree)
     left = [n for n in (journal.LOCK_NAME, journal.JOURNAL_NAME, journal.JOURNAL_TEMP) if (tree / n).exists()]

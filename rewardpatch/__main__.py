@@ -6,9 +6,28 @@ noticeable part of a second) ends in one line and its exit code too. What comes 
 the interpreter's own start-up, its site packages — is Python's, and prints Python's traceback.
 """
 
+import os
+
 from .signals import STOPPING, install, interrupt_behind, signum_of
 
+
+def _reopen_closed_descriptors() -> None:
+    """Descriptors 0-2 closed by whoever started us (`rewardpatch apply >&-`): os.devnull goes
+    on them, so that no file rewardpatch opens (the lock, a temporary file) takes their number
+    and no child (git) writes into it. Python has made sys.stdout None then: the report counts
+    as lost (streams.py)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
 install()  # at import: before run() is even called
+_reopen_closed_descriptors()
 
 
 def run() -> None:

@@ -13,11 +13,12 @@ import ast
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .bindings import sibling_path
-from .errors import StateError
+from .bindings import parse_python, sibling_path
+from .errors import InputError, StateError
 from .head_index import INCOMPATIBLE, REWARD_STEM_PREFIX, HeadIndex, is_generated, is_reward_name, unrewarded_name
 from .manifest import ORIGINAL, Manifest
 from .tree import MMSegTree, NotText
+from .treefs import TooLarge
 
 if TYPE_CHECKING:
     from .patch_plan import PatchPlan
@@ -55,8 +56,8 @@ def _reward_classes(source: str) -> tuple[str, ...] | None:
     Other classes are helpers copied along with a head (psp_head.py's PPM): they go with the file.
     """
     try:
-        module = ast.parse(source)
-    except SyntaxError:
+        module = parse_python(source, "")
+    except InputError:  # does not parse, or nests too deep
         return None
     return tuple(
         node.name
@@ -76,11 +77,10 @@ def find_hand_made(tree: MMSegTree, manifest: Manifest | None) -> tuple[list[Han
     owned = set(manifest.files) if manifest else set()
     targets = {spec.target for spec in gen.templates}
     heads: list[HandMadeFile] = []
-    for path in sorted(tree.path(gen.heads_dir).glob(f"{REWARD_STEM_PREFIX}*.py")):
-        file = tree.rel(path)
+    for file in tree.files(gen.heads_dir, f"{REWARD_STEM_PREFIX}*.py"):
         try:
             source = tree.read(file)
-        except NotText:  # the head index skips it with a warning, or names it when the package imports it
+        except (NotText, TooLarge):  # the head index skips it with a warning, or names it when the package imports it
             continue
         if file in owned or file in targets or source is None or is_generated(source):
             continue

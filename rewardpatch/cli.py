@@ -2,10 +2,11 @@
 
 Exit codes: 0 success; 1 a check failed or the tree's state refused the operation
 (dirty file, conflict, hand-edited file, drift, a tree that is not patched given to revert,
-config or verify: manifest.require_patched); 2 usage or input error; 130 interrupted
-(Ctrl-C; a half-written patch is rolled back). Errors a user can cause print one line on
-stderr, never a traceback, however the CLI is run: the console script, `main()`, or
-click's own `cli.main()` and `CliRunner().invoke(cli, ...)`.
+config or verify: manifest.require_patched; a journal, lock or record rewardpatch will not
+follow); 2 usage or input error; 74 a read-only command could not write its report (stdout
+full or closed; streams.py); 130 interrupted (Ctrl-C; a half-written patch is rolled back).
+Errors a user can cause print one line on stderr, never a traceback, however the CLI is run:
+the console script, `main()`, or click's own `cli.main()` and `CliRunner().invoke(cli, ...)`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import sys
 import click
 
 from . import __version__
-from . import journal
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Interrupted, RewardpatchError, StateError
+from . import journal, streams
+from .errors import (
+    EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_REPORT_LOST, EXIT_USAGE, Interrupted, RewardpatchError, StateError,
+)
 from .mmseg_generations import supported_versions
-from .notice import printed
+from .notice import printed, warn
 from .optional import require_stack
 from .options import mmseg_version_option, tree_or_installed
 from .signals import interrupt_behind, name as signal_name, signum_of
@@ -39,15 +42,31 @@ def _heads_option(value: str | None) -> list[str] | None:
 
 
 def open_tree(path: str, mmseg_version: str | None) -> MMSegTree:
-    """The tree at `path`, for a verb that only reads it: a run that was interrupted there is
-    rolled back first (journal.py); a verb that writes holds journal.exclusive instead."""
+    """The tree at `path`, for a verb that only reads it and writes nothing: what an
+    interrupted run left is said, and the tree read as its rollback will leave it (journal.look);
+    a verb that writes holds journal.exclusive instead, which rolls it back."""
     mmseg = MMSegTree.open(path, mmseg_version)
-    journal.settle(mmseg.root)
+    _look(mmseg)
     return mmseg
+
+
+def _look(mmseg: MMSegTree, say: bool = True) -> journal.Leftovers | None:
+    leftovers = journal.look(mmseg.root)
+    if leftovers is not None:
+        for message in leftovers.messages() if say else ():
+            warn(message)
+        mmseg.overlay.update(leftovers.restores)
+    return leftovers
 
 
 def _say(message: str = "") -> None:
     click.echo(message)
+
+
+def _write_diff(plan) -> None:
+    diff = plan.diff()
+    if diff:  # an empty write still fails on a full stdout: nothing to say is not a lost report
+        sys.stdout.write(diff)
 
 
 def _tell(message: str) -> None:
@@ -96,12 +115,43 @@ class Verbs(click.Group):
             raise Interrupted(f"interrupted ({signal_name(signum)})", signum=signum) from None
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        code = _exit_code(functools.partial(
-            super().main, args, prog_name or "rewardpatch", complete_var, standalone_mode=False, **extra
-        ))
+        arguments = list(sys.argv[1:] if args is None else args)
+        with streams.guarded() as lost:
+            code = _exit_code(functools.partial(
+                super().main, arguments, prog_name or "rewardpatch", complete_var, standalone_mode=False, **extra
+            ))
+        code = _report_lost(code, lost, _reads_only(arguments))
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+# The verbs that change nothing; with --dry-run, apply and revert are among them.
+READ_ONLY = {"list-heads", "check"}
+
+
+def _reads_only(arguments: list[str]) -> bool:
+    verb = next((a for a in arguments if not a.startswith("-")), None)
+    return verb in READ_ONLY or (verb in ("apply", "revert") and "--dry-run" in arguments)
+
+
+def _report_lost(code: int, lost: streams.Lost, reads_only: bool) -> int:
+    """The exit code once the report could not be written. A command that changed the tree or
+    failed keeps its code: the code is the result, the report only its description; a read-only
+    command whose report is its result exits EXIT_REPORT_LOST. One line says so where stderr
+    still takes one (not for a closed pipe: whoever read it went away on purpose)."""
+    if lost.stdout is None:
+        return code
+    why = lost.stdout.strerror or str(lost.stdout)
+    lost_code = EXIT_REPORT_LOST if reads_only and code == EXIT_OK else code
+    if not lost.quiet and lost.stderr is None:
+        try:
+            print(f"rewardpatch: error: could not write the report to stdout ({why})"
+                  + ("" if lost_code == EXIT_REPORT_LOST else f"; the command's result stands (exit {code})"),
+                  file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
+    return lost_code
 
 
 # The help texts name the supported releases as patches/ states them, so they are built here
@@ -214,7 +264,7 @@ def apply_command(
         mmseg = open_tree(tree, mmseg_version)
         with printed() as notices:
             plan = plan_apply(mmseg, options, notices)
-        sys.stdout.write(plan.diff())
+        _write_diff(plan)
         _tell(f"dry run: apply would change {len(plan.changes)} files; nothing was written")
         return EXIT_OK
     mmseg = MMSegTree.open(tree, mmseg_version)
@@ -284,7 +334,7 @@ def revert_command(tree: str, force: bool, dry_run: bool, mmseg_version: str | N
 
     if dry_run:
         plan = plan_revert(open_tree(tree, mmseg_version), force=force)
-        sys.stdout.write(plan.diff())
+        _write_diff(plan)
         _tell(f"dry run: revert would change {len(plan.changes)} files; nothing was written")
         return EXIT_OK
     mmseg = MMSegTree.open(tree, mmseg_version)
@@ -307,16 +357,21 @@ def check_command(tree: str, as_json: bool, mmseg_version: str | None) -> int:
 
     mmseg = MMSegTree.open(tree, mmseg_version)
     try:
-        recovery = journal.settle(mmseg.root)
+        leftovers = _look(mmseg, say=False)  # checked as the rollback will leave the tree; nothing is written
     except StateError as busy:
-        recovery, problems = None, [Problem(journal.LOCK_NAME, "locked", str(busy))]
+        leftovers, problems = None, [Problem(journal.LOCK_NAME, "locked", str(busy))]
         manifest = Manifest.load(mmseg)  # read on while a writer plans
     else:
         manifest = Manifest.load(mmseg)
         with printed() as notices:
             problems = check_tree(mmseg, manifest, notices)
-    if recovery:  # the tree is consistent again, but the run that was interrupted did not happen
-        problems.insert(0, Problem(journal.JOURNAL_NAME, "interrupted", f"{recovery.message}; rerun it"))
+    if leftovers is not None:  # the run that was interrupted did not happen, and is not undone yet
+        problems[:0] = [Problem(f.name, "foreign", str(f)) for f in leftovers.foreign]
+        if leftovers.interrupted:
+            problems.insert(0, Problem(journal.JOURNAL_NAME, "interrupted", leftovers.run_message()))
+        for note in (None if leftovers.interrupted else leftovers.run_message(), leftovers.lock_message()):
+            if note:
+                warn(note)
     if as_json:
         report = {
             "ok": not problems,
@@ -370,13 +425,3 @@ _register_verbs()
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (see Verbs)."""
     return cli.main(args=argv, prog_name="rewardpatch", standalone_mode=False)
-
-
-def run() -> None:
-    from .__main__ import run as script
-
-    script()
-
-
-if __name__ == "__main__":
-    run()

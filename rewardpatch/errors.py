@@ -1,7 +1,9 @@
 """Errors a user can cause, each carrying the exit code the CLI documents.
 
 0 success; 1 a check failed or the tree's state refused the operation;
-2 usage or input error; 128 + the signal's number when a signal stopped it, as shells
+2 usage or input error; 74 a read-only command (list-heads, check, --dry-run) could not write
+its report (stdout full or closed: sysexits.h's EX_IOERR) — a command that changed the tree
+keeps its own code then; 128 + the signal's number when a signal stopped it, as shells
 report it: 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 SIGHUP.
 """
 
@@ -11,6 +13,7 @@ import signal
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+EXIT_REPORT_LOST = 74
 EXIT_INTERRUPTED = 130
 
 

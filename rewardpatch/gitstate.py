@@ -100,6 +100,17 @@ def dirty_files(root: Path, paths: list[str]) -> set[str]:
     return dirty
 
 
+def tracked(root: Path, paths: list[str]) -> set[str]:
+    """Those of `paths` (relative to root) that git tracks: committed or staged files, not the
+    tool's own. Outside a work tree: none."""
+    repo = _repo(root)
+    if repo is None or not paths:
+        return set()
+    in_repo = {(_prefix(root, repo) / p).as_posix(): p for p in paths}
+    output = _run(repo, "ls-files", "-z", "--", *in_repo, what="git ls-files failed")
+    return {in_repo.get(entry, entry) for entry in output.split("\0") if entry}
+
+
 def check_can_commit(root: Path) -> None:
     """Refuse (StateError) unless `git commit` can record a patch of `root`: a work tree,
     an identity git can resolve (env or config), no merge or rebase in progress."""

@@ -6,13 +6,15 @@ a later apply refresh files nobody edited while refusing to overwrite files some
 
 from __future__ import annotations
 
+import ast
 import json
 from dataclasses import asdict, dataclass, field
 
 from . import __version__
 from .codemods.export_record import ExportRecord
-from .errors import StateError
-from .tree import MANIFEST_NAME, MMSegTree, NotText
+from .errors import InputError, StateError
+from .tree import BACKUP_DIR, MANIFEST_NAME, MMSegTree, NotText
+from .treefs import TooLarge, Unsafe, relative
 
 SCHEMA = 1
 
@@ -136,11 +138,25 @@ class Manifest:
             data["backups"] = [b.as_json() for b in sorted(self.backups, key=lambda b: b.copy)]
         return json.dumps(data, indent=2) + "\n"
 
+    def _check_paths(self) -> None:
+        """Every path the manifest names is one a record may name (treefs.relative); the copies
+        of backups lie under BACKUP_DIR. A manifest is untrusted input: a fork can commit one."""
+        for path, record in self.files.items():
+            relative(path, "a file record")
+            if record.source is not None:
+                relative(record.source, f"the source of {path}")
+            for line in record.exports.imports if record.exports else ():
+                _check_import_line(line)
+        for backup in self.backups:
+            relative(backup.path, "a backup's path")
+            if not relative(backup.copy, "a backup's copy").startswith(f"{BACKUP_DIR}/"):
+                raise Unsafe(f"a backup's copy {backup.copy!r} lies outside {BACKUP_DIR}/")
+
     @classmethod
     def load(cls, tree: MMSegTree) -> "Manifest | None":
         try:
             text = tree.read(MANIFEST_NAME)
-        except NotText as exc:
+        except (NotText, TooLarge) as exc:
             raise StateError(f"{MANIFEST_NAME} is not a valid rewardpatch manifest ({exc.why})") from None
         if text is None:
             return None
@@ -162,7 +178,7 @@ class Manifest:
                 if backup.kind not in (ORIGINAL, HAND_EDITED):
                     raise ValueError(f"a backup's kind {backup.kind!r} is neither {ORIGINAL!r} nor {HAND_EDITED!r}")
                 backups.append(backup)
-            return cls(
+            manifest = cls(
                 generation=data["generation"],
                 mmseg_version=data["mmseg_version"],
                 heads=list(data["heads"]),
@@ -171,10 +187,26 @@ class Manifest:
                 tool_version=data["tool_version"],
                 backups=backups,
             )
+            manifest._check_paths()
+            return manifest
+        except Unsafe as exc:
+            raise StateError(f"{MANIFEST_NAME} is refused: {exc}; nothing was changed") from None
         except KeyError as exc:
             raise StateError(f"{MANIFEST_NAME} is not a valid rewardpatch manifest (no {exc})") from None
         except (ValueError, TypeError) as exc:
             raise StateError(f"{MANIFEST_NAME} is not a valid rewardpatch manifest ({exc})") from None
+
+
+def _check_import_line(line: str) -> None:
+    """An import line of an export record: one `from .module import names` statement."""
+    from .bindings import bounded_parse
+
+    try:
+        body = bounded_parse(line, "an export record").body
+    except (SyntaxError, InputError):
+        raise ValueError(f"exports.imports holds {line!r}, not an import") from None
+    if len(body) != 1 or not isinstance(body[0], ast.ImportFrom) or body[0].level != 1 or not body[0].module:
+        raise ValueError(f"exports.imports holds {line!r}, not one `from .module import ...`")
 
 
 def require_patched(tree: MMSegTree, hint: str) -> Manifest:

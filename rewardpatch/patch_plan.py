@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import faults, journal, signals
+from . import faults, journal, signals, treefs
 from .errors import Interrupted, StateError
 from .tree import MMSegTree
 
@@ -66,16 +66,18 @@ class PatchPlan:
 
     def execute(self, verb: str = "apply") -> None:
         """Write every change, or none: see journal.py. The caller holds the tree's lock
-        (journal.exclusive); a failure or a signal rolls back what was written."""
+        (journal.exclusive); a failure or a signal rolls back what was written. No link is
+        followed on the way to any path written (treefs)."""
         root = self.tree.root
+        key = journal.writer_key()
         faults.begin("write")
         made: set[str] = set()  # folders an earlier entry creates
         staged = [self._entry(change, made) for change in self.changes]
-        record = journal.Record(verb, os.getpid(), [entry for entry, _ in staged])
+        record = journal.Record(verb, os.getpid(), [entry for entry, _ in staged], str(root))
         current = None
         with signals.held():
             try:
-                journal.record(root, record)
+                journal.record(root, record, key)
                 for entry, data in staged:  # every new content on disk before the first rename
                     current = entry.path
                     if data is not None:
@@ -85,13 +87,13 @@ class PatchPlan:
                     current = entry.path
                     faults.step("write", f"{'rename' if entry.temp else 'remove'} {entry.path}")
                     if entry.temp:
-                        os.replace(root / entry.temp, root / entry.path)
+                        treefs.replace(root, entry.temp, entry.path)
                     else:
                         _remove(root, entry.path)
                     _stop_if_signalled()
-                for folder in sorted({(root / entry.path).parent for entry, _ in staged}):
-                    if folder.is_dir():
-                        journal.fsync_dir(folder)
+                for folder in sorted({entry.path.rpartition("/")[0] for entry, _ in staged}):
+                    if folder == "" or treefs.lstat(root, folder) is not None:
+                        treefs.fsync_folder(root, folder)
                 faults.step("write", "commit")
                 _stop_if_signalled()
                 journal.complete(root)
@@ -106,12 +108,14 @@ class PatchPlan:
 
     def _entry(self, change: FileChange, made: set[str]) -> tuple[journal.Entry, bytes | None]:
         """What the journal records for `change`, checked against the disk as it is now, and
-        the bytes to write. A symlink inside the tree is written through: its target changes."""
+        the bytes to write. A symlink inside the tree is written through: its target changes
+        (tree.path refuses one that leaves the tree)."""
         root = self.tree.root
         path = self.tree.path(change.path)
         if change.after is not None and path.is_symlink():
             path = path.resolve()
-        before = path.read_bytes() if path.is_file() else None
+        rel = self.tree.rel(path)
+        before = treefs.read(root, rel, limit=None)
         expected = None if change.before is None else self.tree.encode(change.path, change.before)
         if before != expected:
             raise StateError(f"{change.path} changed while rewardpatch was planning; nothing was written, rerun")
@@ -123,10 +127,10 @@ class PatchPlan:
         ]
         made.update(dirs)
         entry = journal.Entry(
-            path=self.tree.rel(path),
-            temp=None if after is None else self.tree.rel(path.with_name(f".{path.name}{journal.TEMP_SUFFIX}")),
+            path=rel,
+            temp=None if after is None else treefs.fresh_name(root, rel, journal.TEMP_SUFFIX),
             before=None if before is None else base64.b64encode(before).decode("ascii"),
-            mode=path.stat().st_mode & 0o7777 if before is not None else None,
+            mode=treefs.lstat(root, rel).st_mode & 0o777 if before is not None else None,
             after_sha256=None if after is None else hashlib.sha256(after).hexdigest(),
             dirs=dirs,
         )
@@ -142,7 +146,7 @@ class PatchPlan:
         except OSError as again:
             raise StateError(
                 f"could not write {failed} ({_reason(exc)}), and rolling back failed too ({_reason(again)}); "
-                f"the next rewardpatch command on this tree rolls it back ({journal.JOURNAL_NAME})"
+                f"the next apply or revert on this tree rolls it back ({journal.JOURNAL_NAME})"
             ) from None
         signals.consume_all()  # a second signal, or a third: the rollback is done
         if isinstance(exc, (_Stop, KeyboardInterrupt)):
@@ -171,10 +175,10 @@ def _stop_if_signalled() -> None:
 def _stage(root: Path, entry: journal.Entry, data: bytes) -> None:
     for folder in entry.dirs:
         faults.step("write", f"mkdir {folder}")
-        (root / folder).mkdir(exist_ok=True)
+        treefs.mkdir(root, folder)
     faults.step("write", f"write {entry.temp}")
     mode = entry.mode if entry.mode is not None else _default_mode()
-    journal.write_durably(root / entry.temp, data, mode)
+    treefs.write_new(root, entry.temp, data, mode)
 
 
 def _reason(exc: BaseException) -> str:
@@ -186,12 +190,11 @@ def _reason(exc: BaseException) -> str:
 def _remove(root: Path, relative: str) -> None:
     """Remove the file, and the folders only it needed (the backups' folder after revert),
     so that a reverted tree holds nothing rewardpatch made."""
-    path = root / relative
-    path.unlink(missing_ok=True)
-    for folder in path.parents:
-        if folder == root or not folder.is_relative_to(root) or any(folder.iterdir()):
-            break
-        folder.rmdir()
+    treefs.unlink(root, relative)
+    folder = relative.rpartition("/")[0]
+    while folder and treefs.is_empty_folder(root, folder):
+        treefs.rmdir(root, folder)
+        folder = folder.rpartition("/")[0]
 
 
 def _default_mode() -> int:

@@ -9,8 +9,10 @@ import io
 import json
 import tokenize
 from dataclasses import dataclass, field
-from pathlib import Path
+from fnmatch import fnmatchcase
+from pathlib import Path, PurePosixPath
 
+from . import treefs
 from .errors import InputError, StateError
 from .mmseg_generations import (
     Generation, declared_generation, generation_for, shown, supported_versions, supporting_generation,
@@ -77,10 +79,17 @@ def sha256(data: bytes | str) -> str:
 def read_version(version_file: Path, name: str | None = None) -> str:
     """The __version__ string mmseg/version.py assigns, else an InputError saying why there is
     none. `name` is how the message names the file (default: the path)."""
+    from .bindings import TooDeep, bounded_parse
+
     name = name or str(version_file)
-    text, _ = decode_source(version_file.read_bytes(), name)
+    data = treefs.read(version_file.resolve().parent, version_file.name)
+    if data is None:
+        raise InputError(f"{name}: missing")
+    text, _ = decode_source(data, name)
     try:
-        module = ast.parse(text)
+        module = bounded_parse(text, name)
+    except TooDeep as exc:
+        raise InputError(str(exc)) from None
     except SyntaxError as exc:
         markers = [n for n, line in enumerate(text.splitlines(), 1) if line.startswith(CONFLICT_MARKERS)]
         if markers:
@@ -100,8 +109,8 @@ def read_version(version_file: Path, name: str | None = None) -> str:
 def _recorded_version(root: Path) -> str | None:
     """The release a manifest says the tree was patched as, when it names a supported one."""
     try:
-        recorded = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))["mmseg_version"]
-    except (OSError, ValueError, KeyError, TypeError):
+        recorded = json.loads((treefs.read(root, MANIFEST_NAME) or b"").decode("utf-8"))["mmseg_version"]
+    except (OSError, StateError, InputError, ValueError, KeyError, TypeError):
         return None
     return recorded if isinstance(recorded, str) and supporting_generation(recorded) else None
 
@@ -123,6 +132,9 @@ class MMSegTree:
     # from (None: two files read hold that text in different bytes); see `encode`
     _encodings: dict[str, Encoding] = field(default_factory=dict, init=False, repr=False, compare=False)
     _bytes_of_text: dict[str, bytes | None] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # {path: bytes or None (absent)}: how an interrupted run's rollback will leave these files
+    # (journal.Leftovers.restores); a reader reads the tree through it, as the next writer will find it
+    overlay: dict[str, bytes | None] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def open(cls, path: str | Path, mmseg_version: str | None = None) -> "MMSegTree":
@@ -141,6 +153,8 @@ class MMSegTree:
         version_file = root / VERSION_FILE
         if not version_file.is_file():
             raise InputError(f"{path}: not an MMSegmentation tree (no mmseg/version.py)")
+        if not version_file.resolve().is_relative_to(root.resolve()):
+            raise treefs.Unsafe(f"{VERSION_FILE} is a symlink pointing outside the tree ({version_file.resolve()})")
         if declared is None:
             try:
                 found = read_version(version_file)
@@ -162,35 +176,64 @@ class MMSegTree:
         return cls(root=root.resolve(), version=mmseg_version, generation=declared)
 
     def path(self, relative: str) -> Path:
-        """The absolute path of `relative`, refusing anything that leaves the tree.
+        """The absolute path of `relative`, refusing anything that leaves the tree or enters .git/.
 
         A symlink whose target lies outside the tree is refused too: writing through
         it would change files the user never pointed us at.
         """
-        candidate = self.root / relative
+        candidate = self.root / treefs.relative(relative, "a path")
         resolved = candidate.resolve()
         if not resolved.is_relative_to(self.root):
             if candidate.is_symlink() or any(p.is_symlink() for p in candidate.parents):
-                raise StateError(f"{relative} is a symlink pointing outside the tree ({resolved})")
-            raise InputError(f"{relative} lies outside the tree")
+                raise treefs.Unsafe(f"{relative} is a symlink pointing outside the tree ({resolved})")
+            raise treefs.Unsafe(f"{relative} lies outside the tree")
+        if resolved != self.root:
+            treefs.relative(resolved.relative_to(self.root).as_posix(), f"{relative}, a symlink to")
         return candidate
+
+    def resolved(self, relative: str) -> str:
+        """`relative` with every symlink inside the tree followed (tree.path refuses one that leaves
+        it or enters .git/): the file a read or a write of `relative` reaches."""
+        return self.path(relative).resolve().relative_to(self.root).as_posix()
+
+    def read_bytes(self, relative: str) -> bytes | None:
+        """The bytes of the file at `relative`, or None when there is none: read without following
+        any link once `relative` is resolved inside the tree (treefs.read: a regular file, at most
+        treefs.MAX_SOURCE_BYTES, else a TooLarge error), through the overlay of an interrupted run."""
+        rel = self.resolved(relative)
+        if rel in self.overlay:
+            return self.overlay[rel]
+        return treefs.read(self.root, rel)
 
     def read(self, relative: str) -> str | None:
         """The file's text with its line endings untouched, or None when it is absent.
 
         Decoded as Python reads a source (`decode_source`: BOM, coding cookie, else UTF-8),
         the BOM left out so that the text parses; `encode` puts both back. A file that is
-        not text in that encoding is a NotText error (an InputError) naming it.
-        Reading may follow a symlink out of the tree; writing (see `path`) may not.
+        not text in that encoding is a NotText error (an InputError) naming it. A symlink is
+        followed only while it stays inside the tree, out of .git/ (`path`); a file over
+        treefs.MAX_SOURCE_BYTES is a treefs.TooLarge error.
         """
-        path = self.root / relative
-        if not path.is_file():
+        data = self.read_bytes(relative)
+        if data is None:
             return None
-        data = path.read_bytes()
         text, encoding = decode_source(data, relative)
         self._encodings[relative] = encoding
         self._bytes_of_text[text] = data if self._bytes_of_text.get(text, data) == data else None
         return text
+
+    def files(self, folder: str, pattern: str) -> list[str]:
+        """The relative paths of the files in `folder` whose names match `pattern`, sorted, as
+        the tree holds them once an interrupted run is rolled back (the overlay)."""
+        base = self.path(folder)
+        found = {self.rel(p) for p in base.glob(pattern)} if base.is_dir() else set()
+        prefix = PurePosixPath(self.resolved(folder))
+        for path, data in self.overlay.items():
+            where = PurePosixPath(path)
+            if where.parent == prefix and fnmatchcase(where.name, pattern):
+                rel = f"{folder}/{where.name}"
+                found.add(rel) if data is not None else found.discard(rel)
+        return sorted(found)
 
     def encode(self, relative: str, text: str) -> bytes:
         """The bytes that hold `text` at `relative`, in the encoding the file declares (its BOM

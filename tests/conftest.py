@@ -29,6 +29,19 @@ VERSIONS = ("1.0.0", "1.2.2")
 STACK = ("torch", "mmengine", "mmcv.ops", "matplotlib")
 
 
+def pytest_configure(config):
+    """The journal key (journal.key_path) of this test session's own, in a folder of its own:
+    the tests never write into the user's ~/.local/state, and every process they start
+    (start_cli, benchmarks' children) shares it through the environment."""
+    import tempfile
+
+    os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="rewardpatch-state-")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(os.environ.get("XDG_STATE_HOME", ""), ignore_errors=True)
+
+
 def pytest_sessionfinish(session, exitstatus):
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     passed = len(reporter.stats.get("passed", [])) if reporter else 0

@@ -111,13 +111,13 @@ def test_a_write_failing_half_way_leaves_the_tree_unchanged(tree, monkeypatch):
     real_replace = os.replace
     calls = {"n": 0}
 
-    def failing_replace(src, dst):
+    def failing_replace(src, dst, **at):
         calls["n"] += 1
         if calls["n"] == last:
             raise OSError(28, "No space left on device")
-        return real_replace(src, dst)
+        return real_replace(src, dst, **at)
 
-    monkeypatch.setattr("rewardpatch.patch_plan.os.replace", failing_replace)
+    monkeypatch.setattr("rewardpatch.treefs.os.replace", failing_replace)
     with pytest.raises(Exception, match="No space left on device; the tree was left unchanged"):
         plan.execute()
     assert calls["n"] == last + 2  # the rollback rewrote both __init__ files

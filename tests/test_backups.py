@@ -73,12 +73,12 @@ def test_a_failed_write_leaves_no_copy_behind(capsys, tree, monkeypatch):
     commit_hand_made_files(tree)
     real_replace = os.replace
 
-    def no_manifest(src, dst):
+    def no_manifest(src, dst, **at):
         if str(dst).endswith(MANIFEST_NAME):
             raise OSError(28, "No space left on device")
-        return real_replace(src, dst)
+        return real_replace(src, dst, **at)
 
-    monkeypatch.setattr("rewardpatch.patch_plan.os.replace", no_manifest)
+    monkeypatch.setattr("rewardpatch.treefs.os.replace", no_manifest)
     code, _, err = run_cli(capsys, "apply", tree, "--force")
     assert code == 1
     assert "the tree was left unchanged" in one_line_error(err)

@@ -98,13 +98,13 @@ def test_a_write_failing_half_way_leaves_the_tree_unchanged(make_tree, monkeypat
     real_replace = os.replace
     calls = {"n": 0}
 
-    def failing_replace(src, dst):
+    def failing_replace(src, dst, **at):
         calls["n"] += 1
         if calls["n"] == len(plan.changes):
             raise OSError(28, "No space left on device")
-        return real_replace(src, dst)
+        return real_replace(src, dst, **at)
 
-    monkeypatch.setattr("rewardpatch.patch_plan.os.replace", failing_replace)
+    monkeypatch.setattr("rewardpatch.treefs.os.replace", failing_replace)
     with pytest.raises(Exception, match="the tree was left unchanged"):
         plan.execute()
     assert snapshot(tree) == before

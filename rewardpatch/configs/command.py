@@ -178,7 +178,7 @@ def config_command(
         tree, options = _plugin_options(source, mmseg_version)
     else:
         tree = MMSegTree.open(tree_path, mmseg_version)
-        journal.settle(tree.root)  # an interrupted apply or revert is rolled back first
+        journal.settled(tree.root, "config")  # an interrupted apply or revert: refused
         manifest = require_patched(tree, f"run `rewardpatch apply {tree_path}` first")
         options = FinetuneOptions(
             reward_classes=manifest.reward_classes, tree=tree_path, runner=tree.generation.runner,

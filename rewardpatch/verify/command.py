@@ -242,7 +242,7 @@ def verify_command(tree: str | None, installed: bool, imports: tuple[str, ...], 
         names = _patched_heads(mmseg, reward_classes, heads, reasons)
     else:
         mmseg = MMSegTree.open(tree, mmseg_version)
-        journal.settle(mmseg.root)  # an interrupted apply or revert is rolled back first
+        journal.settled(mmseg.root, "verify")  # an interrupted apply or revert: refused
         manifest = require_patched(mmseg, f"run `rewardpatch apply {tree}` first")
         names = _patched_heads(mmseg, manifest.reward_classes, heads)
     finetune_head = None if skip_finetune else _finetune_head(mmseg, names)
