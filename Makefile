@@ -28,6 +28,20 @@ ISORT4 := isort==4.3.21
 # mmcv's setup.py imports pkg_resources, which setuptools 81 removed; torch needs >= 77.
 SETUPTOOLS := setuptools>=77,<81
 
+# The domain-adaptation family's stack (DAFormer, HRDA, MIC and SePiCo pin it): Python 3.8,
+# torch 1.7.1, mmcv-full 1.3.7 built with its ops (cached like the others), mmsegmentation
+# 0.16.0 installed (for plugin mode) and rewardpatch itself. tests/test_daformer_stack.py
+# runs the inserted files, verify and plugin mode in it, through REWARDPATCH_DAFORMER_PYTHON.
+VENV_DA ?= .venv-daformer
+PYTHON38 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.8.*/bin/python) $(shell command -v python3.8 2>/dev/null))
+DA_TORCH := 1.7.1
+DA_MMCV_FULL := 1.3.7
+DA_MMSEG := 0.16.0
+# DAFormer's own pins, and those without which mmcv-full 1.3.7 breaks there: opencv 5 and
+# Pillow 10 need a newer numpy, yapf 0.40 dropped the FormatCode(verify=...) it calls.
+DA_PINS := numpy==1.19.2 torchvision==0.8.2 opencv-python-headless==4.5.5.64 yapf==0.32.0 "Pillow<10" \
+	addict pyyaml prettytable matplotlib packaging
+
 # The checkout `make demo` patches: 1.2.2 at ./mmsegmentation, any other at ./mmsegmentation-<version>.
 MMSEG_VERSION ?= 1.2.2
 
@@ -40,11 +54,13 @@ STAMP := $(VENV)/.rewardpatch-setup
 PY0 := $(VENV0)/bin/python
 PIP0 := $(PY0) -m pip
 STAMP0 := $(VENV0)/.rewardpatch-setup
+PYDA := $(VENV_DA)/bin/python
+STAMPDA := $(VENV_DA)/.rewardpatch-setup
 # make demo: the stack of the demo checkout's generation
 DEMO_VENV := $(if $(filter 0.%,$(MMSEG_VERSION)),$(VENV0),$(VENV))
 DEMO_STAMP := $(if $(filter 0.%,$(MMSEG_VERSION)),$(STAMP0),$(STAMP))
 
-.PHONY: setup setup0 demo test bench bench-learning clean
+.PHONY: setup setup0 setup-daformer demo test bench bench-learning clean
 .DEFAULT_GOAL := demo
 
 setup: $(STAMP)
@@ -83,6 +99,18 @@ $(STAMP0): Makefile setup.cfg rewardpatch/verify/torchvision_stand_in.py
 	$(PY0) -c "import mmcv.ops, mmcv.runner, mmseg.models, rewardpatch; print('0.x stack ready: mmcv-full', mmcv.__version__, 'with ops, mmseg', mmseg.__version__)"
 	@touch $@
 
+setup-daformer: $(STAMPDA)
+
+$(STAMPDA): Makefile setup.cfg
+	@test -n "$(PYTHON38)" || { echo "the DAFormer stack needs Python 3.8: pyenv install 3.8, or make PYTHON38=/path/to/python3.8"; exit 1; }
+	@test -x $(PYDA) || $(PYTHON38) -m venv $(VENV_DA)
+	$(PYDA) -m pip install --quiet wheel "torch==$(DA_TORCH)" $(DA_PINS)
+	@$(MAKE) --no-print-directory mmcv-wheel WHEEL_PY=$(PYDA) WHEEL_PACKAGE=mmcv-full WHEEL_VERSION=$(DA_MMCV_FULL)
+	$(PYDA) -m pip install --quiet --no-deps "$$(cat $(VENV_DA)/.mmcv-wheel)" "mmsegmentation==$(DA_MMSEG)"
+	$(PYDA) -m pip install --quiet -e .
+	$(PYDA) -c "import sys, torch, mmcv.ops, mmcv.runner, mmseg.models, rewardpatch; print('DAFormer stack ready: Python', sys.version.split()[0], 'torch', torch.__version__, 'mmcv-full', mmcv.__version__, 'with ops, mmseg', mmseg.__version__)"
+	@touch $@
+
 # mmcv ships no wheel with compiled ops for this torch: build one once (mmcv 2.1.0: 6.7 min on
 # 2 cores, mmcv-full 1.7.2: 5.9 min; benchmarks/results/ci_cold.json) and keep it outside the repository, keyed by
 # package, version, torch and Python. Called with WHEEL_PY, WHEEL_PACKAGE and WHEEL_VERSION;
@@ -111,8 +139,9 @@ demo: $(STAMP) $(DEMO_STAMP)
 	$(DEMO_VENV)/bin/rewardpatch verify $(DEMO_TREE)
 
 # The 0.x tests run the 0.x stack's interpreter, named by REWARDPATCH_MMSEG0_PYTHON.
-test: $(STAMP) $(STAMP0)
-	REWARDPATCH_MMSEG0_PYTHON=$(abspath $(PY0)) $(PY) -m pytest $(PYTEST_ARGS)
+test: $(STAMP) $(STAMP0) $(STAMPDA)
+	REWARDPATCH_MMSEG0_PYTHON=$(abspath $(PY0)) REWARDPATCH_DAFORMER_PYTHON=$(abspath $(PYDA)) \
+		$(PY) -m pytest $(PYTEST_ARGS)
 
 # Timing lives here, not in the tests. Each writes benchmarks/results/*.json (machine, date).
 bench: $(STAMP) $(STAMP0)
@@ -131,4 +160,4 @@ bench-learning: $(STAMP)
 	$(PY) benchmarks/bench_learning.py
 
 clean:
-	rm -rf $(VENV) $(VENV0) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV0) $(VENV_DA) build *.egg-info .pytest_cache .hypothesis
