@@ -87,8 +87,8 @@ def venv(request) -> Path:
             problem = f"{venv} holds another rewardpatch than this tree's (a stale install)"
     if problem:
         if IN_CI:
-            pytest.fail(f"the Python {version} venv is missing in CI ({problem})")
-        pytest.skip(f"no Python {version} venv ({problem}); `make setup-pythons` makes it")
+            pytest.fail(f"the Python {version} venv is missing or stale in CI ({problem})")
+        pytest.skip(f"no usable Python {version} venv ({problem}); `make setup-pythons` makes it")
     return venv
 
 
