@@ -41,6 +41,15 @@ DA_MMSEG := 0.16.0
 # Pillow 10 need a newer numpy, yapf 0.40 dropped the FormatCode(verify=...) it calls.
 DA_PINS := numpy==1.19.2 torchvision==0.8.2 opencv-python-headless==4.5.5.64 yapf==0.32.0 "Pillow<10" \
 	addict pyyaml prettytable matplotlib packaging
+# The Pythons the tool runs on, as setup.cfg's classifiers list them (3.8 to 3.13: plugin mode,
+# verify and config run in users' training environments). `make setup-pythons` makes one venv
+# each, $(VENV_PYTHONS)/<version>, with rewardpatch installed from the working tree as users
+# get it (`pip install .`, not editable); tests/test_python_versions.py runs its `rewardpatch`.
+# Interpreters come from pyenv's versions, else from PATH (python3.8, ...).
+PYTHONS ?= $(shell sed -n 's/^ *Programming Language :: Python :: \(3\.[0-9]*\) *$$/\1/p' setup.cfg)
+PYENV_ROOT ?= $(HOME)/.pyenv
+VENV_PYTHONS ?= .venv-py
+PACKAGE_FILES := $(wildcard rewardpatch/*.py rewardpatch/*/*.py templates/*.py patches/*.toml)
 
 # The checkout `make demo` patches: 1.2.2 at ./mmsegmentation, any other at ./mmsegmentation-<version>.
 MMSEG_VERSION ?= 1.2.2
@@ -56,15 +65,17 @@ PIP0 := $(PY0) -m pip
 STAMP0 := $(VENV0)/.rewardpatch-setup
 PYDA := $(VENV_DA)/bin/python
 STAMPDA := $(VENV_DA)/.rewardpatch-setup
+STAMP_PYTHONS := $(VENV_PYTHONS)/.rewardpatch-setup
 # make demo: the stack of the demo checkout's generation
 DEMO_VENV := $(if $(filter 0.%,$(MMSEG_VERSION)),$(VENV0),$(VENV))
 DEMO_STAMP := $(if $(filter 0.%,$(MMSEG_VERSION)),$(STAMP0),$(STAMP))
 
-.PHONY: setup setup0 setup-daformer demo test bench bench-learning clean
+.PHONY: setup setup0 setup-daformer setup-pythons demo test bench bench-learning clean
 .DEFAULT_GOAL := demo
 
 setup: $(STAMP)
 setup0: $(STAMP0)
+setup-pythons: $(STAMP_PYTHONS)
 
 $(STAMP): Makefile setup.cfg
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -111,6 +122,23 @@ $(STAMPDA): Makefile setup.cfg
 	$(PYDA) -c "import sys, torch, mmcv.ops, mmcv.runner, mmseg.models, rewardpatch; print('DAFormer stack ready: Python', sys.version.split()[0], 'torch', torch.__version__, 'mmcv-full', mmcv.__version__, 'with ops, mmseg', mmseg.__version__)"
 	@touch $@
 
+# One venv per Python of PYTHONS. pip's cache (outside the repository) makes a rerun take seconds;
+# build/ goes first, as setuptools would put its stale files into the wheel. A Python this
+# machine lacks gets no venv: its tests skip, or fail in CI.
+$(STAMP_PYTHONS): Makefile setup.cfg pyproject.toml $(PACKAGE_FILES)
+	@for version in $(PYTHONS); do \
+		python=$$(ls -d $(PYENV_ROOT)/versions/$$version.*/bin/python 2>/dev/null | sort -V | tail -n 1); \
+		test -n "$$python" || python=$$(command -v python$$version) || true; \
+		if [ -z "$$python" ] || ! "$$python" -c "" 2>/dev/null; then \
+			echo "no Python $$version here: $(VENV_PYTHONS)/$$version not made"; continue; fi; \
+		venv=$(VENV_PYTHONS)/$$version; \
+		test -x $$venv/bin/python || "$$python" -m venv $$venv || exit 1; \
+		rm -rf build && $$venv/bin/python -m pip install --quiet . || exit 1; \
+		echo "$$venv: $$($$venv/bin/python --version), $$($$venv/bin/rewardpatch --version)"; \
+	done
+	@rm -rf build
+	@touch $@
+
 # mmcv ships no wheel with compiled ops for this torch: build one once (mmcv 2.1.0: 6.7 min on
 # 2 cores, mmcv-full 1.7.2: 5.9 min; benchmarks/results/ci_cold.json) and keep it outside the repository, keyed by
 # package, version, torch and Python. Called with WHEEL_PY, WHEEL_PACKAGE and WHEEL_VERSION;
@@ -138,9 +166,12 @@ demo: $(STAMP) $(DEMO_STAMP)
 	$(DEMO_VENV)/bin/rewardpatch check $(DEMO_TREE)
 	$(DEMO_VENV)/bin/rewardpatch verify $(DEMO_TREE)
 
-# The 0.x tests run the 0.x stack's interpreter, named by REWARDPATCH_MMSEG0_PYTHON.
-test: $(STAMP) $(STAMP0) $(STAMPDA)
-	REWARDPATCH_MMSEG0_PYTHON=$(abspath $(PY0)) REWARDPATCH_DAFORMER_PYTHON=$(abspath $(PYDA)) \
+# The 0.x tests run the 0.x stack's interpreter, named by REWARDPATCH_MMSEG0_PYTHON; the
+# tests of the other Pythons the venvs of setup-pythons, in REWARDPATCH_PYTHONS; those of the
+# DAFormer stack its interpreter, in REWARDPATCH_DAFORMER_PYTHON.
+test: $(STAMP) $(STAMP0) $(STAMP_PYTHONS) $(STAMPDA)
+	REWARDPATCH_MMSEG0_PYTHON=$(abspath $(PY0)) REWARDPATCH_PYTHONS=$(abspath $(VENV_PYTHONS)) \
+		REWARDPATCH_DAFORMER_PYTHON=$(abspath $(PYDA)) \
 		$(PY) -m pytest $(PYTEST_ARGS)
 
 # Timing lives here, not in the tests. Each writes benchmarks/results/*.json (machine, date).
@@ -160,4 +191,4 @@ bench-learning: $(STAMP)
 	$(PY) benchmarks/bench_learning.py
 
 clean:
-	rm -rf $(VENV) $(VENV0) $(VENV_DA) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV0) $(VENV_DA) $(VENV_PYTHONS) build *.egg-info .pytest_cache .hypothesis

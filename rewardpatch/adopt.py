@@ -13,7 +13,7 @@ import ast
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .bindings import parse_python, sibling_path
+from .bindings import module_stem, parse_python, sibling_path
 from .errors import InputError, StateError
 from .head_index import INCOMPATIBLE, REWARD_STEM_PREFIX, HeadIndex, is_generated, is_reward_name, unrewarded_name
 from .manifest import ORIGINAL, Manifest
@@ -39,7 +39,7 @@ class HandMadeFile:
 
     @property
     def stem(self) -> str:
-        return self.path.rsplit("/", 1)[1].removesuffix(".py")
+        return module_stem(self.path)
 
     @property
     def package(self) -> str:

@@ -8,6 +8,7 @@ name an `__init__` imports from a module rewardpatch writes is defined there.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import PurePosixPath
 
 from .errors import InputError
@@ -79,9 +80,26 @@ def parse_python(source: str, file: str) -> ast.Module:
         raise InputError(f"{file}:{exc.lineno}: cannot parse: {exc.msg}") from None
 
 
+def expression_text(node: ast.expr, source: str) -> str:
+    """`node`, an expression of the module `source`, written out as ast.unparse writes it.
+
+    Python 3.8 has no ast.unparse: there it is the expression as `source` spells it, its lines
+    joined into one, which may differ in spacing, parentheses and numbers (`1e-3` for 0.001).
+    """
+    if sys.version_info >= (3, 9):
+        return ast.unparse(node)
+    return " ".join(line.strip() for line in ast.get_source_segment(source, node).splitlines())
+
+
 def package_of(init: str) -> str:
     """'mmseg/models/losses/__init__.py' -> 'mmseg.models.losses'."""
     return ".".join(PurePosixPath(init).parent.parts)
+
+
+def module_stem(path: str) -> str:
+    """'mmseg/models/decode_heads/fcn_head.py' -> 'fcn_head'."""
+    name = path.rsplit("/", 1)[1]
+    return name[: -len(".py")] if name.endswith(".py") else name
 
 
 def sibling_path(init: str, stem: str) -> str:

@@ -77,7 +77,7 @@ def _refusal_reason(exc: Exception) -> str:
     for line in str(exc).splitlines():
         line = line.strip()
         if line.startswith("WeightsUnpickler error:"):
-            return line.removeprefix("WeightsUnpickler error:").strip()
+            return line[len("WeightsUnpickler error:"):].strip()
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 

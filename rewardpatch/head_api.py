@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 
+from .bindings import expression_text
 from .mmseg_generations import Generation, TemplateSpec
 
 
@@ -33,7 +34,7 @@ class HeadAPI:
     problem: str | None = None
 
 
-@cache
+@lru_cache(maxsize=None)  # functools.cache, which Python 3.8 lacks
 def template_parameters(spec: TemplateSpec, method: str) -> tuple[str, ...]:
     """The parameters of `method` in the adapter template, in order."""
     for node in ast.walk(ast.parse(spec.text)):
@@ -46,14 +47,18 @@ def adapter_template(gen: Generation) -> TemplateSpec:
     return next(t for t in gen.templates if t.source == gen.adapter.template)
 
 
-def read_head_api(gen: Generation, classes: dict[tuple[str, str], ast.ClassDef]) -> HeadAPI:
-    """The API of the tree whose classes by (module stem, name) are `classes`."""
+def read_head_api(
+    gen: Generation, classes: dict[tuple[str, str], ast.ClassDef], sources: dict[str, str]
+) -> HeadAPI:
+    """The API of the tree whose classes by (module stem, name) are `classes`, and the source
+    of its modules by stem `sources`."""
     bases = frozenset(name for name, spec in gen.bases.items() if (spec.module, name) in classes)
     adapter = gen.adapter
     where = f"{adapter.base}.{adapter.loss_method}"
-    base = classes.get((gen.bases[adapter.base].module, adapter.base))
+    module = gen.bases[adapter.base].module
+    base = classes.get((module, adapter.base))
     if base is None:
-        return HeadAPI(bases, problem=f"the tree has no {adapter.base} in {gen.bases[adapter.base].module}.py")
+        return HeadAPI(bases, problem=f"the tree has no {adapter.base} in {module}.py")
     method = next(
         (n for n in base.body if isinstance(n, ast.FunctionDef) and n.name == adapter.loss_method), None
     )
@@ -85,10 +90,10 @@ def read_head_api(gen: Generation, classes: dict[tuple[str, str], ast.ClassDef])
             unknown.append(arg.arg)
             continue
         if default is not None and not isinstance(default, ast.Constant):
-            unknown.append(f"{arg.arg}={ast.unparse(default)}")
+            unknown.append(f"{arg.arg}={expression_text(default, sources[module])}")
             continue
         pixel_weight = arg.arg
-        extra.append(arg.arg if default is None else f"{arg.arg}={ast.unparse(default)}")
+        extra.append(arg.arg if default is None else f"{arg.arg}={expression_text(default, sources[module])}")
     if args.kwarg:
         var_keyword = args.kwarg.arg
         extra.append(f"**{var_keyword}")

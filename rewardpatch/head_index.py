@@ -11,8 +11,9 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Union
 
-from .bindings import defined_names, module_level_statements, package_imports, parse_python
+from .bindings import defined_names, expression_text, module_level_statements, package_imports, parse_python
 from .errors import InputError
 from .head_api import HeadAPI, read_head_api
 from .mmseg_generations import Generation
@@ -63,7 +64,8 @@ class UnresolvedBase:
 
 # Where a base chain ends that reaches no head base: outside the package, nowhere, or (a
 # str) "cyclic base X" / "no base class"; the head base's own name when it reaches one.
-Root = str | ExternalBase | UnresolvedBase
+# typing.Union: Python 3.8 and 3.9 cannot write `str | X` outside annotations.
+Root = Union[str, ExternalBase, UnresolvedBase]
 
 
 @dataclass(eq=False)
@@ -168,13 +170,12 @@ def reward_name(name: str) -> str:
 
 def unrewarded_name(name: str) -> str:
     """RewardFCNHead -> FCNHead; a name without the prefix is returned as it is."""
-    return name.removeprefix(REWARD_PREFIX)
+    return name[len(REWARD_PREFIX):] if name.startswith(REWARD_PREFIX) else name
 
 
 def is_reward_name(name: str) -> bool:
     """Whether `name` reads as Reward<X>: the prefix, then a capital."""
-    rest = name.removeprefix(REWARD_PREFIX)
-    return rest != name and rest[:1].isupper()
+    return name.startswith(REWARD_PREFIX) and name[len(REWARD_PREFIX):][:1].isupper()
 
 
 def reward_stem(stem: str) -> str:
@@ -200,8 +201,9 @@ def _is_register_decorator(node: ast.expr) -> bool:
     return isinstance(target, ast.Attribute) and target.attr == "register_module"
 
 
-def _registry_arguments(info: ClassInfo) -> None:
-    """Read register_module's name and force (mmcv and mmengine: name, force, module) into `info`.
+def _registry_arguments(info: ClassInfo, source: str) -> None:
+    """Read register_module's name and force (mmcv and mmengine: name, force, module) into `info`,
+    a class of the module `source`.
 
     The copy registers Reward<name> for each literal name, and never force: a reward head
     must not replace the head it copies. A name that is not a literal cannot be renamed.
@@ -212,18 +214,18 @@ def _registry_arguments(info: ClassInfo) -> None:
         arguments = dict(zip(("name", "force"), decorator.args))
         for keyword in decorator.keywords:
             if keyword.arg is None:
-                info.registry_problem = f"registers with {ast.unparse(decorator)}: **-arguments hide its name"
+                info.registry_problem = f"registers with {expression_text(decorator, source)}: **-arguments hide its name"
                 return
             arguments.setdefault(keyword.arg, keyword.value)
         if any(isinstance(a, ast.Starred) for a in decorator.args):
-            info.registry_problem = f"registers with {ast.unparse(decorator)}: *-arguments hide its name"
+            info.registry_problem = f"registers with {expression_text(decorator, source)}: *-arguments hide its name"
             return
         if "force" in arguments:
-            info.registry_force = ast.unparse(arguments["force"])
+            info.registry_force = expression_text(arguments["force"], source)
         names = _literal_names(arguments.get("name"))
         if names is None:
             info.registry_problem = (
-                f"registers as name={ast.unparse(arguments['name'])}, not a literal string: "
+                f"registers as name={expression_text(arguments['name'], source)}, not a literal string: "
                 f"what {reward_name(info.name)} would register as is not known statically"
             )
             return
@@ -327,16 +329,16 @@ def _delegates_ground_truth(function: ast.FunctionDef, class_name: str, gen: Gen
     return False
 
 
-def _class_info(node: ast.ClassDef, stem: str, file: str, gen: Generation) -> ClassInfo:
+def _class_info(node: ast.ClassDef, stem: str, file: str, source: str, gen: Generation) -> ClassInfo:
     info = ClassInfo(
         name=node.name,
         module=stem,
         file=file,
-        bases=[_dotted(b) or ast.unparse(b) for b in node.bases],
+        bases=[_dotted(b) or expression_text(b, source) for b in node.bases],
         registered=any(_is_register_decorator(d) for d in node.decorator_list),
         node=node,
     )
-    _registry_arguments(info)
+    _registry_arguments(info, source)
     for statement in node.body:
         if isinstance(statement, ast.FunctionDef) and statement.name in gen.loss_methods:
             method = statement.name
@@ -405,7 +407,7 @@ class HeadIndex:
                 return
             parsed[stem] = set(package_imports(module, package))  # the module's syntax tree is let go
             classes = {
-                n.name: _class_info(n, stem, file, self.gen)
+                n.name: _class_info(n, stem, file, source, self.gen)
                 for n in module.body
                 if isinstance(n, ast.ClassDef)
             }
@@ -480,7 +482,7 @@ class HeadIndex:
     def api(self) -> HeadAPI:
         """What the tree's own decode-head bases ask of the reward bases (head_api.py)."""
         classes = {(stem, name): c.node for stem, m in self.modules.items() for name, c in m.classes.items()}
-        return read_head_api(self.gen, classes)
+        return read_head_api(self.gen, classes, {stem: m.source for stem, m in self.modules.items()})
 
     def is_base(self, cls: ClassInfo) -> bool:
         spec = self.gen.bases.get(cls.name)

@@ -9,15 +9,20 @@ they sit beside the package instead.
 from __future__ import annotations
 
 import hashlib
-import tomllib
+import sys
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from .errors import InputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # its backport (setup.cfg)
+    import tomli as tomllib
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -226,7 +231,7 @@ def _load(path: Path, common: dict) -> Generation:
     )
 
 
-@cache
+@lru_cache(maxsize=None)  # functools.cache, which Python 3.8 lacks
 def generations() -> tuple[Generation, ...]:
     patches = data_dir("patches")
     common = tomllib.loads((patches / COMMON).read_text(encoding="utf-8"))

@@ -122,7 +122,7 @@ class PatchPlan:
         after = None if change.after is None else self.tree.encode(change.path, change.after)
         dirs = [
             self.tree.rel(folder) for folder in reversed(path.parents)
-            if after is not None and folder.is_relative_to(root) and folder != root and not folder.exists()
+            if after is not None and root in folder.parents and not folder.exists()
             and self.tree.rel(folder) not in made
         ]
         made.update(dirs)

@@ -8,9 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import PurePosixPath
+from typing import Dict, List, Tuple
 
 from . import __version__, gitstate
-from .bindings import imports_of_files, parse_python, sibling_path, unbound_imports, unresolved_imports
+from .bindings import (
+    imports_of_files, module_stem, parse_python, sibling_path, unbound_imports, unresolved_imports,
+)
 from .errors import InputError, StateError
 from .adopt import Adoption, find_hand_made_files
 from .mmseg_generations import TemplateSpec
@@ -195,9 +198,10 @@ def _head_modules(index: HeadIndex, selected: list[str]):
 
 
 # What apply writes: {path: (text, FileRecord)} of the files it creates, and
-# {init: [(module stem, names)]} of the exports it adds to each `__init__`.
-Files = dict[str, tuple[str, FileRecord]]
-Exports = dict[str, list[tuple[str, list[str]]]]
+# {init: [(module stem, names)]} of the exports it adds to each `__init__`. typing's generics:
+# Python 3.8 cannot subscript dict and list outside annotations.
+Files = Dict[str, Tuple[str, FileRecord]]
+Exports = Dict[str, List[Tuple[str, List[str]]]]
 
 
 @dataclass
@@ -217,7 +221,7 @@ def _plan_templates(index: HeadIndex, desired: Desired) -> None:
             text,
             FileRecord(CREATED, sha256(text), TEMPLATE_FILE, spec.source, spec.sha256, names),
         )
-        module = spec.target.rsplit("/", 1)[1].removesuffix(".py")
+        module = module_stem(spec.target)
         desired.exports.setdefault(spec.init, []).append((module, names))
 
 
@@ -522,12 +526,14 @@ def plan_revert(tree: MMSegTree, force: bool = False) -> PatchPlan:
             edited.append(path)
             kept.append((path, current, f"hand edits of {path}"))
         plan.add(path, current, after, note=record.kind if after is None else "your file, put back")
+    hand_edited = f"{BACKUP_DIR}/{HAND_EDITED}/"
     for copy, backup in sorted(backups.items()):  # hand edits that apply --force replaced
         if backup.kind == HAND_EDITED:
             edited.append(copy)
             text = tree.read(copy)
             if text is not None:
-                kept.append((copy.removeprefix(f"{BACKUP_DIR}/{HAND_EDITED}/"), text, f"hand edits of {backup.path}"))
+                kept_as = copy[len(hand_edited):] if copy.startswith(hand_edited) else copy
+                kept.append((kept_as, text, f"hand edits of {backup.path}"))
             plan.add(copy, text, None, note=f"hand edits of {backup.path}")
     if edited and not force:
         raise StateError(

@@ -56,7 +56,7 @@ class ScalarLog:
     def label(self) -> str:
         """work_dir/timestamp for an mmengine layout, else the file's folder or name."""
         if self.source.name.endswith(MMCV_LOG_SUFFIX):
-            return f"{self.source.parent.name}/{self.source.name.removesuffix(MMCV_LOG_SUFFIX)}"
+            return f"{self.source.parent.name}/{self.source.name[: -len(MMCV_LOG_SUFFIX)]}"
         if self.source.parent.name == "vis_data":
             run = self.source.parent.parent
             return f"{run.parent.name}/{run.name}" if RUN_TIMESTAMP.fullmatch(run.name) else run.name
@@ -89,7 +89,7 @@ def _run_started(scalars: Path) -> tuple[datetime, str]:
     # mmengine names each run's folder after its start time, mmcv each log file; others fall back to the mtime.
     folder = scalars.parent.parent.name
     if scalars.name.endswith(MMCV_LOG_SUFFIX):
-        folder = scalars.name.removesuffix(MMCV_LOG_SUFFIX)
+        folder = scalars.name[: -len(MMCV_LOG_SUFFIX)]
     if RUN_TIMESTAMP.fullmatch(folder):
         with_name = datetime.strptime(folder, "%Y%m%d_%H%M%S")
     else:
@@ -167,7 +167,7 @@ def read_mmcv_log(path: Path) -> ScalarLog:
             continue
         # percent with 2 decimals, as MMSeg 1.x logs them (0.x logs float32 fractions: 0.19790001213550568)
         metrics = {key: round(100 * value, 2) for key, value in scalars.items() if key not in MMCV_VAL_BOOKKEEPING}
-        classes = {key.removeprefix("IoU."): value for key, value in metrics.items() if key.startswith("IoU.")}
+        classes = {key[len("IoU."):]: value for key, value in metrics.items() if key.startswith("IoU.")}
         per_class = classes or per_class
         kept = {key: value for key, value in metrics.items() if not key.startswith(("IoU.", "Acc."))}
         if kept:

@@ -104,7 +104,7 @@ class _Plugin:
 
 
 def _module_name(path: str) -> str:
-    return path.removesuffix(".py").replace("/", ".")
+    return (path[: -len(".py")] if path.endswith(".py") else path).replace("/", ".")
 
 
 def _registry(runner: str):

@@ -153,7 +153,7 @@ class MMSegTree:
         version_file = root / VERSION_FILE
         if not version_file.is_file():
             raise InputError(f"{path}: not an MMSegmentation tree (no mmseg/version.py)")
-        if not version_file.resolve().is_relative_to(root.resolve()):
+        if root.resolve() not in version_file.resolve().parents:
             raise treefs.Unsafe(f"{VERSION_FILE} is a symlink pointing outside the tree ({version_file.resolve()})")
         if declared is None:
             try:
@@ -183,7 +183,7 @@ class MMSegTree:
         """
         candidate = self.root / treefs.relative(relative, "a path")
         resolved = candidate.resolve()
-        if not resolved.is_relative_to(self.root):
+        if resolved != self.root and self.root not in resolved.parents:
             if candidate.is_symlink() or any(p.is_symlink() for p in candidate.parents):
                 raise treefs.Unsafe(f"{relative} is a symlink pointing outside the tree ({resolved})")
             raise treefs.Unsafe(f"{relative} lies outside the tree")

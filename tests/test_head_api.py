@@ -11,11 +11,14 @@ GEN_0X = next(g for g in generations() if g.name == "mmseg-0.x")
 
 
 def api_of(losses_def: str, cascade: bool = True):
-    base = ast.parse(f"class BaseDecodeHead:\n    {losses_def}\n        pass\n").body[0]
-    classes = {("decode_head", "BaseDecodeHead"): base}
+    sources = {"decode_head": f"class BaseDecodeHead:\n    {losses_def}\n        pass\n"}
     if cascade:
-        classes[("cascade_decode_head", "BaseCascadeDecodeHead")] = ast.parse("class BaseCascadeDecodeHead: pass").body[0]
-    return read_head_api(GEN_0X, classes)
+        sources["cascade_decode_head"] = "class BaseCascadeDecodeHead: pass"
+    classes = {}
+    for stem, source in sources.items():
+        cls = ast.parse(source).body[0]
+        classes[(stem, cls.name)] = cls
+    return read_head_api(GEN_0X, classes, sources)
 
 
 @pytest.mark.parametrize(("losses_def", "extra", "pixel_weight", "var_keyword"), [

@@ -24,7 +24,9 @@ class ExportRecord:
 
     def as_json(self) -> dict:
         data = {"imports": list(self.imports), "names": list(self.names)}
-        return data | ({"rewrapped": True} if self.rewrapped else {})
+        if self.rewrapped:
+            data["rewrapped"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> "ExportRecord":

@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         events.emit("error", kind="import", message=f"{what} failed: {_root_cause(exc)}")
         return EXIT_SETUP
     origin = Path(mmseg.__file__).resolve()
-    if not origin.is_relative_to(tree):
+    if tree not in origin.parents:
         events.emit("error", kind="origin", message=f"mmseg would be imported from {origin.parent}, not from {tree}")
         return EXIT_SETUP
     # the generation of the release the tree is treated as: a fork's mmseg.__version__ may be
