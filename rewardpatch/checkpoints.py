@@ -36,8 +36,9 @@ class WeightsOnlyCheck:
 
     path: Path
     ok: bool
-    reason: str | None = None  # one line, set when not ok
+    reason: str | None = None  # one line, set when not ok, or when it could not be checked
     unsafe_globals: tuple[str, ...] = ()  # the pickled classes/functions torch refused
+    checked: bool = True  # False: this torch has no weights-only loader (before 1.13), see check_weights_only
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,26 @@ def _is_legacy_checkpoint(file: Path) -> bool:
         return handle.read(1) == b"\x80"
 
 
+def _load_parameters() -> set[str]:
+    """The keywords this torch's torch.load takes: weights_only from torch 1.13, mmap from 2.1."""
+    import inspect
+
+    import torch
+
+    return set(inspect.signature(torch.load).parameters)
+
+
+def load_unrestricted(path, **kwargs):
+    """torch.load with every pickled object allowed (weights_only=False where torch has the
+    keyword; before torch 1.13 that is what it always does). Runs code pickled in the file:
+    only for files the user trusts, or that this process wrote."""
+    import torch
+
+    if "weights_only" in _load_parameters():
+        kwargs["weights_only"] = False
+    return torch.load(path, **kwargs)
+
+
 def _refusal_reason(exc: Exception) -> str:
     for line in str(exc).splitlines():
         line = line.strip()
@@ -91,8 +112,17 @@ def check_weights_only(path: str | os.PathLike) -> WeightsOnlyCheck:
 
     file = _local_file(path)
     zipped = _is_zip_checkpoint(file)
+    parameters = _load_parameters()
+    if "weights_only" not in parameters:
+        if not zipped and not _is_legacy_checkpoint(file):
+            raise InputError(f"{file}: not a PyTorch checkpoint")
+        # nothing here can load it without running the code it may hold; and this torch's
+        # torch.load, as mmcv's load_checkpoint calls it, loads any checkpoint
+        return WeightsOnlyCheck(file, ok=True, reason=f"torch {torch.__version__} has no weights-only loader "
+                                "(torch >= 1.13): not checked", checked=False)
     try:
-        loaded = torch.load(file, map_location="cpu", weights_only=True, mmap=zipped)
+        loaded = torch.load(file, map_location="cpu", weights_only=True,
+                            **({"mmap": zipped} if "mmap" in parameters else {}))
     except pickle.UnpicklingError as exc:
         if not zipped and not _is_legacy_checkpoint(file):
             raise InputError(f"{file}: not a PyTorch checkpoint") from None
@@ -177,7 +207,7 @@ def convert_to_weights_only(src: str | os.PathLike, dst: str | os.PathLike) -> C
     if source.resolve() == target.resolve():
         raise InputError(f"{target}: the weights-only copy would overwrite the checkpoint itself")
     try:
-        checkpoint = torch.load(source, map_location="cpu", weights_only=False)
+        checkpoint = load_unrestricted(source, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - anything here means the file is unusable
         raise InputError(f"{source}: cannot read it as a PyTorch checkpoint ({_refusal_reason(exc)})") from None
     state_dict = _state_dict_of(checkpoint, source)
@@ -200,7 +230,7 @@ def convert_to_weights_only(src: str | os.PathLike, dst: str | os.PathLike) -> C
     try:
         torch.save({"state_dict": state_dict, "meta": meta}, tmp)
         check = check_weights_only(tmp)
-        if not check.ok:  # a bug here, not the user's: never hand out such a file
+        if not check.ok:  # a bug here, not the user's: never hand out such a file (on a torch that can tell)
             raise RuntimeError(f"the converted checkpoint does not load weights-only: {check.reason}")
         os.replace(tmp, target)
     finally:

@@ -16,11 +16,13 @@ import os
 import site
 import subprocess
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import InputError
 from .notice import Notices
+from .optional import python_without_cwd
 from .tree import MMSegTree
 
 PLUGIN_MODULE = "rewardpatch.plugin"
@@ -69,8 +71,8 @@ def package_path() -> list[str]:
 
 def child_env() -> dict[str, str]:
     """The environment of a child that imports the installed MMSeg: the user's PYTHONPATH (their
-    project's modules), then this rewardpatch."""
-    path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p] + package_path()
+    project's modules, made absolute: the child may start elsewhere), then this rewardpatch."""
+    path = [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p] + package_path()
     return {**os.environ, "PYTHONPATH": os.pathsep.join(path), "PYTHONUNBUFFERED": "1"}
 
 
@@ -86,10 +88,11 @@ print(json.dumps(plugin.report()))
 def probe(imports: list[str]) -> dict:
     """plugin.report() of a fresh interpreter that imported `imports`, then rewardpatch.plugin.
     InputError with the import's last line when that fails."""
-    command = [sys.executable, "-P", "-c", PROBE, *[name for name in imports if name != PLUGIN_MODULE]]
+    command = [*python_without_cwd(), "-c", PROBE, *[name for name in imports if name != PLUGIN_MODULE]]
     # its warnings (a project head that gets no reward version) are not repeated: the report's
     # verdicts hold them, and the caller shows those
-    result = subprocess.run(command, env=child_env(), capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as empty:  # the current directory of a Python without -P
+        result = subprocess.run(command, env=child_env(), capture_output=True, text=True, cwd=empty)
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         last = lines[-1] if lines else f"exit code {result.returncode}"

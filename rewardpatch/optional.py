@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 
 from .errors import InputError
 
@@ -35,3 +36,11 @@ def require_stack(verb: str, modules: tuple[str, ...]) -> None:
                 f"{verb} needs {module}, which cannot be imported here: "
                 "`make setup` installs the verification stack (README, Set-up)"
             )
+
+
+def python_without_cwd() -> list[str]:
+    """This interpreter, started so that its current directory is not put on sys.path: `-P`
+    from Python 3.11. Below 3.11 there is no such flag: the callers start it in a folder of
+    their own (verify: its workdir; the plugin probe: an empty temporary folder), never in
+    the user's current directory, which may be a fork's root."""
+    return [sys.executable, "-P"] if sys.version_info >= (3, 11) else [sys.executable]

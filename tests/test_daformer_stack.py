@@ -40,7 +40,7 @@ def python_daformer() -> str:
                                capture_output=True, text=True)
         if probe.returncode != 0:
             problem = f"{python} lacks torch or mmcv-full with ops: {(probe.stderr.strip().splitlines() or ['?'])[-1]}"
-        elif probe.stdout.split() != ["1.7.1", "1.3.7"]:
+        elif probe.stdout.split()[-2:] != ["1.7.1", "1.3.7"]:  # mmcv may print a CUDA note first
             problem = f"{python} is not the DAFormer stack (torch, mmcv-full: {probe.stdout.strip()})"
     if problem:
         if IN_CI:
@@ -65,7 +65,7 @@ def test_the_stack_is_the_one_the_family_pins(python_daformer, tmp_path):
         "print(sys.version_info[:2], torch.__version__, mmcv.__version__, mmseg.__version__)"
     ), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split("\n")[-2] == "(3, 8) 1.7.1 1.3.7 0.16.0"
+    assert result.stdout.strip().splitlines()[-1] == "(3, 8) 1.7.1 1.3.7 0.16.0"
 
 
 def test_apply_and_revert_there_write_what_they_write_here_and_give_the_fork_back(python_daformer, daformer,

@@ -41,6 +41,9 @@ def _prepare_checkpoint(checkpoint: str, convert: bool, out: Path) -> tuple[str,
     from ..checkpoints import check_weights_only, convert_to_weights_only, weights_only_copy_path
 
     check = check_weights_only(checkpoint)
+    if not check.checked:
+        click.echo(f"note: {checkpoint}: {check.reason}; used as it is", err=True)
+        return os.path.abspath(checkpoint), None
     if check.ok:
         if convert:
             click.echo(f"{checkpoint} already loads with weights_only=True; not converted", err=True)

@@ -19,6 +19,7 @@ from ..errors import EXIT_OK, EXIT_REFUSED, InputError
 from ..head_index import unrewarded_name
 from ..manifest import Manifest, require_patched
 from ..notice import printed
+from ..optional import python_without_cwd
 from ..options import mmseg_version_option, tree_or_installed
 from ..tree import MMSegTree
 from .events import EventReader
@@ -168,7 +169,7 @@ def _run_worker(tree: MMSegTree, workdir: Path, stages: str, options: list[str],
     """Run the worker (nproc of them under torchrun) and feed its events to `on_event`."""
     name = stages.replace(",", "-")
     events = workdir / f"{name}.events.jsonl"
-    launcher = [sys.executable, "-P"]
+    launcher = python_without_cwd()  # the worker starts in the workdir, which verify made
     if nproc > 1:
         launcher += ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={_free_port()}"]
     # --mmseg-version: the worker treats the tree as the release this command settled on, which

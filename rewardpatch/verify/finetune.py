@@ -162,10 +162,14 @@ def weights_only_load_from(saved: Path, distributed: bool, result: dict) -> str 
     torch would refuse `saved` by default. None (with result['error']) if neither loads."""
     import torch.distributed as dist
 
-    from rewardpatch.checkpoints import convert_to_weights_only, loads_weights_only
+    from rewardpatch.checkpoints import check_weights_only, convert_to_weights_only, loads_weights_only
 
     # our own file, just written by the runner: converting it needs the unrestricted load
     weights_only = saved.parent / "weights_only.pth"
+    if not check_weights_only(saved).checked:  # torch < 1.13: its load_from loads any checkpoint
+        result["checkpoint_loads_weights_only"] = None
+        result["load_from"] = str(saved)
+        return str(saved)
     result["checkpoint_loads_weights_only"] = loads_weights_only(saved) is True
     if (not distributed or dist.get_rank() == 0) and not result["checkpoint_loads_weights_only"]:
         convert_to_weights_only(saved, weights_only)

@@ -110,7 +110,44 @@ def _wrap(model, device: str, distributed: bool):
     if device == "cuda":
         return MMDataParallel(model.cuda(), device_ids=[0])
     # no device ids: MMDataParallel scatters to the CPU ([-1]) and runs the module there
+    if _cpu_scatter_adds_a_dimension():
+        return _cpu_wrapper()(model, device_ids=None)
     return MMDataParallel(model, device_ids=None)
+
+
+def _cpu_scatter_adds_a_dimension() -> bool:
+    """Whether this mmcv-full scatters a batch to the CPU with an extra leading dimension: its
+    CPU scatter was written for one image at a time (mmcv-full < 1.4, e.g. DAFormer's 1.3.7,
+    whose own training runs on GPUs only), so MMDataParallel cannot train on the CPU there."""
+    import torch
+    from mmcv.parallel._functions import Scatter
+
+    return Scatter.forward([-1], [torch.zeros(2)])[0].dim() == 2
+
+
+def _unwrapped(value):
+    """`value` with every DataContainer replaced by its data for the one device: the whole batch."""
+    from mmcv.parallel import DataContainer
+
+    if isinstance(value, DataContainer):
+        return value.data[0]
+    if isinstance(value, (list, tuple)):
+        return type(value)(_unwrapped(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _unwrapped(item) for key, item in value.items()}
+    return value
+
+
+def _cpu_wrapper():
+    """MMDataParallel on the CPU for such an mmcv-full: the DataContainers of a batch are
+    unwrapped as its GPU path unwraps them, with no dimension added."""
+    from mmcv.parallel import MMDataParallel
+
+    class CPUDataParallel(MMDataParallel):
+        def scatter(self, inputs, kwargs, device_ids):
+            return (_unwrapped(tuple(inputs)),), (_unwrapped(dict(kwargs or {})),)
+
+    return CPUDataParallel
 
 
 def _pre_eval() -> dict:
