@@ -87,10 +87,10 @@ def label_rows(gt: Tensor, num_classes: int, ignore_index: int) -> Tensor:
 
 def _label_rows(gt: Tensor, num_classes: int, ignore_index: int) -> Tensor:
     gt = gt.int()
-    # masked_fill, not torch.where(mask, gt, num_classes): torch < 1.12 does
-    # not take a Python number beside an int32 tensor there
-    outside = (gt < 0) | (gt >= num_classes)
-    rows = gt.masked_fill(outside, num_classes)
+    in_range = (gt >= 0) & (gt < num_classes)
+    # C as a 0-dim int32 tensor: torch < 1.12 refuses a Python number beside
+    # an int32 tensor in torch.where
+    rows = torch.where(in_range, gt, gt.new_full((), num_classes))
     return rows.masked_fill_(gt == ignore_index, num_classes + 1)
 
 
