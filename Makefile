@@ -50,11 +50,23 @@ PYTHONS ?= $(shell sed -n 's/^ *Programming Language :: Python :: \(3\.[0-9]*\) 
 PYENV_ROOT ?= $(HOME)/.pyenv
 VENV_PYTHONS ?= .venv-py
 PACKAGE_FILES := $(wildcard rewardpatch/*.py rewardpatch/*/*.py templates/*.py patches/*.toml)
+# The inserted files run in the user's own environment: one venv per Python x torch that the
+# matrix test runs them on (tests/test_torch_matrix.py: which break each covers), at
+# $(VENV_TORCH)/<python>-<torch>. torch and numpy wheels are kept in $(TORCH_WHEELS), keyed
+# by their file names; torch >= 1.13 brings its nvidia-* wheels (it does not import without).
+# numpy: the last release with wheels for that Python (< 2: torch < 2.3 is built against numpy 1).
+VENV_TORCH ?= .venv-torch
+TORCH_MATRIX := 3.7-1.8.1 3.8-1.7.1 3.8-1.11.0 3.8-1.13.1 3.10-2.1.2 3.12-2.2.2
+NUMPY_3.7 := 1.21.6
+NUMPY_3.8 := 1.24.4
+NUMPY_3.10 := 1.26.4
+NUMPY_3.12 := 1.26.4
 
 # The checkout `make demo` patches: 1.2.2 at ./mmsegmentation, any other at ./mmsegmentation-<version>.
 MMSEG_VERSION ?= 1.2.2
 
 CACHE ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/rewardpatch
+TORCH_WHEELS ?= $(CACHE)/torch-wheels
 DEMO_TREE ?= $(if $(filter 1.2.2,$(MMSEG_VERSION)),mmsegmentation,mmsegmentation-$(MMSEG_VERSION))
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTEST_ARGS ?=
@@ -69,13 +81,15 @@ STAMP_PYTHONS := $(VENV_PYTHONS)/.rewardpatch-setup
 # make demo: the stack of the demo checkout's generation
 DEMO_VENV := $(if $(filter 0.%,$(MMSEG_VERSION)),$(VENV0),$(VENV))
 DEMO_STAMP := $(if $(filter 0.%,$(MMSEG_VERSION)),$(STAMP0),$(STAMP))
+TORCH_STAMPS := $(TORCH_MATRIX:%=$(VENV_TORCH)/%/.rewardpatch-setup)
 
-.PHONY: setup setup0 setup-daformer setup-pythons demo test bench bench-learning clean
+.PHONY: setup setup0 setup-daformer setup-pythons setup-torch-matrix demo test bench bench-learning clean
 .DEFAULT_GOAL := demo
 
 setup: $(STAMP)
 setup0: $(STAMP0)
 setup-pythons: $(STAMP_PYTHONS)
+setup-torch-matrix: $(TORCH_STAMPS)
 
 $(STAMP): Makefile setup.cfg
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -139,6 +153,23 @@ $(STAMP_PYTHONS): Makefile setup.cfg pyproject.toml $(PACKAGE_FILES)
 	@rm -rf build
 	@touch $@
 
+# One venv of the matrix, named <python>-<torch>: the interpreter from pyenv (or pythonX.Y on
+# PATH), the wheels downloaded once into $(TORCH_WHEELS), then installed from there alone.
+$(VENV_TORCH)/%/.rewardpatch-setup:
+	@version=$(word 1,$(subst -, ,$*)); torch=$(word 2,$(subst -, ,$*)); numpy=$(NUMPY_$(word 1,$(subst -, ,$*))); \
+	python=$$(ls $(PYENV_ROOT)/versions/$$version.*/bin/python 2>/dev/null | sort -V | tail -n 1); \
+	python=$${python:-$$(command -v python$$version)}; \
+	if [ -z "$$python" ]; then echo "no Python $$version for $(VENV_TORCH)/$*: install it (pyenv install $$version)" >&2; exit 1; fi; \
+	if [ -z "$$numpy" ]; then echo "no numpy pinned for Python $$version: add NUMPY_$$version to the Makefile" >&2; exit 1; fi; \
+	echo "$(VENV_TORCH)/$*: Python $$version ($$python), torch $$torch, numpy $$numpy"; \
+	rm -rf $(VENV_TORCH)/$* && $$python -m venv $(VENV_TORCH)/$* && \
+	$(VENV_TORCH)/$*/bin/python -m pip download --quiet --only-binary=:all: -d $(TORCH_WHEELS) \
+		"torch==$$torch" "numpy==$$numpy" && \
+	$(VENV_TORCH)/$*/bin/python -m pip install --quiet --no-index --find-links $(TORCH_WHEELS) \
+		"torch==$$torch" "numpy==$$numpy" && \
+	$(VENV_TORCH)/$*/bin/python -c "import sys, torch, numpy; print('ready: Python', sys.version.split()[0], 'torch', torch.__version__, 'numpy', numpy.__version__)" && \
+	touch $@
+
 # mmcv ships no wheel with compiled ops for this torch: build one once (mmcv 2.1.0: 6.7 min on
 # 2 cores, mmcv-full 1.7.2: 5.9 min; benchmarks/results/ci_cold.json) and keep it outside the repository, keyed by
 # package, version, torch and Python. Called with WHEEL_PY, WHEEL_PACKAGE and WHEEL_VERSION;
@@ -167,11 +198,12 @@ demo: $(STAMP) $(DEMO_STAMP)
 	$(DEMO_VENV)/bin/rewardpatch verify $(DEMO_TREE)
 
 # The 0.x tests run the 0.x stack's interpreter, named by REWARDPATCH_MMSEG0_PYTHON; the
-# tests of the other Pythons the venvs of setup-pythons, in REWARDPATCH_PYTHONS; those of the
-# DAFormer stack its interpreter, in REWARDPATCH_DAFORMER_PYTHON.
-test: $(STAMP) $(STAMP0) $(STAMP_PYTHONS) $(STAMPDA)
+# tests of the other Pythons the venvs of setup-pythons, in REWARDPATCH_PYTHONS; the torch
+# matrix's venvs are in the folder REWARDPATCH_TORCH_MATRIX names; the DAFormer stack's
+# interpreter is REWARDPATCH_DAFORMER_PYTHON.
+test: $(STAMP) $(STAMP0) $(STAMP_PYTHONS) $(TORCH_STAMPS) $(STAMPDA)
 	REWARDPATCH_MMSEG0_PYTHON=$(abspath $(PY0)) REWARDPATCH_PYTHONS=$(abspath $(VENV_PYTHONS)) \
-		REWARDPATCH_DAFORMER_PYTHON=$(abspath $(PYDA)) \
+		REWARDPATCH_TORCH_MATRIX=$(abspath $(VENV_TORCH)) REWARDPATCH_DAFORMER_PYTHON=$(abspath $(PYDA)) \
 		$(PY) -m pytest $(PYTEST_ARGS)
 
 # Timing lives here, not in the tests. Each writes benchmarks/results/*.json (machine, date).
@@ -191,4 +223,4 @@ bench-learning: $(STAMP)
 	$(PY) benchmarks/bench_learning.py
 
 clean:
-	rm -rf $(VENV) $(VENV0) $(VENV_DA) $(VENV_PYTHONS) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV0) $(VENV_DA) $(VENV_PYTHONS) $(VENV_TORCH) build *.egg-info .pytest_cache .hypothesis

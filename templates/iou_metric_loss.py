@@ -11,7 +11,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from mmseg.registry import MODELS
-from .reward_estimator import class_counts, label_confusion, reward_of_counts
+from .reward_estimator import (channel_max, class_counts, label_confusion,
+                               reward_of_counts)
 from .reward_schema import REWARDS
 
 
@@ -82,7 +83,9 @@ class IoUMetricLoss(nn.Module):
 
         Returns a float tensor [B] on the input's device."""
         if pred.dim() == target.dim() + 1:
-            pred = pred.max(1).indices
+            # the reward heads' argmax: max(1) has no CPU float16 before
+            # torch 1.9
+            pred = channel_max(pred.flatten(2))[1].view_as(target)
         with torch.no_grad():
             score = _per_image(self.reward, pred.long(), target.long(),
                                self.num_classes, self.ignore_index)

@@ -55,6 +55,14 @@ COUNT_SLAB_ELEMENTS = 1 << 19
 # small
 LOOKUP_VALUES = 1 << 16
 
+if hasattr(torch, 'aminmax'):
+    _value_range = torch.aminmax
+else:  # torch < 1.10 has no aminmax: two passes, the same two values
+
+    def _value_range(values: Tensor):
+        return values.min(), values.max()
+
+
 # Counting: IoUMetric's counts, from one histogram of (ground truth, predicted
 # class) pairs per batch.
 
@@ -68,7 +76,7 @@ def label_rows(gt: Tensor, num_classes: int, ignore_index: int) -> Tensor:
     (reading the range back costs nothing there).
     """
     if not gt.is_cuda and not gt.is_floating_point() and gt.numel() > 0:
-        low, high = (int(v) for v in torch.aminmax(gt))
+        low, high = (int(v) for v in _value_range(gt))
         if high - low < LOOKUP_VALUES:
             values = torch.arange(low, high + 1, device=gt.device)
             table = _label_rows(values, num_classes, ignore_index)
@@ -80,7 +88,9 @@ def label_rows(gt: Tensor, num_classes: int, ignore_index: int) -> Tensor:
 def _label_rows(gt: Tensor, num_classes: int, ignore_index: int) -> Tensor:
     gt = gt.int()
     in_range = (gt >= 0) & (gt < num_classes)
-    rows = torch.where(in_range, gt, num_classes)
+    # C as a 0-dim int32 tensor: torch < 1.12 refuses a Python number beside
+    # an int32 tensor in torch.where
+    rows = torch.where(in_range, gt, gt.new_full((), num_classes))
     return rows.masked_fill_(gt == ignore_index, num_classes + 1)
 
 
@@ -118,7 +128,7 @@ def confusion(pred: Tensor, keys: Tensor, num_classes: int) -> Tensor:
     """
     cells = (num_classes + 2) * num_classes
     lead = pred.shape[:-3]
-    copies = math.prod(lead)
+    copies = lead.numel()  # math.prod is Python >= 3.8
     per_copy = cells * keys.shape[0]
     flat = pred.to(keys.dtype)
     flat = flat.add_(keys) if flat is not pred else flat + keys
@@ -312,7 +322,8 @@ def sample_labels(logits: Tensor,
         is far slower), O(C^1.5) per pixel instead of O(C^2).
     """
     batch, classes, pixels = logits.shape
-    width = max(2, math.isqrt(classes))
+    # math.isqrt is Python >= 3.8; int(sqrt) is the same below 2 ** 52
+    width = max(2, int(math.sqrt(classes)))
     blocks = -(-classes // width)
     device = logits.device
     block_of = torch.arange(classes, device=device) // width
