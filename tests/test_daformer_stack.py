@@ -134,8 +134,13 @@ def test_verify_passes_both_stages_there(python_daformer, daformer, tmp_path):
                              timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     report = json.loads(report_file.read_text())
-    assert report["heads"] and all(h["ok"] for h in report["heads"]), [h for h in report["heads"] if not h["ok"]]
-    weighted = {h["name"]: h["pixel_weight"] for h in report["heads"]}
+    # mmcv-full 1.3.7 has no CPU kernel for CrissCrossAttention: CCHead itself cannot run here
+    skipped = {h["name"]: h["skipped"] for h in report["heads"] if h.get("skipped")}
+    assert list(skipped) == ["RewardCCHead"] and "ca is not implemented on the CPU" in skipped["RewardCCHead"]
+    assert "SKIPPED RewardCCHead" in result.stderr and ", 1 skipped" in result.stdout
+    checked = [h for h in report["heads"] if not h.get("skipped")]
+    assert len(checked) >= 20 and all(h["ok"] for h in checked), [h for h in checked if not h["ok"]]
+    weighted = {h["name"]: h["pixel_weight"] for h in checked}
     assert weighted.pop("RewardOCRHead") is None  # the fork's cascade head takes no seg_weight
     assert set(weighted.values()) == {"seg_weight"}
     fine = report["finetune"]

@@ -17,7 +17,7 @@ def print_summary(report: dict) -> None:
     echo = click.echo
     echo(f"\n{'HEAD':<{width}}{'STATUS':<8}{'LOSS':>12}{'TIME':>9}")
     for head in heads:
-        status = "ok" if head["ok"] else "FAILED"
+        status = "ok" if head["ok"] else "skipped" if head.get("skipped") else "FAILED"
         echo(f"{head['name']:<{width}}{status:<8}{_number(head['loss']):>12}{head['seconds']:>8.2f}s")
     fine = report.get("finetune")
     if fine:
@@ -29,12 +29,16 @@ def print_summary(report: dict) -> None:
             f"{_number(fine.get('reward_mean_last'))}, {_number(fine.get('seconds'), 3)} s"
         )
     passed = sum(h["ok"] for h in heads)
+    skipped = sum(bool(h.get("skipped")) for h in heads)
     mode = " (plugin mode)" if report.get("mode") == "plugin" else ""
-    echo(f"\n{passed}/{len(heads)} heads passed{mode} on {report.get('device')}"
+    skipped_text = f", {skipped} skipped" if skipped else ""
+    echo(f"\n{passed}/{len(heads)} heads passed{skipped_text}{mode} on {report.get('device')}"
          + (f" ({report['gpu']})" if report.get("gpu") else "")
          + f" in {report.get('seconds')} s; work dir {report['workdir']}")
     for head in heads:
-        if not head["ok"]:
+        if head.get("skipped"):
+            click.echo(f"SKIPPED {head['name']}: {head['skipped']}", err=True)
+        elif not head["ok"]:
             click.echo(f"FAILED {head['name']}: {head['error']}", err=True)
     if fine and not fine.get("ok"):
         click.echo(f"FAILED fine-tune: {fine.get('error')}", err=True)
