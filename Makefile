@@ -140,6 +140,7 @@ $(STAMPDA): Makefile setup.cfg
 # build/ goes first, as setuptools would put its stale files into the wheel. A Python this
 # machine lacks gets no venv: its tests skip, or fail in CI.
 $(STAMP_PYTHONS): Makefile setup.cfg pyproject.toml $(PACKAGE_FILES)
+	@echo "setup-pythons: a venv with rewardpatch for each of Python $(PYTHONS)"
 	@for version in $(PYTHONS); do \
 		python=$$(ls -d $(PYENV_ROOT)/versions/$$version.*/bin/python 2>/dev/null | sort -V | tail -n 1); \
 		test -n "$$python" || python=$$(command -v python$$version) || true; \

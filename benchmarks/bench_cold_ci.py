@@ -4,8 +4,9 @@
 
 Clones this repository's HEAD into a temporary directory and runs `.ci/run` there with
 XDG_CACHE_HOME pointing at an empty directory, so pip downloads everything again and both
-mmcv builds (mmcv 2.1.0 for the 1.x stack, mmcv-full 1.7.2 for the 0.x one) start from
-their sdists, as on a fresh CI machine. Each output line is timestamped as it arrives;
+mmcv builds (mmcv 2.1.0 for the 1.x stack, mmcv-full 1.7.2 for the 0.x one, mmcv-full 1.3.7
+for DAFormer's) start from their sdists, and the venvs of the other Pythons and of the torch
+matrix are built, as on a fresh CI machine. Each output line is timestamped as it arrives;
 the phases are read from the Makefile's own messages. Writes
 benchmarks/results/ci_cold.json. Takes 30-60 minutes on 2 cores; not part of `make bench`.
 """
@@ -33,6 +34,11 @@ MARKERS = [
     ("0.x stack: venv, torch", ".venv-mmseg0/bin/python -m pip install --quiet --upgrade wheel"),
     ("0.x stack: mmcv-full 1.7.2 build", "building mmcv-full 1.7.2"),
     ("0.x stack: install", '.venv-mmseg0/.mmcv-wheel)"'),
+    ("Python 3.8-3.13 venvs", "setup-pythons: a venv with rewardpatch"),
+    ("torch matrix venvs", ".venv-torch/3.7-1.8.1: Python"),
+    ("DAFormer stack: venv, torch", ".venv-daformer/bin/python -m pip install --quiet wheel"),
+    ("DAFormer stack: mmcv-full 1.3.7 build", "building mmcv-full 1.3.7"),
+    ("DAFormer stack: install", '.venv-daformer/.mmcv-wheel)"'),
     ("tests", "-m pytest"),
 ]
 

@@ -392,7 +392,8 @@ def check_command(tree: str, as_json: bool, mmseg_version: str | None) -> int:
 
 # What a verb needs beyond click, libcst and gitpython, looked up before it starts. verify's
 # worker checks the rest, which depends on the tree's generation (mmengine for 1.x only).
-STACK_NEEDS = {"config": ("mmengine", "torch"), "verify": ("torch", "mmcv")}
+# "a|b": either will do (config reads 0.x configs with mmcv 1.x's Config where mmengine is missing).
+STACK_NEEDS = {"config": ("mmengine|mmcv", "torch"), "verify": ("torch", "mmcv")}
 
 
 def _needing_stack(command: click.Command) -> click.Command:

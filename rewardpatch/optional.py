@@ -26,16 +26,20 @@ def require_stack(verb: str, modules: tuple[str, ...]) -> None:
     Looked up, not imported: verify imports them only in its worker, where a missing one
     would end in a traceback in a log file.
     """
-    for module in modules:
-        try:
-            missing = importlib.util.find_spec(module) is None
-        except ValueError:  # in sys.modules without a spec: importable all the same
-            missing = False
-        if missing:
+    for needed in modules:
+        if all(_missing(module) for module in needed.split("|")):
+            module = " or ".join(needed.split("|"))
             raise InputError(
                 f"{verb} needs {module}, which cannot be imported here: "
                 "`make setup` installs the verification stack (README, Set-up)"
             )
+
+
+def _missing(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is None
+    except ValueError:  # in sys.modules without a spec: importable all the same
+        return False
 
 
 def python_without_cwd() -> list[str]:

@@ -185,3 +185,23 @@ def test_plugin_mode_beside_the_installed_mmseg_gives_the_patched_tree_s_numbers
     assert not Path(ours.pop("mmseg")).is_relative_to(tree) and Path(theirs.pop("mmseg")).is_relative_to(tree)
     assert ours == theirs  # bit for bit: the same code, the same stack
     assert all(any(row["grad"]) for row in ours.values())
+
+
+def test_config_there_writes_what_config_writes_here(python_daformer, daformer, tmp_path, capsys):
+    """config reads a 0.x config with mmcv 1.x's Config where mmengine is not installed, and a
+    checkpoint that torch 1.7.1 wrote, which it cannot check for weights-only loading."""
+    plan_apply(MMSegTree.open(daformer)).execute()
+    checkpoint = tmp_path / "ce.pth"
+    saved = run_in(python_daformer, "-c", f"import torch; torch.save({{'state_dict': {{'w': torch.ones(2)}}}}, "
+                   f"{str(checkpoint)!r})", cwd=tmp_path)
+    assert saved.returncode == 0, saved.stderr
+    source = daformer / "configs" / "fcn" / "fcn_r50-d8_512x1024_40k_cityscapes.py"
+    there, here = tmp_path / "there" / "fcn_reward.py", tmp_path / "here" / "fcn_reward.py"
+    result = run_cli_process("config", source, "-o", there, "--tree", daformer, "--checkpoint", checkpoint,
+                             python=python_daformer, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "has no weights-only loader (torch >= 1.13): not checked; used as it is" in result.stderr
+    assert "No module named 'mmengine'" not in result.stderr
+    code, _, err = run_cli(capsys, "config", source, "-o", here, "--tree", daformer, "--checkpoint", checkpoint)
+    assert code == 0, err
+    assert there.read_text() == here.read_text()

@@ -86,11 +86,18 @@ def render(plan: FinetunePlan, base: str, source_name: str, origin: str,
 
 
 def load_config(path: Path, what: str) -> dict:
-    """A config file as a plain dict, `_base_` resolved; custom_imports are not imported."""
-    from mmengine.config import Config
+    """A config file as a plain dict, `_base_` resolved; custom_imports are not imported.
+
+    Read by mmengine's Config, or where mmengine is not installed (an MMSeg 0.x training
+    environment, DAFormer's among them) by mmcv 1.x's, which reads 0.x configs the same way."""
+    try:
+        from mmengine.config import Config
+    except ImportError:
+        from mmcv import Config  # mmcv-full 1.x
 
     try:
-        return Config.fromfile(str(path), import_custom_modules=False).to_dict()
+        config = Config.fromfile(str(path), import_custom_modules=False)
+        return config.to_dict() if hasattr(config, "to_dict") else config._cfg_dict.to_dict()
     except Exception as exc:  # noqa: BLE001 - the config is the user's Python; anything can fail
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise InputError(f"{what}: cannot load the config ({type(exc).__name__}: {message})") from None
