@@ -53,13 +53,15 @@ PACKAGE_FILES := $(wildcard rewardpatch/*.py rewardpatch/*/*.py templates/*.py p
 # The inserted files run in the user's own environment: one venv per Python x torch that the
 # matrix test runs them on (tests/test_torch_matrix.py: which break each covers), at
 # $(VENV_TORCH)/<python>-<torch>. torch and numpy wheels are kept in $(TORCH_WHEELS), keyed
-# by their file names; torch >= 1.13 brings its nvidia-* wheels (it does not import without).
+# by their file names (downloaded once, outside pip's cache: not twice on disk); torch >= 1.13
+# brings its nvidia-* wheels (it does not import without). The 3.8-1.7.1 row is DAFormer's venv
+# itself, linked, not a second copy. The matrix is sized by disk as well as by breaks: its venvs
+# take 11 GB (torch 2.x with its nvidia-* wheels 4.5 GB alone); a CI machine's disk is shared.
 # numpy: the last release with wheels for that Python (< 2: torch < 2.3 is built against numpy 1).
 VENV_TORCH ?= .venv-torch
-TORCH_MATRIX := 3.7-1.8.1 3.8-1.7.1 3.8-1.11.0 3.8-1.13.1 3.10-2.1.2 3.12-2.2.2
+TORCH_MATRIX := 3.7-1.8.1 3.8-1.7.1 3.8-1.11.0 3.8-1.13.1 3.12-2.2.2
 NUMPY_3.7 := 1.21.6
 NUMPY_3.8 := 1.24.4
-NUMPY_3.10 := 1.26.4
 NUMPY_3.12 := 1.26.4
 
 # The checkout `make demo` patches: 1.2.2 at ./mmsegmentation, any other at ./mmsegmentation-<version>.
@@ -129,7 +131,8 @@ setup-daformer: $(STAMPDA)
 $(STAMPDA): Makefile setup.cfg
 	@test -n "$(PYTHON38)" || { echo "the DAFormer stack needs Python 3.8: pyenv install 3.8, or make PYTHON38=/path/to/python3.8"; exit 1; }
 	@test -x $(PYDA) || $(PYTHON38) -m venv $(VENV_DA)
-	$(PYDA) -m pip install --quiet wheel "torch==$(DA_TORCH)" $(DA_PINS)
+	$(PYDA) -m pip download --quiet --no-cache-dir --only-binary=:all: -d $(TORCH_WHEELS) "torch==$(DA_TORCH)"
+	$(PYDA) -m pip install --quiet --find-links $(TORCH_WHEELS) wheel "torch==$(DA_TORCH)" $(DA_PINS)
 	@$(MAKE) --no-print-directory mmcv-wheel WHEEL_PY=$(PYDA) WHEEL_PACKAGE=mmcv-full WHEEL_VERSION=$(DA_MMCV_FULL)
 	$(PYDA) -m pip install --quiet --no-deps "$$(cat $(VENV_DA)/.mmcv-wheel)" "mmsegmentation==$(DA_MMSEG)"
 	$(PYDA) -m pip install --quiet -e .
@@ -154,6 +157,11 @@ $(STAMP_PYTHONS): Makefile setup.cfg pyproject.toml $(PACKAGE_FILES)
 	@rm -rf build
 	@touch $@
 
+# The matrix's torch 1.7.1 row is DAFormer's stack (Python 3.8, torch 1.7.1): a link to it.
+$(VENV_TORCH)/3.8-1.7.1/.rewardpatch-setup: $(STAMPDA)
+	@mkdir -p $(VENV_TORCH) && rm -rf $(VENV_TORCH)/3.8-1.7.1 && ln -s $(abspath $(VENV_DA)) $(VENV_TORCH)/3.8-1.7.1
+	@echo "$(VENV_TORCH)/3.8-1.7.1: DAFormer's stack, $(VENV_DA)"
+
 # One venv of the matrix, named <python>-<torch>: the interpreter from pyenv (or pythonX.Y on
 # PATH), the wheels downloaded once into $(TORCH_WHEELS), then installed from there alone.
 $(VENV_TORCH)/%/.rewardpatch-setup:
@@ -164,7 +172,7 @@ $(VENV_TORCH)/%/.rewardpatch-setup:
 	if [ -z "$$numpy" ]; then echo "no numpy pinned for Python $$version: add NUMPY_$$version to the Makefile" >&2; exit 1; fi; \
 	echo "$(VENV_TORCH)/$*: Python $$version ($$python), torch $$torch, numpy $$numpy"; \
 	rm -rf $(VENV_TORCH)/$* && $$python -m venv $(VENV_TORCH)/$* && \
-	$(VENV_TORCH)/$*/bin/python -m pip download --quiet --only-binary=:all: -d $(TORCH_WHEELS) \
+	$(VENV_TORCH)/$*/bin/python -m pip download --quiet --no-cache-dir --only-binary=:all: -d $(TORCH_WHEELS) \
 		"torch==$$torch" "numpy==$$numpy" && \
 	$(VENV_TORCH)/$*/bin/python -m pip install --quiet --no-index --find-links $(TORCH_WHEELS) \
 		"torch==$$torch" "numpy==$$numpy" && \

@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -39,8 +41,31 @@ MARKERS = [
     ("DAFormer stack: venv, torch", ".venv-daformer/bin/python -m pip install --quiet wheel"),
     ("DAFormer stack: mmcv-full 1.3.7 build", "building mmcv-full 1.3.7"),
     ("DAFormer stack: install", '.venv-daformer/.mmcv-wheel)"'),
+    ("torch matrix venvs, the rest", ".venv-torch/3.8-1.7.1: DAFormer's stack"),
     ("tests", "-m pytest"),
 ]
+
+
+def size_of(path: Path) -> int:
+    """Bytes on disk under path (du: links not followed, hard links once)."""
+    done = subprocess.run(["du", "-s", "--block-size=1", str(path)], capture_output=True, text=True)
+    return int(done.stdout.split()[0]) if done.returncode == 0 and done.stdout else 0
+
+
+class DiskWatch(threading.Thread):
+    """The most disk the run has taken at once: the file system's use, sampled every 2 s.
+
+    That includes what else runs on the machine, so it is an upper bound; the folders' own
+    sizes at the end are measured separately."""
+
+    def __init__(self, path: Path):
+        super().__init__(daemon=True)
+        self.path, self.start_used = path, shutil.disk_usage(path).used
+        self.peak, self.stop = 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(2.0):
+            self.peak = max(self.peak, shutil.disk_usage(self.path).used - self.start_used)
 
 
 def main() -> int:
@@ -53,6 +78,8 @@ def main() -> int:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout.strip()
         env = {k: v for k, v in os.environ.items() if k not in ("REWARDPATCH_CACHE", "PIP_CACHE_DIR", "VIRTUAL_ENV")}
         env.update(CI="true", XDG_CACHE_HOME=str(cache))
+        watch = DiskWatch(Path(scratch))
+        watch.start()
         start = time.monotonic()
         lines: list[tuple[float, str]] = []
         process = subprocess.Popen([".ci/run"], cwd=clone, env=env, stdout=subprocess.PIPE,
@@ -62,6 +89,13 @@ def main() -> int:
             sys.stdout.write(line)
         code = process.wait()
         total = time.monotonic() - start
+        watch.stop.set()
+        gib = 2.0 ** 30
+        disk = {"clone_gib": round(size_of(clone) / gib, 2), "caches_gib": round(size_of(cache) / gib, 2),
+                "peak_gib": round(watch.peak / gib, 2),
+                "what": "clone: the venvs and the checkout; caches: XDG_CACHE_HOME (pip, built and "
+                        "downloaded wheels, reference checkouts); peak: the file system's use above "
+                        "its start, sampled every 2 s (tests' temporary folders included)"}
     starts = []
     for name, marker in MARKERS:
         found = next((t for t, line in lines if marker in line), None)
@@ -80,6 +114,7 @@ def main() -> int:
         "total_minutes": round(total / 60, 1),
         "phases_seconds": phases,
         "pytest_summary": summary,
+        "disk": disk,
     }
     RESULT.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -33,10 +33,9 @@ WORKER = Path(__file__).parent / "workers" / "estimator_matrix.py"
 # <python>-<torch> (the venv's name) -> what it covers
 STACKS = {
     "3.7-1.8.1": "Python 3.7: no math.isqrt, math.prod; torch 1.8: no CPU bfloat16 amax",
-    "3.8-1.7.1": "DAFormer's pins: torch 1.7 has no torch.aminmax (1.10)",
+    "3.8-1.7.1": "DAFormer's stack itself (linked): torch 1.7 has no torch.aminmax (1.10)",
     "3.8-1.11.0": "torch < 1.12: torch.where(mask, int32 tensor, Python int) fails",
     "3.8-1.13.1": "the first torch that passed before the fallbacks; nvidia-* wheels",
-    "3.10-2.1.2": "torch 2.1, Python 3.10",
     "3.12-2.2.2": "MMSeg 1.x's newest Python, with the first torch that has wheels for it",
 }
 # CPU bfloat16 amax exists from torch 1.9: below it, the bfloat16 cases are skipped
