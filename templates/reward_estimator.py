@@ -410,7 +410,7 @@ def sample_labels(logits: Tensor,
                 chunk.shape, dtype=torch.float32, device=device)
         else:
             weights = probs[:, :, part]
-        # float32 differences whatever the logits' dtype: upcast first
+        # the differences in float32 whatever the logits' dtype
         if chunk.dtype == torch.float32:
             torch.sub(chunk, peak[:, None, part], out=weights)
         else:
