@@ -17,20 +17,28 @@
    of one logits-sized float tensor (target: the default's extra over CE <= one per
    sample). On CUDA, torch.cuda.max_memory_allocated; on CPU, the peak resident size.
 
-    .venv/bin/python benchmarks/bench_reward.py [--device cpu|cuda] [--repeats 5]
+With `--baseline REV` (a git revision), every reward variant also runs with the estimator
+of templates/ at REV (its reward_estimator.py and reward_schema.py, loaded as a package of
+their own and put in the head in place of the current one), alternated with the others:
+old against new in one run, on the same inputs.
+
+    .venv/bin/python benchmarks/bench_reward.py [--device cpu|cuda] [--repeats 5] [--baseline REV]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from machine import describe, one_line  # noqa: E402
@@ -58,6 +66,28 @@ VARIANTS = {
 # LovaszLoss takes 9 to 45 x CE's time: timed once per size (after no warm-up), its
 # memory measured at 8 x 150 x 128 x 256 only
 SLOW = {LOVASZ}
+# --baseline REV: the estimator class of templates/ at REV, and the name of a variant's twin
+BASELINE = {}
+
+
+def baseline_name(variant: str, rev: str) -> str:
+    return f"{variant} [{rev}]"
+
+
+def load_baseline(rev: str) -> None:
+    """Add a twin of every reward variant that uses the RewardEstimator of templates/ at `rev`."""
+    package = Path(tempfile.mkdtemp(prefix="reward-baseline-")) / "baseline_templates"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name in ("reward_estimator.py", "reward_schema.py"):
+        text = subprocess.run(["git", "show", f"{rev}:templates/{name}"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout
+        (package / name).write_text(text)
+    sys.path.insert(0, str(package.parent))
+    BASELINE["estimator"] = importlib.import_module("baseline_templates.reward_estimator").RewardEstimator
+    for name, (kind, cfg) in list(VARIANTS.items()):
+        if kind.startswith("Reward"):
+            VARIANTS[baseline_name(name, rev)] = (kind, cfg, "baseline")
 
 
 def manual_recipe_miou(pred, gt):
@@ -115,7 +145,8 @@ def inputs(device, size=(CLASSES, *SHAPE[2:])):
     return logits, gt, samples
 
 
-def build_head(kind, reward_cfg, device, classes=CLASSES):
+def build_head(kind, reward_cfg, device, classes=CLASSES, *baseline):
+    """The head of a variant; a baseline twin's holds the baseline's estimator."""
     from mmseg.registry import MODELS
 
     if reward_cfg == "lovasz":
@@ -124,8 +155,11 @@ def build_head(kind, reward_cfg, device, classes=CLASSES):
         loss, extra = dict(type="CrossEntropyLoss"), {}
     else:
         loss, extra = dict(type="CrossEntropyRewardLoss"), {"reward_cfg": reward_cfg}
-    return MODELS.build(dict(type=kind, in_channels=4, channels=4, num_convs=1, num_classes=classes,
-                             loss_decode=loss, **extra)).to(device)
+    head = MODELS.build(dict(type=kind, in_channels=4, channels=4, num_convs=1, num_classes=classes,
+                             loss_decode=loss, **extra))
+    if baseline:
+        head.reward_estimator = BASELINE["estimator"](reward_cfg, classes, head.ignore_index)
+    return head.to(device)
 
 
 def loss_step(head, logits, samples):
@@ -141,8 +175,8 @@ def peak_memory(variant: str, device: str, size) -> float:
     import torch
 
     import_patched_mmseg()
-    kind, reward_cfg = VARIANTS[variant]
-    head = build_head(kind, reward_cfg, device, size[0])
+    kind, reward_cfg, *baseline = VARIANTS[variant]
+    head = build_head(kind, reward_cfg, device, size[0], *baseline)
     logits, _, samples = inputs(device, size)
     # run the code paths once on a small input: lazy allocations do not count
     loss_step(head, logits[:, :, :16, :16].contiguous(), _crop(samples, 16))()
@@ -229,9 +263,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--baseline", help="a git revision whose estimator runs beside the current one")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # one variant, in a child process
     parser.add_argument("--size", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.baseline:
+        load_baseline(args.baseline)
     if args.memory_of:
         size = tuple(int(v) for v in args.size.split(","))
         print(json.dumps(peak_memory(args.memory_of, args.device, size)))
@@ -246,8 +283,8 @@ def main() -> int:
     loss, ratios = {}, {}
     for size in SIZES:
         logits, _, samples = inputs(device, size)
-        steps = {name: loss_step(build_head(kind, cfg, device, size[0]), logits, samples)
-                 for name, (kind, cfg) in VARIANTS.items()}
+        steps = {name: loss_step(build_head(kind, cfg, device, size[0], *baseline), logits, samples)
+                 for name, (kind, cfg, *baseline) in VARIANTS.items()}
         seconds = alternated(steps, device, repeats)
         loss[size_name(size)] = {k: round(v, 4) for k, v in seconds.items()}
         ratios[size_name(size)] = {k: round(v / seconds[CE], 2) for k, v in seconds.items()}
@@ -261,8 +298,9 @@ def main() -> int:
         for name in VARIANTS:
             if name in SLOW and size != TARGET_SIZES[1]:
                 continue
+            baseline = ["--baseline", args.baseline] if args.baseline else []
             child = subprocess.run([sys.executable, __file__, "--device", device, "--memory-of", name,
-                                    "--size", ",".join(map(str, size))], capture_output=True, text=True)
+                                    "--size", ",".join(map(str, size)), *baseline], capture_output=True, text=True)
             if child.returncode:
                 row[name] = f"failed: exit {child.returncode}, {(child.stderr.strip().splitlines() or [''])[-1]}"
                 continue
@@ -281,8 +319,14 @@ def main() -> int:
 
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
     machine = describe(gpu)
+    if args.baseline:
+        commit = subprocess.run(["git", "rev-parse", args.baseline], cwd=ROOT, capture_output=True, text=True)
+        for size in TARGET_SIZES:
+            twin = ratios[size_name(size)][baseline_name(DEFAULT, args.baseline)]
+            targets[size_name(size)]["baseline_default_over_ce"] = twin
     result = {
         "benchmark": "reward computation, loss_by_feat cost and memory", "device": device, "machine": machine,
+        "baseline": {"rev": args.baseline, "commit": commit.stdout.strip()} if args.baseline else None,
         "batch": BATCH, "repeats": repeats, "default_reward_cfg": check_reward_cfg(None),
         "miou_8x19x512x1024_s": {k: round(v, 4) for k, v in reward.items()},
         "loss_by_feat_fwd_bwd_s": loss, "over_ce": ratios,

@@ -1,10 +1,13 @@
 """The GPU checks of issue 16, in one prepared run for a session lent a CUDA device.
 
 1. bench_reward.py --device cuda (19, 150 and 171 classes; writes results/reward_cuda.json);
-2. the default reward loss step (forward + backward through `loss_by_feat`) under
-   torch.cuda.set_sync_debug_mode('error'): no host synchronisation (results/cuda_sync.json);
-3. the AMP float16 training test on CUDA (tests/test_mixed_precision.py -k cuda);
-4. `rewardpatch verify --device cuda` on the 1.2.2 checkout.
+2. the reward loss step (forward + backward through `loss_by_feat`) of the default, local
+   per image, reinforce and class-weighted local under
+   torch.cuda.set_sync_debug_mode('error'): no host synchronisation;
+3. the kernels one default step launches (torch.profiler) at two image sizes and two
+   batch sizes: the same number (the GPU policy of reward_estimator.py);
+4. the AMP float16 training test on CUDA (tests/test_mixed_precision.py -k cuda);
+5. `rewardpatch verify --device cuda` on the 1.2.2 checkout.
 
     .venv/bin/python benchmarks/cuda_checks.py
 
@@ -25,30 +28,79 @@ sys.path.insert(0, str(HERE))
 from machine import describe  # noqa: E402
 
 
+SYNC_CASES = {
+    "default": {},
+    "local, image": {"scope": "image"},
+    "reinforce": {"mode": "reinforce"},
+}
+
+
+def reward_step(classes, height, width, reward_cfg, batch=8, class_weight=False, device="cuda"):
+    """A reward head's loss step (the estimator alone: `reward_losses` at label resolution)."""
+    from bench_reward import inputs
+    from mmseg.registry import MODELS
+
+    loss = dict(type="CrossEntropyRewardLoss")
+    if class_weight:
+        loss["class_weight"] = [1.0] * classes
+    head = MODELS.build(dict(type="RewardFCNHead", in_channels=4, channels=4, num_convs=1, num_classes=classes,
+                             loss_decode=loss, reward_cfg=reward_cfg)).to(device)
+    logits, gt, _ = inputs(device, (classes, height, width))
+    logits, gt = logits[:batch].contiguous(), gt[:batch, None].contiguous()
+
+    def run():
+        param = logits.clone().requires_grad_(True)
+        losses = head.reward_losses(param, gt)
+        sum(v for k, v in losses.items() if "loss" in k).backward()
+        return param.grad
+
+    return run
+
+
 def sync_free_step() -> dict:
-    """One default loss step on CUDA with synchronising calls made errors."""
+    """Loss steps on CUDA with synchronising calls made errors."""
     import torch
 
-    from bench_reward import build_head, inputs, loss_step
     from patched_tree import import_patched_mmseg
 
     import_patched_mmseg()
     outcome = {}
+    cases = [(name, cfg, False) for name, cfg in SYNC_CASES.items()] + [("local, class weights", {}, True)]
     for classes, height, width in [(19, 512, 1024), (150, 256, 256)]:
-        head = build_head("RewardFCNHead", {}, "cuda", classes)
-        logits, _, samples = inputs("cuda", (classes, height, width))
-        step = loss_step(head, logits, samples)
-        step()  # lazy initialisation (cuBLAS handles, the first allocation) may synchronise once
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            step()
-            outcome[f"8x{classes}x{height}x{width}"] = "no host synchronisation"
-        except RuntimeError as error:
-            outcome[f"8x{classes}x{height}x{width}"] = f"synchronises: {error}".splitlines()[0]
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+        for name, reward_cfg, weighted in cases:
+            step = reward_step(classes, height, width, reward_cfg, class_weight=weighted)
+            step()  # lazy initialisation (cuBLAS handles, cached tensors) may synchronise once
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            key = f"{name} 8x{classes}x{height}x{width}"
+            try:
+                step()
+                outcome[key] = "no host synchronisation"
+            except RuntimeError as error:
+                outcome[key] = f"synchronises: {error}".splitlines()[0]
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
     return outcome
+
+
+def launches_per_step() -> dict:
+    """Kernels launched by one default step (forward + backward), by input size."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from patched_tree import import_patched_mmseg
+
+    import_patched_mmseg()
+    launches = {}
+    for batch, height, width in [(4, 256, 512), (8, 256, 512), (8, 512, 1024)]:
+        step = reward_step(19, height, width, {}, batch=batch)
+        step()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            step()
+            torch.cuda.synchronize()
+        launches[f"{batch}x19x{height}x{width}"] = sum(1 for e in prof.events() if "LaunchKernel" in e.name)
+    return launches
 
 
 def main() -> int:
@@ -64,8 +116,9 @@ def main() -> int:
                               "-k", "cuda"],
         "verify_cuda": [python, "-m", "rewardpatch", "verify", "mmsegmentation", "--device", "cuda"],
     }
-    result = {"machine": describe(torch.cuda.get_device_name(0)), "sync": sync_free_step()}
-    print(json.dumps(result["sync"], indent=2), flush=True)
+    result = {"machine": describe(torch.cuda.get_device_name(0)), "sync": sync_free_step(),
+              "launches_per_default_step": launches_per_step()}
+    print(json.dumps({key: result[key] for key in ("sync", "launches_per_default_step")}, indent=2), flush=True)
     for name, command in steps.items():
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
         result[name] = {"exit": done.returncode, "tail": (done.stdout + done.stderr)[-2000:]}

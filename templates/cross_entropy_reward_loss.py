@@ -134,6 +134,16 @@ class CrossEntropyRewardLoss(CrossEntropyLoss):
             ignore_index=ignore_index,
             **kwargs)
 
+    def _class_weight_on(self, device) -> Tensor:
+        """`class_weight` as a float32 tensor on `device`, made once per
+        device: a list copied to a GPU every step makes the host wait."""
+        source, weights = getattr(self, '_class_weight_cache', (None, None))
+        if source is not self.class_weight or weights.device != device:
+            weights = torch.as_tensor(
+                self.class_weight, dtype=torch.float32, device=device)
+            self._class_weight_cache = (self.class_weight, weights)
+        return weights
+
     def _sampled(self, cls_score, labels, reward, weight, avg_factor,
                  reduction_override, ignore_index, ground_truth):
         reduction = reduction_override or self.reduction
@@ -150,8 +160,9 @@ class CrossEntropyRewardLoss(CrossEntropyLoss):
                 raise ValueError('class_weight: sampled labels need the '
                                  'ground truth (ground_truth=...) to weight '
                                  'by its class')
-            by_class = _class_weight_at(self.class_weight, ground_truth,
-                                        ignore_index)
+            by_class = _class_weight_at(
+                self._class_weight_on(ground_truth.device), ground_truth,
+                ignore_index)
             pixel = by_class if pixel is None else pixel * by_class
         scale = _per_image(reward, labels)
         if pixel is not None:

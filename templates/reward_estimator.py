@@ -26,13 +26,14 @@ expectation gradient (Titsias and Lazaro-Gredilla, NeurIPS 2015)
 is an unbiased estimate of dE[R]/dz_ib: R_i(b) does not depend on y_i, so
 only the draw of the other pixels is random.
 
-The file reads in sections, in this order: counting (the confusion table of
-each scoring unit, one histogram per batch); the rewards of counts and of one
-pixel's move; sampling; the estimators (the local expectation gradient,
-REINFORCE's baselines, and `RewardEstimator`, which runs every mode and
-scope); the head integration that every MMSeg generation's reward heads share
-(`RewardHeadMixin`). What `reward_cfg` may say, and the table of rewards, are
-reward_schema.py's.
+The file reads in sections, in this order: the device policy (the CPU's, or
+the GPU's: how the per-pixel passes are cut, and what they may ask of the
+device); counting (the confusion table of each scoring unit, one histogram
+per batch); the rewards of counts and of one pixel's move; sampling; the
+estimators (the local expectation gradient, REINFORCE's baselines, and
+`RewardEstimator`, which runs every mode and scope); the head integration
+that every MMSeg generation's reward heads share (`RewardHeadMixin`). What
+`reward_cfg` may say, and the table of rewards, are reward_schema.py's.
 
 Nothing here imports MMSeg: the heads of each MMSeg generation call it.
 """
@@ -47,10 +48,17 @@ from torch import Tensor
 
 from .reward_schema import check_reward_cfg, reward_row
 
-# pixels per slab of the per-pixel passes: bounds their temporary memory
+# The per-pixel passes (sampling, the local expectation gradient, counting)
+# run over slices of the pixels (`pixel_slices`). On the CPU they are slabs
+# small enough to stay in its caches; on a GPU every slice costs a few dozen
+# kernel launches, so there they are as few as memory allows.
+# elements of the logits per slab on the CPU
 SLAB_ELEMENTS = 1 << 20
-# label_confusion counts this many ground-truth pixels at a time
+# label_confusion on the CPU counts this many ground-truth pixels at a time
 COUNT_SLAB_ELEMENTS = 1 << 19
+# on a GPU, the temporaries of one slice stay within this many logits-sized
+# float tensors
+GPU_SLICE_LOGITS = 1.0
 # label_rows on the CPU looks labels up in a table when their range is this
 # small
 LOOKUP_VALUES = 1 << 16
@@ -63,6 +71,57 @@ else:  # torch < 1.10 has no aminmax: two passes, the same two values
         return values.min(), values.max()
 
 
+# The device policy, chosen here alone: the CPU's reads small values back to
+# the host and cuts the passes for its caches; the GPU policy (every other
+# device: CUDA and other accelerators) never makes the host wait. Nothing is
+# read back, no host value is copied in per step, no operation has an output
+# whose size depends on values (nonzero, boolean masks, bincount), and the
+# kernels a step launches do not grow with the image size or the batch.
+# Tests run it on CPU tensors: `with device_policy('gpu'): ...`.
+
+# the policies `device_policy` forces, innermost last
+_FORCED_POLICY = []
+
+
+@contextlib.contextmanager
+def device_policy(name: str):
+    """Within it, every tensor follows policy `name` ('cpu' or 'gpu'),
+    whatever its device."""
+    if name not in ('cpu', 'gpu'):
+        raise ValueError(f"policy must be 'cpu' or 'gpu', got {name!r}")
+    _FORCED_POLICY.append(name == 'gpu')
+    try:
+        yield
+    finally:
+        _FORCED_POLICY.pop()
+
+
+def gpu_policy(tensor: Tensor) -> bool:
+    """Whether the passes over `tensor` follow the GPU policy."""
+    if _FORCED_POLICY:
+        return _FORCED_POLICY[-1]
+    return tensor.device.type != 'cpu'
+
+
+def pixel_slices(like: Tensor, temporaries: int):
+    """Slices of the last dimension of `like` [B, C, N] (logits, or their
+    probabilities) for a pass that holds `temporaries` floats per pixel and
+    image besides.
+
+    CPU: slabs of SLAB_ELEMENTS elements of `like`. GPU: as few slices as
+    keep the temporaries within GPU_SLICE_LOGITS logits-sized tensors; their
+    number depends on C and the pass (K), not on B or N.
+    """
+    batch, classes, pixels = like.shape
+    if gpu_policy(like) and pixels:
+        budget = max(1.0, GPU_SLICE_LOGITS * classes)
+        parts = min(pixels, math.ceil(temporaries / budget))
+        bounds = [part * pixels // parts for part in range(parts + 1)]
+        return [slice(*pair) for pair in zip(bounds, bounds[1:])]
+    step = max(1, SLAB_ELEMENTS // max(1, batch * classes))
+    return [slice(start, start + step) for start in range(0, pixels, step)]
+
+
 # Counting: IoUMetric's counts, from one histogram of (ground truth, predicted
 # class) pairs per batch.
 
@@ -73,9 +132,9 @@ def label_rows(gt: Tensor, num_classes: int, ignore_index: int) -> Tensor:
 
     int32: these passes over every pixel are bound by memory traffic. On
     the CPU one lookup through a table of the values present replaces them
-    (reading the range back costs nothing there).
+    (reading the range back costs nothing there; the GPU policy does not).
     """
-    if not gt.is_cuda and not gt.is_floating_point() and gt.numel() > 0:
+    if not gpu_policy(gt) and not gt.is_floating_point() and gt.numel() > 0:
         low, high = (int(v) for v in _value_range(gt))
         if high - low < LOOKUP_VALUES:
             values = torch.arange(low, high + 1, device=gt.device)
@@ -106,7 +165,7 @@ def count_keys(rows: Tensor, num_classes: int) -> Tensor:
 
 def histogram(keys: Tensor, bins: int) -> Tensor:
     """Counts of each value of the flat integer tensor `keys` in [0, bins)."""
-    if keys.is_cuda:
+    if gpu_policy(keys):
         # bincount reads the largest key back to the host; this does not
         keys = keys.long()
         counts = torch.zeros(bins, dtype=torch.long, device=keys.device)
@@ -144,12 +203,15 @@ def label_confusion(pred: Tensor, gt: Tensor, num_classes: int,
                     ignore_index: int) -> Tensor:
     """`confusion` of `pred` [..., B, H, W] against the labels `gt` [B, H, W].
 
-    Counted a few images at a time: temporaries of COUNT_SLAB_ELEMENTS pixels
-    stay in the CPU's caches, which makes this about twice as fast there as
-    one pass over the batch; on CUDA it costs a few more kernel launches.
+    On the CPU, counted a few images at a time: temporaries of
+    COUNT_SLAB_ELEMENTS pixels stay in its caches, which makes this about
+    twice as fast there as one pass over the batch. The GPU policy counts in
+    one pass (its temporaries are a few integers per label).
     """
     pixels = gt[0].numel() if len(gt) else 1
     step = max(1, COUNT_SLAB_ELEMENTS // max(1, pixels))
+    if gpu_policy(gt):
+        step = max(1, len(gt))
     tables = []
     # at least one slab: an empty batch gets its empty table
     for start in range(0, max(1, len(gt)), step):
@@ -285,20 +347,16 @@ def channel_max(logits: Tensor):
     index where several are equal, as `logits.max(1)` gives them.
 
     On the CPU, max(1) over the channels of NCHW logits is several times
-    slower than amax(1): the index is found by one comparison per class.
+    slower than amax(1): the index is found by one comparison per class
+    (the GPU policy launches one kernel instead).
     """
-    if logits.is_cuda:
+    if gpu_policy(logits):
         return logits.max(1)
     peak = logits.amax(1)
     index = torch.full_like(peak, logits.shape[1] - 1, dtype=torch.long)
     for c in range(logits.shape[1] - 2, -1, -1):
         index.masked_fill_(logits[:, c] == peak, c)
     return peak, index
-
-
-def _slabs(total: int, per_pixel: int):
-    step = max(1, SLAB_ELEMENTS // max(1, per_pixel))
-    return [slice(start, start + step) for start in range(0, total, step)]
 
 
 def sample_labels(logits: Tensor,
@@ -312,14 +370,17 @@ def sample_labels(logits: Tensor,
         logits (Tensor): [B, C, N], detached.
         peak (Tensor): logits.max(1).values, [B, N]: the softmax's shift.
         probs (Tensor, optional): [B, C, N] float32, filled with the
-            probabilities when given.
+            probabilities when given (the sampler's weights are computed
+            there, in place).
 
     Returns:
         Tensor: long [K, B, N], by inverse CDF with one uniform per pixel and
         sample, in two levels: the classes in blocks of about sqrt(C), the
         block first, then the class inside it. The cumulative sums are small
-        matrix products per slab (a cumsum across the channels of NCHW logits
-        is far slower), O(C^1.5) per pixel instead of O(C^2).
+        matrix products per slice of pixels (a cumsum across the channels of
+        NCHW logits is far slower), O(C^1.5) per pixel instead of O(C^2).
+        The uniforms are drawn for the whole batch at once, so that the
+        samples do not depend on how the pixels are sliced.
     """
     batch, classes, pixels = logits.shape
     # math.isqrt is Python >= 3.8; int(sqrt) is the same below 2 ** 52
@@ -333,31 +394,48 @@ def sample_labels(logits: Tensor,
     block_sums = block_sums.matmul(members.float())
     inner = torch.ones(width - 1, width, device=device).tril_()
     offsets = torch.arange(width, device=device)[:, None]
+    uniforms = torch.rand(num_samples, batch, 1, pixels, device=device)
     samples = torch.empty(
         num_samples, batch, pixels, dtype=torch.long, device=device)
-    for part in _slabs(pixels, batch * classes):
-        weights = logits[:, :, part].float() - peak[:, None, part]
+    # per pixel and image: the block sums, and per sample the classes of
+    # the block drawn, their weights and cumulative sums (long indices count
+    # twice)
+    temporaries = blocks + num_samples * (5 * width + 4)
+    if probs is None:
+        temporaries += classes
+    for part in pixel_slices(logits, temporaries):
+        chunk = logits[:, :, part]
+        if probs is None:
+            weights = torch.empty(
+                chunk.shape, dtype=torch.float32, device=device)
+        else:
+            weights = probs[:, :, part]
+        # the differences in float32 whatever the logits' dtype
+        if chunk.dtype == torch.float32:
+            torch.sub(chunk, peak[:, None, part], out=weights)
+        else:
+            weights.copy_(chunk).sub_(peak[:, None, part])
         if temperature != 1.0:
             weights = weights.mul_(1.0 / temperature)
         weights = weights.exp_()
         below = torch.matmul(block_sums, weights)  # [B, blocks, n]
         total = below[:, -1:]
-        draws = torch.rand(
-            num_samples, batch, 1, below.shape[-1], device=device)
-        draws = draws.mul_(total)
+        draws = uniforms[..., part].mul_(total)
         # the block: the number of blocks whose cumulative mass is <= u
         block = (below[:, :-1] <= draws).sum(2, keepdim=True)
         cumulative = below.expand(num_samples, -1, -1, -1)
         start = cumulative.gather(2, (block - 1).clamp_(min=0))
         rest = draws.sub_(start.masked_fill_(block == 0, 0))
-        rows = (block * width + offsets).clamp_(max=classes - 1)
+        rows = block * width + offsets
+        beyond = rows >= classes
+        rows = rows.clamp_(max=classes - 1)
         inside = weights.expand(num_samples, -1, -1, -1).gather(2, rows)
-        inside.masked_fill_(block * width + offsets >= classes, 0)
+        inside.masked_fill_(beyond, 0)
         chosen = (torch.matmul(inner, inside) <= rest).sum(2, keepdim=True)
         chosen = rows.gather(2, chosen.clamp_(max=width - 1))
         samples[:, :, part] = chosen[:, :, 0]
         if probs is not None:
-            torch.div(weights, total, out=probs[:, :, part])
+            weights.div_(total)
     return samples
 
 
@@ -401,7 +479,11 @@ def local_expectation(probs: Tensor, samples: Tensor, rows: Tensor,
     alpha, lost, beta, inverse = (
         t.flatten(-2).expand(count, batch, 2 * classes) for t in terms)
     unit = scale.expand(count, batch)
-    for part in _slabs(pixels, batch * classes):
+    # per pixel and image, in floats: the dense product (C), and per sample
+    # the pixel side, its product and a score of entries (long ones count
+    # twice)
+    temporaries = classes + count * 24
+    for part in pixel_slices(probs, temporaries):
         chosen = probs[:, :, part]
         sample = samples[:, :, part]
         truth = rows[:, part].long()
@@ -675,7 +757,6 @@ class RewardEstimator(torch.nn.Module):
         """
         with torch.no_grad():
             cfg = self.cfg
-            classes = self.num_classes
             batch_tables = current[:-1]
             if loss_module.avg_non_ignore:
                 normaliser = labelled_pixels(batch_tables[0]).sum()
@@ -687,14 +768,9 @@ class RewardEstimator(torch.nn.Module):
             scale = labelled_pixels(scored) * -loss_module.loss_weight / (
                 normaliser.clamp(min=1) * cfg['temperature'] * count)
             terms = flip_terms(cfg['reward'], *class_counts(scored))
-            weight = torch.ones(
-                classes + 2, dtype=torch.float32, device=logits.device)
-            if loss_module.class_weight is not None:
-                # by the ground-truth class: a fixed positive scale per pixel,
-                # so the estimate stays unbiased for the weighted gradient
-                weight[:classes] = torch.as_tensor(
-                    loss_module.class_weight, dtype=torch.float32)
-            weight[classes + 1] = 0
+            # by the ground-truth class: a fixed positive scale per pixel, so
+            # the estimate stays unbiased for the weighted gradient
+            weight = self._row_weights(loss_module.class_weight, logits.device)
             rows = rows.flatten(1)
             pixel_scale = weight[rows.long()]
             if pixel_weight is not None:
@@ -705,6 +781,27 @@ class RewardEstimator(torch.nn.Module):
         value = loss_module.loss_weight * (1 - stats['reward_mean'])
         return _LossWithGradient.apply(logits, gradient.view_as(logits),
                                        value.float())
+
+    def _row_weights(self, class_weight, device) -> Tensor:
+        """Each count-table row's pixel weight, float32 [C + 2]: its class
+        weight (1 without them), 1 for a labelled value out of range, 0 for
+        an ignored pixel.
+
+        Made once per device and class weights and kept: host numbers
+        copied to a GPU every step would make the host wait for it.
+        """
+        if class_weight is not None:
+            class_weight = tuple(float(w) for w in class_weight)
+            if len(class_weight) != self.num_classes:
+                raise ValueError(f'class_weight: {len(class_weight)} weights '
+                                 f'for {self.num_classes} classes')
+        key = (str(device), class_weight)
+        if getattr(self, '_row_weight_key', None) != key:
+            weights = list(class_weight or [1.0] * self.num_classes)
+            self._row_weight = torch.tensor(
+                weights + [1.0, 0.0], dtype=torch.float32, device=device)
+            self._row_weight_key = key
+        return self._row_weight
 
     def _reinforce(self, logits, gt, samples, rewards, labelled, loss_module,
                    pixel_weight, stats) -> Tensor:

@@ -1,4 +1,5 @@
-"""The reward loss under DistributedDataParallel: two CPU processes, torchrun, gloo."""
+"""The reward loss under DistributedDataParallel: two CPU processes, torchrun, gloo; the
+estimator under its CPU policy and under its GPU policy (forced on the CPU)."""
 
 import json
 import math
@@ -19,12 +20,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def report(patched_tree, tmp_path_factory):
+@pytest.fixture(scope="module", params=["cpu", "gpu"])
+def report(patched_tree, tmp_path_factory, request):
     out = tmp_path_factory.mktemp("ddp") / "result.json"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-        f"--master_port={free_port()}", str(WORKER), str(patched_tree), str(out),
+        f"--master_port={free_port()}", str(WORKER), str(patched_tree), str(out), request.param,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)

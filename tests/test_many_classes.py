@@ -22,8 +22,16 @@ def est():
     return template_module("reward_estimator")
 
 
+@pytest.fixture(params=["cpu", "gpu"])
+def policy(request, est):
+    """The test runs under the estimator's CPU policy, then under its GPU policy (forced on
+    these CPU tensors)."""
+    with est.device_policy(request.param):
+        yield request.param
+
+
 @pytest.mark.parametrize("classes", [1, 2, 19, 150])
-def test_the_channel_maximum_is_max_with_the_first_index_among_ties(est, classes):
+def test_the_channel_maximum_is_max_with_the_first_index_among_ties(est, policy, classes):
     generator = torch.Generator().manual_seed(classes)
     logits = torch.randint(0, 4, (3, classes, 500), generator=generator).float()  # many ties
     peak, index = est.channel_max(logits)
@@ -36,7 +44,7 @@ def test_the_channel_maximum_is_max_with_the_first_index_among_ties(est, classes
 
 @pytest.mark.parametrize("classes", [2, 3, 5, 19, 150, 171])
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
-def test_samples_follow_the_softmax_at_every_class_count(est, classes, temperature):
+def test_samples_follow_the_softmax_at_every_class_count(est, policy, classes, temperature):
     generator = torch.Generator().manual_seed(classes)
     torch.manual_seed(classes)
     rows = 2
@@ -104,7 +112,7 @@ def sparse_problem(classes, batch=3, size=(4, 6), seed=0):
 @pytest.mark.parametrize("units", ["image", "batch"])
 @pytest.mark.parametrize("classes, count", [(3, 1), (7, 3), (23, 2)])
 @pytest.mark.parametrize("with_history", [False, True])
-def test_the_local_gradient_is_the_one_read_from_the_table_of_every_move(est, monkeypatch, reward, units,
+def test_the_local_gradient_is_the_one_read_from_the_table_of_every_move(est, policy, monkeypatch, reward, units,
                                                                          classes, count, with_history):
     generator = torch.Generator().manual_seed(classes * 10 + count)
     gt = sparse_problem(classes, seed=classes)
@@ -128,8 +136,10 @@ def test_the_local_gradient_is_the_one_read_from_the_table_of_every_move(est, mo
     pixel_scale[rows == classes + 1] = 0
     expected = reference_gradient(est, reward, counts, probs, samples, rows, scale.double(), pixel_scale.double())
     terms = [t.float() for t in est.flip_terms(reward, *counts)]
-    for slab in (est.SLAB_ELEMENTS, batch * classes * 5):  # one slab, and several
+    # one slice, and several: CPU slabs of 5 pixels, GPU slices for a smaller memory budget
+    for slab, budget in ((est.SLAB_ELEMENTS, 1e9), (batch * classes * 5, 0.3)):
         monkeypatch.setattr(est, "SLAB_ELEMENTS", slab)
+        monkeypatch.setattr(est, "GPU_SLICE_LOGITS", budget)
         gradient = est.local_expectation(probs.clone(), samples, rows, terms, scale, pixel_scale)
         assert torch.allclose(gradient.double(), expected, rtol=1e-4, atol=1e-6 * expected.abs().max())
 

@@ -213,15 +213,16 @@ def _reward_numbers(python, version, dest, out):
 
 
 def test_the_0x_reward_head_gives_the_numbers_of_the_1x_one(tmp_path, python_0x, stack):
-    """Every mode, scope, reward and baseline, class weights and sparse labels: the same
-    completed reward_cfg, loss items and logits gradients, bit for bit, through each
-    generation's own head API (same torch, same seeds)."""
+    """Every mode, scope, reward and baseline, class weights and sparse labels, under the
+    estimator's CPU and GPU policies: the same completed reward_cfg, loss items and logits
+    gradients, bit for bit, through each generation's own head API (same torch, same seeds)."""
     one = _reward_numbers(sys.executable, "1.2.2", tmp_path / "one" / "mmsegmentation", tmp_path / "one.pt")
     zero = _reward_numbers(python_0x, "0.30.0", tmp_path / "zero" / "mmsegmentation", tmp_path / "zero.pt")
     assert (one["mmseg"], zero["mmseg"]) == ("1.2.2", "0.30.0")
-    assert len(one["results"]) == len(zero["results"]) >= 10
+    assert len(one["results"]) == len(zero["results"]) >= 20
+    assert {a["policy"] for a in one["results"]} == {"cpu", "gpu"}
     for a, b in zip(one["results"], zero["results"]):
-        assert a["case"] == b["case"]
+        assert (a["case"], a["policy"]) == (b["case"], b["policy"])
         assert a["reward_cfg"] == b["reward_cfg"], a["case"]
         for step_a, step_b in zip(a["steps"], b["steps"]):
             assert step_a["losses"].keys() == step_b["losses"].keys(), a["case"]

@@ -54,6 +54,14 @@ def mm(patched_tree):
     return ns
 
 
+@pytest.fixture(params=["cpu", "gpu"])
+def policy(request, mm):
+    """The test runs under the estimator's CPU policy, then under its GPU policy (forced on
+    these CPU tensors): the numbers the tests check hold for both."""
+    with mm.estimator.device_policy(request.param):
+        yield request.param
+
+
 def build_head(mm, num_classes=4, loss=None, **reward_cfg):
     return mm.MODELS.build(dict(
         type="RewardFCNHead", in_channels=4, channels=4, num_convs=1, num_classes=num_classes,
@@ -88,7 +96,7 @@ def test_per_image_miou_equals_mmseg_intersect_and_union(mm):
         assert torch.allclose(ours, torch.tensor(expected), atol=1e-6)
 
 
-def test_counting_a_few_images_at_a_time_gives_the_one_pass_counts(mm, monkeypatch):
+def test_counting_a_few_images_at_a_time_gives_the_one_pass_counts(policy, mm, monkeypatch):
     torch = mm.torch
     pred, gt = random_batch(mm, seed=4)
     gt[1, 0, :3] = -3  # out of range below 0, and above: both in P only
@@ -274,7 +282,7 @@ def test_the_default_is_what_the_learning_benchmark_selected(mm):
     assert {key: head.reward_cfg[key] for key in selected} == selected
 
 
-def test_weighted_ce_reproduces_the_manual_recipe_formula(mm):
+def test_weighted_ce_reproduces_the_manual_recipe_formula(policy, mm):
     torch = mm.torch
     head = build_head(mm, num_classes=3, mode="weighted_ce")
     gt = torch.tensor([[[0, 1], [2, 2]], [[1, 1], [1, 255]], [[0, 0], [2, 1]]])
@@ -294,7 +302,7 @@ def test_weighted_ce_reproduces_the_manual_recipe_formula(mm):
 @pytest.mark.parametrize("reward_cfg", [
     {}, {"scope": "image", "num_samples": 3}, {"scope": "dataset"}, {"mode": "reinforce", "num_samples": 3},
 ], ids=["local-batch", "local-image", "local-dataset", "reinforce"])
-def test_ignored_pixels_change_neither_reward_nor_gradient(mm, reward_cfg):
+def test_ignored_pixels_change_neither_reward_nor_gradient(policy, mm, reward_cfg):
     torch = mm.torch
     _, gt = random_batch(mm, classes=5, ignore_fraction=0.3)
     ignored = (gt == 255).unsqueeze(1)
@@ -480,7 +488,7 @@ def random_problem(mm, seed, classes=4, size=(3, 4), batch=3):
 
 @pytest.mark.parametrize("reward", REWARD_NAMES)
 @pytest.mark.parametrize("scope", ["image", "batch", "dataset"])
-def test_every_table_entry_is_the_reward_recomputed_with_one_pixel_changed(mm, reward, scope):
+def test_every_table_entry_is_the_reward_recomputed_with_one_pixel_changed(policy, mm, reward, scope):
     torch = mm.torch
     est = mm.estimator
     classes = 4
@@ -587,8 +595,8 @@ def exact_expected_gradient(mm, logits, gt, classes, scope, reward, temperature,
     ("image", "dice", 1.5, [0.5, 2.0, 1.5]),
     *[("batch", reward, 0.7, [0.5, 2.0, 1.5]) for reward in REWARD_NAMES],
 ], ids=["image", "batch", "image-dice-T-weights", *[f"batch-{reward}-T-weights" for reward in REWARD_NAMES]])
-def test_the_local_estimate_is_unbiased_by_exact_enumeration(mm, monkeypatch, scope, reward, temperature,
-                                                              class_weight):
+def test_the_local_estimate_is_unbiased_by_exact_enumeration(policy, mm, monkeypatch, scope, reward,
+                                                              temperature, class_weight):
     """Two images, three classes, five labelled pixels (one out of range): 243 label maps."""
     torch = mm.torch
     classes = 3
@@ -613,7 +621,7 @@ def test_the_local_estimate_is_unbiased_by_exact_enumeration(mm, monkeypatch, sc
 
 
 @pytest.mark.parametrize("scope", ["image", "batch"])
-def test_reinforce_weights_classes_by_the_ground_truth_and_stays_unbiased(mm, monkeypatch, scope):
+def test_reinforce_weights_classes_by_the_ground_truth_and_stays_unbiased(policy, mm, monkeypatch, scope):
     """One sample, no baseline: E[estimate] = the class-weighted gradient, by exact enumeration."""
     torch = mm.torch
     classes = 3
@@ -662,7 +670,7 @@ def seg_weighted_estimate(mm, monkeypatch, head, logits, gt, seg_weight):
 
 
 @pytest.mark.parametrize("scope", ["image", "batch"])
-def test_seg_weight_keeps_the_local_estimate_unbiased_for_the_pixel_weighted_gradient(mm, monkeypatch, scope):
+def test_seg_weight_keeps_the_local_estimate_unbiased_for_the_pixel_weighted_gradient(policy, mm, monkeypatch, scope):
     """E[estimate] = the exact gradient with each pixel's row times its seg_weight: 243 label maps."""
     torch = mm.torch
     classes = 3
@@ -674,7 +682,7 @@ def test_seg_weight_keeps_the_local_estimate_unbiased_for_the_pixel_weighted_gra
 
 
 @pytest.mark.parametrize("scope", ["image", "batch"])
-def test_seg_weight_keeps_reinforce_unbiased_for_the_pixel_weighted_gradient(mm, monkeypatch, scope):
+def test_seg_weight_keeps_reinforce_unbiased_for_the_pixel_weighted_gradient(policy, mm, monkeypatch, scope):
     """One sample, no baseline: E[estimate] = the seg_weight-weighted gradient, by exact enumeration."""
     torch = mm.torch
     classes = 3
@@ -707,7 +715,7 @@ def exact_gradient_of_expected_miou(mm, logits, gt, classes):
 
 
 @pytest.mark.parametrize("baseline", ["loo", "greedy"])
-def test_reinforce_gradient_is_an_unbiased_estimate_of_the_expected_miou_gradient(mm, baseline):
+def test_reinforce_gradient_is_an_unbiased_estimate_of_the_expected_miou_gradient(policy, mm, baseline):
     """One image of 2x2 pixels and 3 classes: 81 label maps, enumerable exactly."""
     torch = mm.torch
     torch.manual_seed(0)
@@ -766,7 +774,7 @@ def exact_direction(mm, logits, gt, classes, scope):
 
 
 @pytest.mark.parametrize("scope", ["image", "batch"])
-def test_one_local_estimate_points_along_the_exact_gradient(mm, scope):
+def test_one_local_estimate_points_along_the_exact_gradient(policy, mm, scope):
     torch = mm.torch
     classes = 5
     logits, gt = moderate_problem(mm, classes=classes)
@@ -817,7 +825,7 @@ def test_the_local_gradient_scales_with_loss_weight_and_matches_cross_entropy_in
     ids=["local-batch", "local-image-K2-T", "local-dataset-dice", "reinforce-loo", "reinforce-greedy-batch",
          "reinforce-batch-mean", "weighted-ce", "dice-with-mle"],
 )
-def test_a_patched_head_trains_a_few_steps_on_cpu(mm, reward_cfg):
+def test_a_patched_head_trains_a_few_steps_on_cpu(policy, mm, reward_cfg):
     torch = mm.torch
     torch.manual_seed(0)
     head = mm.MODELS.build(dict(

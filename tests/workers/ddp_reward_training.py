@@ -1,6 +1,7 @@
 """Run by torchrun (2 CPU processes, gloo): the reward head under DistributedDataParallel.
 
-argv: TREE OUT_JSON. Two parts, reported by rank 0:
+argv: TREE OUT_JSON [POLICY]: POLICY is the estimator's device policy, 'cpu' (the default)
+or 'gpu' (forced on these CPU tensors). Two parts, reported by rank 0:
 
 1. Pooling. For each scope, every rank generates every rank's features, labels and
    label samples (seeded), so each can also compute, alone, one process's result on the
@@ -36,6 +37,8 @@ from mmseg.registry import MODELS  # noqa: E402
 from mmseg.structures import SegDataSample  # noqa: E402
 
 CLASSES, BATCH, SIZE = 4, 2, 16
+# for the whole run, which ends with os._exit
+estimator.device_policy(sys.argv[3] if len(sys.argv) > 3 else "cpu").__enter__()
 
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()

@@ -39,11 +39,22 @@ def cpu_bfloat16():
     return True
 
 
+def cpu_max(dtype):
+    """Whether this torch has `max(1)` (values and indices) of `dtype` on the
+    CPU, which the GPU policy forced on the CPU calls (torch 1.7 has none for
+    float16)."""
+    try:
+        torch.zeros(2, 2, dtype=dtype).max(1)
+    except RuntimeError:
+        return False
+    return True
+
+
 def numbers(value):
     return value.detach().double().flatten().tolist()
 
 
-def run_estimator(case, tensors, classes, ignore_index):
+def run_estimator(case, tensors, classes, ignore_index, policy='cpu'):
     dtype = DTYPES[case['dtype']]
     loss_module = CrossEntropyRewardLoss(**case['loss'])
     estimator = reward_estimator.RewardEstimator(case['reward_cfg'], classes,
@@ -54,9 +65,10 @@ def run_estimator(case, tensors, classes, ignore_index):
         weight = tensors[step['seg_weight']] if step['seg_weight'] else None
         torch.manual_seed(100 + index)  # the label samples
         with reward_estimator._autocast_off('cpu'):
-            loss, stats = estimator(logits, tensors[step['labels']],
-                                    loss_module, weight)
-        loss.backward()
+            with reward_estimator.device_policy(policy):
+                loss, stats = estimator(logits, tensors[step['labels']],
+                                        loss_module, weight)
+                loss.backward()
         steps.append(
             dict(
                 loss=numbers(loss),
@@ -65,6 +77,14 @@ def run_estimator(case, tensors, classes, ignore_index):
                 grad=numbers(logits.grad),
                 grad_dtype=str(logits.grad.dtype)))
     return dict(steps=steps, history=numbers(estimator.history))
+
+
+def run_estimator_gpu_policy(case, tensors, classes, ignore_index):
+    """run_estimator under the GPU policy (forced on the CPU)."""
+    if not cpu_max(DTYPES[case['dtype']]):
+        return dict(skipped='this torch has no %s max(1) on the CPU' %
+                    case['dtype'])
+    return run_estimator(case, tensors, classes, ignore_index, 'gpu')
 
 
 def run_loss(case, tensors, classes, ignore_index):
@@ -128,10 +148,17 @@ def main():
         python='.'.join(map(str, sys.version_info[:3])),
         torch=torch.__version__,
         cpu_bfloat16=bfloat16,
+        cpu_max={name: cpu_max(dtype)
+                 for name, dtype in DTYPES.items()},
         autocast_off=contexts,
         estimator={
             case['name']: run(case, run_estimator, tensors, classes,
                               ignore_index, bfloat16)
+            for case in spec['estimator']
+        },
+        estimator_gpu_policy={
+            case['name']: run(case, run_estimator_gpu_policy, tensors,
+                              classes, ignore_index, bfloat16)
             for case in spec['estimator']
         },
         losses={

@@ -5,7 +5,8 @@ registry and takes its reward loss through the generation's own head API (1.x:
 `loss_by_feat(seg_logits, data_samples)`, 0.x: `losses(seg_logit, seg_label)`) on the same
 seeded logits and labels, twice in a row (scope 'dataset' then scores its history too).
 Writes, per case, the completed reward_cfg, each loss item and the gradient on the logits
-to OUT (torch.save), so that the 1.x and 0.x results can be compared.
+to OUT (torch.save), so that the 1.x and 0.x results can be compared; every case runs
+under the estimator's CPU policy and under its GPU policy (forced on the CPU).
 """
 
 import sys
@@ -29,6 +30,7 @@ if ONE_X:
     build_head = MODELS.build
 else:
     from mmseg.models import build_head  # noqa: E402
+from mmseg.models.losses.reward_estimator import device_policy  # noqa: E402
 
 CASES = [
     {},
@@ -72,17 +74,19 @@ def reward_losses(head, logits, labels):
 
 
 results = []
-for case in CASES:
-    torch.manual_seed(0)
-    head = build_head(dict(type='RewardFCNHead', in_channels=8, channels=8, num_classes=CLASSES,
-                           num_convs=1, reward_cfg=case, loss_decode=loss_decode(case)))
-    steps = []
-    for step in range(2):
-        logits, labels = inputs(step)
-        torch.manual_seed(100 + step)  # the label samples
-        losses = reward_losses(head, logits, labels)
-        total = sum(value for key, value in losses.items() if 'loss' in key)
-        total.backward()
-        steps.append(dict(losses={key: value.detach() for key, value in losses.items()}, grad=logits.grad))
-    results.append(dict(case=case, reward_cfg=dict(head.reward_cfg), steps=steps))
+for policy in ('cpu', 'gpu'):
+    for case in CASES:
+        torch.manual_seed(0)
+        head = build_head(dict(type='RewardFCNHead', in_channels=8, channels=8, num_classes=CLASSES,
+                               num_convs=1, reward_cfg=case, loss_decode=loss_decode(case)))
+        steps = []
+        for step in range(2):
+            logits, labels = inputs(step)
+            torch.manual_seed(100 + step)  # the label samples
+            with device_policy(policy):
+                losses = reward_losses(head, logits, labels)
+                total = sum(value for key, value in losses.items() if 'loss' in key)
+                total.backward()
+            steps.append(dict(losses={key: value.detach() for key, value in losses.items()}, grad=logits.grad))
+        results.append(dict(case=case, policy=policy, reward_cfg=dict(head.reward_cfg), steps=steps))
 torch.save(dict(mmseg=mmseg.__version__, results=results), out)
