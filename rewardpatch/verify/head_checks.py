@@ -146,12 +146,12 @@ def _last_line(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1]
 
 
-def _arguments(spec: dict, name: str, known: bool) -> str:
+def _arguments(spec: dict, name: str) -> str:
     """What a build failure names: the arguments used, and where they came from."""
     shown = ", ".join(f"{key}={value!r}" for key, value in spec["args"].items())
     if spec["given"]:
         source = f"the arguments verify guessed, {', '.join(spec['given'])} from --head-args"
-    elif known:
+    elif spec["known"]:
         source = "the arguments verify guessed"
     else:
         source = f"the arguments verify guessed (patches/ names none for {name}: the defaults)"
@@ -189,6 +189,11 @@ def _check(name: str, verify: VerifySpec, device: str, build, loss, entry: str, 
 
         original = build(dict(type=name, **spec["args"])).to(device).train()
         built = True
+        try:  # built before <name> runs, so that both draw their weights as they always have
+            rewarded = build(dict(type=reward_name(name), **spec["args"])).to(device).train()
+        except Exception:
+            stage = "reward"
+            raise
         with torch.no_grad():
             try:
                 expected = _shapes(original(features, *extra))
@@ -199,9 +204,7 @@ def _check(name: str, verify: VerifySpec, device: str, build, loss, entry: str, 
                            "verify it on a device that has the op")
                 row["seconds"] = round(time.perf_counter() - start, 3)
                 return row
-        stage = "reward"
-        rewarded = build(dict(type=reward_name(name), **spec["args"])).to(device).train()
-        with torch.no_grad():
+            stage = "reward"  # <name> built and ran with these arguments: what fails now is the reward's
             produced = _shapes(rewarded(features, *extra))
         if produced != expected:
             raise AssertionError(f"output shape {produced} differs from {name}'s {expected}")
@@ -231,8 +234,9 @@ def _check(name: str, verify: VerifySpec, device: str, build, loss, entry: str, 
     except Exception as exc:  # noqa: BLE001 - every failure is a result to report, not a crash
         detail = _last_line(exc)
         if stage == "build":
-            what = (f"{name} built with {{}} fails on verify's inputs" if built
-                    else f"could not build {name} with {{}}").format(_arguments(spec, name, spec["known"]))
+            arguments = _arguments(spec, name)
+            what = f"{name} built with {arguments} fails on verify's inputs" if built else \
+                f"could not build {name} with {arguments}"
             detail = f"{what}: {detail}; give its arguments with --head-args '{reward_name(name)}={{...}}'"
         row.update(error=detail, failed_at=stage, traceback=traceback.format_exc())
     row["seconds"] = round(time.perf_counter() - start, 3)
