@@ -147,7 +147,8 @@ def scale_pool_head_1x(tree: Path) -> Path:
     (tree / HEADS / "scale_pool_head.py").write_text(SCALE_POOL_HEAD)
     edit(
         tree, f"{HEADS}/__init__.py",
-        ("from .psp_head import PSPHead\n", "from .psp_head import PSPHead\nfrom .scale_pool_head import ScalePoolHead\n"),
+        ("from .psp_head import PSPHead\n",
+         "from .psp_head import PSPHead\nfrom .scale_pool_head import ScalePoolHead\n"),
         ("__all__ = [\n", "__all__ = [\n    'ScalePoolHead',\n"),
     )
     commit(tree, "ScalePoolHead: pooling at scales the config gives")

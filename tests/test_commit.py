@@ -180,7 +180,8 @@ def test_commit_adds_the_files_apply_wrote_where_gitignore_ignores_them(capsys, 
     assert code == 0, err
     written = set(subprocess.run(["git", "show", "--name-only", "--format=", "HEAD"], cwd=tree, capture_output=True,
                                  text=True, check=True).stdout.split())
-    created = {f"{HEADS}/reward_fcn_head.py", f"{HEADS}/reward_decode_head.py", "mmseg/models/losses/reward_estimator.py"}
+    created = {f"{HEADS}/reward_fcn_head.py", f"{HEADS}/reward_decode_head.py",
+               "mmseg/models/losses/reward_estimator.py"}
     assert created <= written and f"{HEADS}/__init__.py" in written and MANIFEST_NAME in written
     assert f"{HEADS}/scratch.py" not in written and "notes.txt" not in written
     forced = len([p for p in written if p.startswith("mmseg/")])  # the __init__ files, tracked, too

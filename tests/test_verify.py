@@ -169,8 +169,7 @@ def scale_pool_fork(tmp_path_factory, stack):
     return tree
 
 
-def test_a_head_verify_cannot_build_with_its_guessed_arguments_is_a_build_failure(scale_pool_fork, tmp_path,
-                                                                                   capsys):
+def test_a_head_verify_cannot_build_with_its_guessed_arguments_is_a_build_failure(scale_pool_fork, tmp_path, capsys):
     report_path = tmp_path / "report.json"
     code, out, err = verify(capsys, scale_pool_fork, "--skip-finetune", "--workdir", tmp_path / "work",
                             "--report", report_path)
@@ -197,6 +196,19 @@ def test_head_args_build_the_head_and_it_passes(scale_pool_fork, tmp_path, capsy
     assert rows["RewardScalePoolHead"]["args"] == {"in_channels": 16, "channels": 8, "scales": [1, 2],
                                                    "num_classes": 5}
     assert rows["RewardFCNHead"]["args"] == {"in_channels": 16, "channels": 8, "num_convs": 1, "num_classes": 5}
+
+
+def test_a_head_that_builds_but_fails_on_verify_s_inputs_is_a_build_failure_too(scale_pool_fork, tmp_path, capsys):
+    # ScalePoolHead builds with scales=[0]; pooling to an empty map fails: the arguments, not the reward
+    report_path = tmp_path / "report.json"
+    code, _, err = verify(capsys, scale_pool_fork, "--skip-finetune", "--heads", "ScalePoolHead", "--workdir",
+                          tmp_path / "work", "--report", report_path, "--head-args", 'ScalePoolHead={"scales": [0]}')
+    assert code == 1
+    row = json.loads(report_path.read_text())["heads"][0]
+    assert row["failed_at"] == "build"
+    assert row["error"].startswith(
+        "ScalePoolHead built with the arguments verify guessed, scales from --head-args (in_channels=16, channels=8, "
+        "scales=(0,), num_classes=5) fails on verify's inputs: ")
 
 
 def test_head_args_from_a_json_file_merge_over_the_guessed_arguments(scale_pool_fork, tmp_path, capsys):

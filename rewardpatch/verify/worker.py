@@ -10,8 +10,10 @@ The generation's [verify] `runner` (patches/) picks the code, in RUNNERS: "mmeng
 1.x) head_checks.check_head and finetune.py, "mmcv" (MMSeg 0.x, mmcv-full 1.x) head_checks.check_head_0x
 and finetune_0x.py. Before mmseg is imported, the interpreter's mmcv is checked against the
 generation's (patches/, [verify] stack), and the tree's own mmcv version assert is read: an
-mmcv of the right major version outside the tree's MMCV_MIN..MMCV_MAX is let through for
-this import only (relaxed_mmcv_assert), and the run says so.
+mmcv of the right major version that fails it (outside MMCV_MIN..MMCV_MAX, the upper bound
+inclusive or not, as the tree's assert compares) is let through for this import only
+(relaxed_mmcv_assert), and the run says so. The head checks take the user's constructor
+arguments (--head-args) over the ones they guess.
 """
 
 from __future__ import annotations
