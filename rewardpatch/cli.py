@@ -284,17 +284,21 @@ def _apply(mmseg: MMSegTree, plan, commit: bool) -> int:
 
         gitstate.check_can_commit(mmseg.root)  # before anything is written
     plan.execute("apply")
-    sha = _commit(mmseg, plan) if commit else None
+    committed = _commit(mmseg, plan) if commit else None
     _say(f"patched MMSegmentation {mmseg.version} at {mmseg.root}:")
     _print_changes(plan)
     _say(f"{len(selected)} heads have a reward version: {', '.join(selected)}")
-    if sha:
-        _say(f"committed {sha}")
+    if committed:
+        _say(f"committed {committed.sha}")
+        if committed.forced:
+            _say(f"note: git's ignore rules ({'; '.join(committed.rules)}) match {len(committed.forced)} of the "
+                 "files apply wrote: committed with git add --force")
     return EXIT_OK
 
 
-def _commit(mmseg: MMSegTree, plan) -> str:
-    """Commit the patch just written; if git fails, or a signal comes first, take it back out."""
+def _commit(mmseg: MMSegTree, plan):
+    """Commit the patch just written (a gitstate.Commit); if git fails, or a signal comes first,
+    take it back out."""
     from . import gitstate
     from .planner import undo
     from .signals import consume_all, held, pending
@@ -308,7 +312,7 @@ def _commit(mmseg: MMSegTree, plan) -> str:
     )
     with held():  # a signal waits until git is done; Ctrl-C in a terminal stops git itself (a failure)
         try:
-            sha = gitstate.commit(mmseg.root, [c.path for c in plan.changes], message)
+            committed = gitstate.commit(mmseg.root, [c.path for c in plan.changes], message)
         except StateError as exc:  # the paths are unstaged already; take the patch back out
             consume_all()  # the undo must not stop half-way for a signal that came during git
             try:
@@ -319,8 +323,9 @@ def _commit(mmseg: MMSegTree, plan) -> str:
         late = pending()
         if late is not None:
             consume_all()
-            raise Interrupted(f"interrupted ({signal_name(late)}) after the patch was committed as {sha}", signum=late)
-    return sha
+            raise Interrupted(f"interrupted ({signal_name(late)}) after the patch was committed as {committed.sha}",
+                              signum=late)
+    return committed
 
 
 @cli.command("revert")

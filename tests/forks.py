@@ -97,3 +97,59 @@ def daformer_1x(tree: Path) -> Path:
     )
     commit(tree, "DAFormer port: seg_weight in the loss, no cascade decode head")
     return tree
+
+
+SCALE_POOL_HEAD = '''# Copyright (c) OpenMMLab. All rights reserved.
+import torch.nn.functional as F
+from mmcv.cnn import ConvModule
+
+from mmseg.registry import MODELS
+from ..utils import resize
+from .decode_head import BaseDecodeHead
+
+
+@MODELS.register_module()
+class ScalePoolHead(BaseDecodeHead):
+    """Pools its input at each of `scales` (output sizes) and sums the results.
+
+    Args:
+        scales (tuple[int]): The output sizes of the poolings; no default.
+    """
+
+    def __init__(self, scales, **kwargs):
+        super().__init__(**kwargs)
+        self.scales = scales
+        self.bottleneck = ConvModule(
+            self.in_channels,
+            self.channels,
+            3,
+            padding=1,
+            conv_cfg=self.conv_cfg,
+            norm_cfg=self.norm_cfg,
+            act_cfg=self.act_cfg)
+
+    def forward(self, inputs):
+        x = self._transform_inputs(inputs)
+        pooled = [
+            resize(
+                F.adaptive_avg_pool2d(x, scale),
+                size=x.shape[2:],
+                mode='bilinear',
+                align_corners=self.align_corners) for scale in self.scales
+        ]
+        return self.cls_seg(self.bottleneck(sum(pooled)))
+'''
+
+
+def scale_pool_head_1x(tree: Path) -> Path:
+    """A 1.2.2 tree with a head of its own whose constructor takes an argument without a default
+    (`scales`), which verify cannot guess."""
+    (tree / HEADS / "scale_pool_head.py").write_text(SCALE_POOL_HEAD)
+    edit(
+        tree, f"{HEADS}/__init__.py",
+        ("from .psp_head import PSPHead\n",
+         "from .psp_head import PSPHead\nfrom .scale_pool_head import ScalePoolHead\n"),
+        ("__all__ = [\n", "__all__ = [\n    'ScalePoolHead',\n"),
+    )
+    commit(tree, "ScalePoolHead: pooling at scales the config gives")
+    return tree
