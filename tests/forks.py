@@ -97,3 +97,74 @@ def daformer_1x(tree: Path) -> Path:
     )
     commit(tree, "DAFormer port: seg_weight in the loss, no cascade decode head")
     return tree
+
+
+def pixel_weights_0x(tree: Path) -> Path:
+    """A 0.x tree whose BaseDecodeHead.losses takes the training config and per-pixel weights
+    under another name, `losses(seg_logit, seg_label, train_cfg, pixel_weights=None)`, as a
+    fork of MMSeg 0.14 does."""
+    edit(
+        tree, f"{HEADS}/decode_head.py",
+        ("def forward_train(self, inputs, img_metas, gt_semantic_seg, train_cfg):",
+         "def forward_train(self,\n                      inputs,\n                      img_metas,\n"
+         "                      gt_semantic_seg,\n                      train_cfg,\n"
+         "                      pixel_weights=None):"),
+        ("losses = self.losses(seg_logits, gt_semantic_seg)",
+         "losses = self.losses(seg_logits, gt_semantic_seg, train_cfg,\n"
+         "                             pixel_weights)"),
+        ("def losses(self, seg_logit, seg_label):",
+         "def losses(self, seg_logit, seg_label, train_cfg, pixel_weights=None):"),
+        ("        else:\n            seg_weight = None\n", "        else:\n            seg_weight = pixel_weights\n"),
+    )
+    commit(tree, "BaseDecodeHead: train_cfg and pixel_weights in the loss")
+    return tree
+
+
+def img_metas_0x(tree: Path) -> Path:
+    """A 0.x tree whose BaseDecodeHead.losses takes the images' metas, as a fork of MMSeg 0.18 does."""
+    edit(
+        tree, f"{HEADS}/decode_head.py",
+        ("losses = self.losses(seg_logits, gt_semantic_seg)",
+         "losses = self.losses(seg_logits, gt_semantic_seg, img_metas)"),
+        ("def losses(self, seg_logit, seg_label):", "def losses(self, seg_logit, seg_label, img_metas):"),
+    )
+    commit(tree, "BaseDecodeHead: img_metas in the loss")
+    return tree
+
+
+def features_1x(tree: Path) -> Path:
+    """A 1.x tree whose BaseDecodeHead.loss_by_feat takes the head's input features, as a fork
+    of MMSeg 0.25 does in its own API."""
+    edit(
+        tree, f"{HEADS}/decode_head.py",
+        ("losses = self.loss_by_feat(seg_logits, batch_data_samples)",
+         "losses = self.loss_by_feat(\n            seg_logits, batch_data_samples, features=inputs)"),
+        ("    def loss_by_feat(self, seg_logits: Tensor,\n"
+         "                     batch_data_samples: SampleList) -> dict:",
+         "    def loss_by_feat(self,\n                     seg_logits: Tensor,\n"
+         "                     batch_data_samples: SampleList,\n                     features=None) -> dict:"),
+    )
+    commit(tree, "BaseDecodeHead: the input features in the loss")
+    return tree
+
+
+def pixel_weights_1x(tree: Path) -> Path:
+    """A 1.x tree whose BaseDecodeHead.loss_by_feat takes the training config and `pixel_weights`."""
+    edit(
+        tree, f"{HEADS}/decode_head.py",
+        ("    def loss(self, inputs: Tuple[Tensor], batch_data_samples: SampleList,\n"
+         "             train_cfg: ConfigType) -> dict:",
+         "    def loss(self,\n             inputs: Tuple[Tensor],\n             batch_data_samples: SampleList,\n"
+         "             train_cfg: ConfigType,\n             pixel_weights=None) -> dict:"),
+        ("losses = self.loss_by_feat(seg_logits, batch_data_samples)",
+         "losses = self.loss_by_feat(seg_logits, batch_data_samples,\n"
+         "                                   train_cfg, pixel_weights)"),
+        ("    def loss_by_feat(self, seg_logits: Tensor,\n"
+         "                     batch_data_samples: SampleList) -> dict:",
+         "    def loss_by_feat(self,\n                     seg_logits: Tensor,\n"
+         "                     batch_data_samples: SampleList,\n                     train_cfg,\n"
+         "                     pixel_weights=None) -> dict:"),
+        ("        else:\n            seg_weight = None\n", "        else:\n            seg_weight = pixel_weights\n"),
+    )
+    commit(tree, "BaseDecodeHead: train_cfg and pixel_weights in the loss")
+    return tree
