@@ -168,3 +168,52 @@ def pixel_weights_1x(tree: Path) -> Path:
     )
     commit(tree, "BaseDecodeHead: train_cfg and pixel_weights in the loss")
     return tree
+
+
+CONDITIONAL_HEADS_1X = '''# Copyright (c) OpenMMLab. All rights reserved.
+from mmseg.registry import MODELS
+from .decode_head import BaseDecodeHead
+
+
+@MODELS.register_module()
+class ATMHead(BaseDecodeHead):
+    """Trains with its own loss unless CE_loss, as MaskCLIP's ATMHead does."""
+
+    def __init__(self, CE_loss=False, **kwargs):
+        super().__init__(**kwargs)
+        self.CE_loss = CE_loss
+
+    def forward(self, inputs):
+        return self.cls_seg(self._transform_inputs(inputs))
+
+    def loss_by_feat(self, seg_logits, batch_data_samples):
+        if self.CE_loss:
+            return super().loss_by_feat(seg_logits, batch_data_samples)
+        return dict(loss_own=seg_logits.abs().mean())
+
+
+@MODELS.register_module()
+class ManyClassHead(BaseDecodeHead):
+    """Hands its labels to the base only for more than two classes."""
+
+    def forward(self, inputs):
+        return self.cls_seg(self._transform_inputs(inputs))
+
+    def loss_by_feat(self, seg_logits, batch_data_samples):
+        if not self.num_classes > 2:
+            return dict(loss_own=seg_logits.abs().mean())
+        return super().loss_by_feat(seg_logits, batch_data_samples)
+'''
+
+
+def conditional_1x(tree: Path) -> Path:
+    """A 1.2.2 tree with two heads that reach the base's loss on one branch only: ATMHead when
+    its constructor argument CE_loss is true, ManyClassHead when it has more than two classes."""
+    (tree / HEADS / "atm_head.py").write_text(CONDITIONAL_HEADS_1X)
+    edit(
+        tree, f"{HEADS}/__init__.py",
+        ("from .fcn_head import FCNHead\n", "from .atm_head import ATMHead, ManyClassHead\nfrom .fcn_head import FCNHead\n"),
+        ("__all__ = [\n", "__all__ = [\n    'ATMHead', 'ManyClassHead',\n"),
+    )
+    commit(tree, "ATMHead and ManyClassHead: the base's loss on one branch")
+    return tree
