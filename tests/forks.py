@@ -217,3 +217,45 @@ def conditional_1x(tree: Path) -> Path:
     )
     commit(tree, "ATMHead and ManyClassHead: the base's loss on one branch")
     return tree
+
+
+ATM_HEAD_0X = '''# Copyright (c) OpenMMLab. All rights reserved.
+from ..builder import HEADS
+from .decode_head import BaseDecodeHead
+
+
+@HEADS.register_module()
+class ATMHead(BaseDecodeHead):
+    """Trains with its own loss unless CE_loss, as MaskCLIP's ATMHead does."""
+
+    def __init__(self, use_ce=False, **kwargs):
+        super(ATMHead, self).__init__(**kwargs)
+        self.CE_loss = use_ce
+
+    def forward(self, inputs):
+        return self.cls_seg(self._transform_inputs(inputs))
+
+    def losses(self, seg_logit, seg_label):
+        loss = super(ATMHead, self).losses(
+            seg_logit, seg_label) if self.CE_loss else dict()
+        loss['loss_own'] = seg_logit.abs().mean()
+        return loss
+
+
+@HEADS.register_module()
+class MyATMHead(ATMHead):
+    """A fork's variant of ATMHead: it inherits the condition."""
+'''
+
+
+def conditional_0x(tree: Path) -> Path:
+    """A 0.x tree with MaskCLIP's ATMHead as 0.x spells it: `losses` reaches the base's loss only
+    when self.CE_loss, stored from the constructor argument use_ce; and a head derived from it."""
+    (tree / HEADS / "atm_head.py").write_text(ATM_HEAD_0X)
+    edit(
+        tree, f"{HEADS}/__init__.py",
+        ("from .fcn_head import FCNHead\n", "from .atm_head import ATMHead, MyATMHead\nfrom .fcn_head import FCNHead\n"),
+        ("__all__ = [\n", "__all__ = [\n    'ATMHead', 'MyATMHead',\n"),
+    )
+    commit(tree, "ATMHead: the base's loss when CE_loss")
+    return tree

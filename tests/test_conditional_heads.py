@@ -140,3 +140,17 @@ def reach(source: str):
         "loop", "never"])
 def test_the_condition_is_read_path_by_path(body, expected):
     assert reach(f"def losses(self, x, y):\n    {body}\n") == expected
+
+
+def test_a_0x_head_conditional_on_a_stored_argument_names_that_argument(capsys, make_tree):
+    tree = forks.conditional_0x(make_tree("0.30.0"))
+    heads = verdicts(capsys, tree)
+    for name in ("ATMHead", "MyATMHead"):
+        head = heads[name]
+        assert (head["status"], head["condition"], head["condition_args"]) == (
+            "conditional", "self.CE_loss", {"use_ce": True})
+    assert heads["MyATMHead"]["reason"].startswith("ATMHead.losses reaches the reward loss only when self.CE_loss")
+    assert heads["FCNHead"]["status"] == "compatible"
+    assert run_cli(capsys, "apply", tree)[0] == 0
+    assert (tree / forks.HEADS / "reward_atm_head.py").is_file()
+    assert run_cli(capsys, "check", tree)[0] == 0
