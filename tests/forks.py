@@ -212,7 +212,8 @@ def conditional_1x(tree: Path) -> Path:
     (tree / HEADS / "atm_head.py").write_text(CONDITIONAL_HEADS_1X)
     edit(
         tree, f"{HEADS}/__init__.py",
-        ("from .fcn_head import FCNHead\n", "from .atm_head import ATMHead, ManyClassHead\nfrom .fcn_head import FCNHead\n"),
+        ("from .fcn_head import FCNHead\n",
+         "from .atm_head import ATMHead, ManyClassHead\nfrom .fcn_head import FCNHead\n"),
         ("__all__ = [\n", "__all__ = [\n    'ATMHead', 'ManyClassHead',\n"),
     )
     commit(tree, "ATMHead and ManyClassHead: the base's loss on one branch")
@@ -254,7 +255,8 @@ def conditional_0x(tree: Path) -> Path:
     (tree / HEADS / "atm_head.py").write_text(ATM_HEAD_0X)
     edit(
         tree, f"{HEADS}/__init__.py",
-        ("from .fcn_head import FCNHead\n", "from .atm_head import ATMHead, MyATMHead\nfrom .fcn_head import FCNHead\n"),
+        ("from .fcn_head import FCNHead\n",
+         "from .atm_head import ATMHead, MyATMHead\nfrom .fcn_head import FCNHead\n"),
         ("__all__ = [\n", "__all__ = [\n    'ATMHead', 'MyATMHead',\n"),
     )
     commit(tree, "ATMHead: the base's loss when CE_loss")

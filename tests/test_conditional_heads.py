@@ -30,7 +30,8 @@ def verdicts(capsys, tree) -> dict:
 
 def test_a_head_that_reaches_the_reward_under_a_flag_is_conditional(capsys, fork):
     atm = verdicts(capsys, fork)["ATMHead"]
-    assert (atm["status"], atm["condition"], atm["condition_args"]) == ("conditional", "self.CE_loss", {"CE_loss": True})
+    assert (atm["status"], atm["condition"], atm["condition_args"]) == (
+        "conditional", "self.CE_loss", {"CE_loss": True})
     assert atm["reason"] == (
         "ATMHead.loss_by_feat reaches the reward loss only when self.CE_loss: `rewardpatch config` sets CE_loss=True"
     )

@@ -98,10 +98,11 @@ def _plugin_options(source: dict, mmseg_version: str | None):
         # a head API that apply refuses makes every head incompatible, with that reason (list-heads)
         heads = plugin_verdicts(tree, own, notices)
     command = list_heads_command(own)
+    rewarded = (COMPATIBLE, CONDITIONAL)
     return tree, FinetuneOptions(
-        reward_classes={h.reward_name for h in heads if h.status in (COMPATIBLE, CONDITIONAL)}, tree=str(tree.root),
+        reward_classes={h.reward_name for h in heads if h.status in rewarded}, tree=str(tree.root),
         runner=tree.generation.runner, check_reward_cfg=reward_cfg_checker(tree, plugin=True),
-        plugin_imports=imports, plugin_reasons={h.name: h.reason for h in heads if h.status not in (COMPATIBLE, CONDITIONAL)},
+        plugin_imports=imports, plugin_reasons={h.name: h.reason for h in heads if h.status not in rewarded},
         plugin_list_heads=command, conditions=conditions(heads),
     )
 
