@@ -141,7 +141,7 @@ class HeadInfo:
     # where its loss reaches the reward only on a condition: the condition as the tests read, and
     # the constructor arguments that make it hold ((name, value), ...), None when none can
     condition: str | None = None
-    condition_args: tuple[tuple[str, bool], ...] | None = None
+    condition_args: tuple[tuple[str, object], ...] | None = None
 
     @property
     def base(self) -> str | None:
@@ -378,12 +378,13 @@ def _constructor_flags(init: ast.FunctionDef, source: str) -> dict[str, tuple[st
     parameters = {a.arg for a in named[1:] + arguments.kwonlyargs}
     flags = {}
     for statement in init.body:
-        if not (isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Name)):
+        targets = getattr(statement, "targets", None) or [getattr(statement, "target", None)]
+        if not (isinstance(statement, (ast.Assign, ast.AnnAssign)) and isinstance(statement.value, ast.Name)):
             continue
         argument = statement.value.id
         if argument not in parameters:
             continue
-        for target in statement.targets:
+        for target in targets:
             if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self":
                 default = defaults.get(argument)
                 flags[target.attr] = (argument, None if default is None else expression_text(default, source))
@@ -631,24 +632,26 @@ class HeadIndex:
         return [self.verdict(c, patched) for c in self.registered_classes()]
 
 
-def _condition_arguments(condition: Condition, chain: list[ClassInfo]) -> tuple[tuple[str, bool], ...] | None:
+def _condition_arguments(condition: Condition, chain: list[ClassInfo]) -> tuple[tuple[str, object], ...] | None:
     """The constructor arguments that make `condition` hold: those of its first term whose tests
-    are all flags an `__init__` of the chain stores as given (`self.CE_loss = CE_loss`)."""
+    all read an attribute an `__init__` of the chain stores as given (`self.CE_loss = CE_loss`),
+    as a flag (`self.CE_loss`) or against a literal (`self.loss_type == 'ce'`)."""
     for term in condition.terms:
-        settings: dict[str, bool] = {}
+        settings: dict[str, object] = {}
         for literal in term:
             flag = next((m.constructor_flags[literal.attribute] for m in chain
                          if literal.attribute in m.constructor_flags), None)
-            if flag is None or settings.get(flag[0], literal.holds) != literal.holds:
+            value = literal.setting()
+            if flag is None or not value or settings.get(flag[0], value[0]) != value[0]:
                 break
-            settings[flag[0]] = literal.holds
+            settings[flag[0]] = value[0]
         else:
             return tuple(settings.items())
     return None
 
 
-def _arguments_text(args: tuple[tuple[str, bool], ...]) -> str:
-    return ", ".join(f"{name}={value}" for name, value in args)
+def _arguments_text(args: tuple[tuple[str, object], ...]) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in args)
 
 
 def _registry_notes(cls: ClassInfo) -> tuple[str, ...]:

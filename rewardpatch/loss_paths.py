@@ -32,10 +32,19 @@ class Literal:
 
     test: str
     holds: bool
-    attribute: str | None  # X when the test is `self.X`: a flag a constructor may set
+    attribute: str | None = None  # X when the test is `self.X` or `self.X == <literal>`: what a constructor may set
+    compared: tuple = ()  # (the literal,) when the test is `self.X == <literal>` or `self.X is <literal>`
 
     def __str__(self) -> str:
         return self.test if self.holds else f"not {self.test}"
+
+    def setting(self) -> tuple:
+        """(the value of `attribute` that makes this literal hold,), or () when no one value does."""
+        if self.attribute is None:
+            return ()
+        if not self.compared:
+            return (self.holds,)
+        return self.compared if self.holds else ()
 
 
 @dataclass(frozen=True)
@@ -143,10 +152,17 @@ class _Walk:
 def _literal(test: ast.expr, holds: bool, source: str) -> Literal:
     while isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
         test, holds = test.operand, not holds
-    attribute = None
-    if isinstance(test, ast.Attribute) and isinstance(test.value, ast.Name) and test.value.id == "self":
-        attribute = test.attr
-    return Literal(expression_text(test, source), holds, attribute)
+    text = expression_text(test, source)
+    if _self_attribute(test):
+        return Literal(text, holds, test.attr)
+    if (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], (ast.Eq, ast.Is))
+            and _self_attribute(test.left) and isinstance(test.comparators[0], ast.Constant)):
+        return Literal(text, holds, test.left.attr, (test.comparators[0].value,))
+    return Literal(text, holds)
+
+
+def _self_attribute(node: ast.expr) -> bool:
+    return isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self"
 
 
 def _simplified(terms: list[Path]) -> tuple[Path, ...]:

@@ -203,18 +203,36 @@ class ManyClassHead(BaseDecodeHead):
         if not self.num_classes > 2:
             return dict(loss_own=seg_logits.abs().mean())
         return super().loss_by_feat(seg_logits, batch_data_samples)
+
+
+@MODELS.register_module()
+class LossTypeHead(BaseDecodeHead):
+    """Chooses its loss by a config value."""
+
+    def __init__(self, loss_type: str = 'own', **kwargs):
+        super().__init__(**kwargs)
+        self.loss_type: str = loss_type
+
+    def forward(self, inputs):
+        return self.cls_seg(self._transform_inputs(inputs))
+
+    def loss_by_feat(self, seg_logits, batch_data_samples):
+        if self.loss_type == 'ce':
+            return super().loss_by_feat(seg_logits, batch_data_samples)
+        return dict(loss_own=seg_logits.abs().mean())
 '''
 
 
 def conditional_1x(tree: Path) -> Path:
-    """A 1.2.2 tree with two heads that reach the base's loss on one branch only: ATMHead when
-    its constructor argument CE_loss is true, ManyClassHead when it has more than two classes."""
+    """A 1.2.2 tree with three heads that reach the base's loss on one branch only: ATMHead when
+    its constructor argument CE_loss is true, LossTypeHead when loss_type is 'ce', ManyClassHead
+    when it has more than two classes."""
     (tree / HEADS / "atm_head.py").write_text(CONDITIONAL_HEADS_1X)
     edit(
         tree, f"{HEADS}/__init__.py",
         ("from .fcn_head import FCNHead\n",
-         "from .atm_head import ATMHead, ManyClassHead\nfrom .fcn_head import FCNHead\n"),
-        ("__all__ = [\n", "__all__ = [\n    'ATMHead', 'ManyClassHead',\n"),
+         "from .atm_head import ATMHead, LossTypeHead, ManyClassHead\nfrom .fcn_head import FCNHead\n"),
+        ("__all__ = [\n", "__all__ = [\n    'ATMHead', 'LossTypeHead', 'ManyClassHead',\n"),
     )
     commit(tree, "ATMHead and ManyClassHead: the base's loss on one branch")
     return tree

@@ -38,6 +38,13 @@ def test_a_head_that_reaches_the_reward_under_a_flag_is_conditional(capsys, fork
     assert atm["reward_name"] == "RewardATMHead"
 
 
+def test_a_condition_on_a_config_value_names_the_value(capsys, fork):
+    head = verdicts(capsys, fork)["LossTypeHead"]
+    assert (head["status"], head["condition"], head["condition_args"]) == (
+        "conditional", "self.loss_type == 'ce'", {"loss_type": "ce"})
+    assert head["reason"].endswith("`rewardpatch config` sets loss_type='ce'")
+
+
 def test_a_condition_no_constructor_argument_sets_is_named(capsys, fork):
     head = verdicts(capsys, fork)["ManyClassHead"]
     assert (head["status"], head["condition"], head["condition_args"]) == (
@@ -48,7 +55,7 @@ def test_a_condition_no_constructor_argument_sets_is_named(capsys, fork):
 def test_the_table_counts_and_explains_conditional_heads(capsys, fork):
     code, out, _ = run_cli(capsys, "list-heads", fork)
     assert code == 0
-    assert "27 compatible, 2 conditional, 0 patched" in out.splitlines()[0]
+    assert "27 compatible, 3 conditional, 0 patched" in out.splitlines()[0]
     assert "ATMHead.loss_by_feat reaches the reward loss only when self.CE_loss" in out
 
 
@@ -77,6 +84,16 @@ def test_config_sets_the_flag_that_reaches_the_reward(capsys, fork, tmp_path):
 
     head = Config.fromfile(str(tmp_path / "reward.py")).model.decode_head
     assert (head.type, head.CE_loss) == ("RewardATMHead", True)
+
+
+def test_config_sets_the_config_value_that_reaches_the_reward(capsys, fork, tmp_path):
+    assert run_cli(capsys, "apply", fork)[0] == 0
+    code, out, _ = config_of(capsys, fork, tmp_path, "LossTypeHead")
+    assert code == 0, out
+    from mmengine.config import Config
+
+    head = Config.fromfile(str(tmp_path / "reward.py")).model.decode_head
+    assert (head.type, head.loss_type) == ("RewardLossTypeHead", "ce")
 
 
 def test_config_refuses_a_condition_it_cannot_set_naming_it(capsys, fork, tmp_path):

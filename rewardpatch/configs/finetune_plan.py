@@ -37,7 +37,7 @@ class FinetuneOptions:
     plugin_list_heads: str = ""
     # heads whose loss reaches the reward only on a condition (list-heads' `conditional`):
     # name -> (the condition, the constructor arguments that make it hold or None)
-    conditions: dict[str, tuple[str, tuple[tuple[str, bool], ...] | None]] = field(default_factory=dict)
+    conditions: dict[str, tuple[str, tuple[tuple[str, object], ...] | None]] = field(default_factory=dict)
 
 
 @dataclass

@@ -106,7 +106,7 @@ def _reach_the_reward(head: dict, where: str, name: str, plan: FinetunePlan, opt
             "which no constructor argument sets: the reward would not train this head"
         )
     for argument, value in args:
-        if head.get(argument) is not value:
+        if argument not in head or head[argument] != value or type(head[argument]) is not type(value):
             head[argument] = value
             plan.note(f"{where}.{argument}", f"{reward_name(name)} reaches the reward loss only when {condition}")
 
