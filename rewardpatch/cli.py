@@ -186,7 +186,7 @@ def cli() -> None:
 @mmseg_version_option
 def list_heads_command(tree: str | None, as_json: bool, installed: bool, imports: tuple[str, ...],
                        mmseg_version: str | None) -> int:
-    from .head_index import COMPATIBLE, INCOMPATIBLE, PATCHED
+    from .head_index import COMPATIBLE, CONDITIONAL, INCOMPATIBLE, PATCHED
     from .planner import list_heads
 
     tree_or_installed(tree, installed, imports)
@@ -203,17 +203,19 @@ def list_heads_command(tree: str | None, as_json: bool, installed: bool, imports
     if as_json:
         _say(json.dumps([h.as_json() for h in heads], indent=2))
         return EXIT_OK
-    counts = {s: sum(h.status == s for h in heads) for s in (COMPATIBLE, PATCHED, INCOMPATIBLE)}
+    counts = {s: sum(h.status == s for h in heads) for s in (COMPATIBLE, CONDITIONAL, PATCHED, INCOMPATIBLE)}
     where = "installed at" if installed else "at"
     _say(
         f"MMSegmentation {mmseg.version} {where} {mmseg.root}: {len(heads)} registered classes, "
-        f"{counts[COMPATIBLE]} compatible, {counts[PATCHED]} patched, {counts[INCOMPATIBLE]} incompatible"
+        f"{counts[COMPATIBLE]} compatible, {counts[CONDITIONAL]} conditional, {counts[PATCHED]} patched, "
+        f"{counts[INCOMPATIBLE]} incompatible"
     )
     _say(f"rewardpatch supports MMSegmentation {supported_versions()} ({mmseg.generation.name} for this tree)")
     if installed:
         _say("plugin mode (custom_imports = dict(imports=['rewardpatch.plugin'])) registers "
              + ("nothing: this MMSeg is patched, its own modules register the reward heads" if counts[PATCHED]
-                else f"Reward<X> for the {counts[COMPATIBLE]} compatible heads"))
+                else f"Reward<X> for the {counts[COMPATIBLE]} compatible heads"
+                + (f" and the {counts[CONDITIONAL]} conditional ones" if counts[CONDITIONAL] else "")))
     _say()
     width = max(len(h.name) for h in heads) + 2 if heads else 6
     file_width = max(len(h.file.rsplit("/", 1)[-1]) for h in heads) + 2 if heads else 6

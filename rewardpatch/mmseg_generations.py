@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -65,13 +65,24 @@ class AdapterSpec:
     """The template whose classes replace the bases, and the loss method it overrides.
 
     Its override takes the extra parameters the tree's own `base.loss_method` takes
-    (see head_api.py): `pixel_weight` names the one that weights pixels.
+    (see head_api.py): `pixel_weight` is the reward's name for per-pixel weights, and
+    `parameters` says what each extra parameter is by name (PARAMETER_KINDS).
     """
 
     template: str
     base: str
     loss_method: str
     pixel_weight: str
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        wrong = sorted(f"{name} = {kind!r}" for name, kind in self.parameters.items() if kind not in PARAMETER_KINDS)
+        if wrong:
+            raise ValueError(f"[adapter.parameters] {', '.join(wrong)}: a kind is one of {', '.join(PARAMETER_KINDS)}")
+
+
+# What an extra parameter of a tree's loss method can be to the reward (patches/common.toml).
+PARAMETER_KINDS = ("pixel_weight", "context", "unsupported")
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ def _patched_heads(tree: MMSegTree, reward_classes: set[str], requested: str | N
 def _plugin_heads(tree: MMSegTree, imports: list[str]) -> tuple[set[str], dict[str, str]]:
     """The reward classes plugin mode registers on the installed `tree` with the project's
     `imports` first (a probe when there are any), and why every other name gets none."""
-    from ..head_index import COMPATIBLE
+    from ..head_index import COMPATIBLE, CONDITIONAL
     from ..installed import list_heads_command, plugin_verdicts
 
     if Manifest.load(tree) is not None:
@@ -111,9 +111,9 @@ def _plugin_heads(tree: MMSegTree, imports: list[str]) -> tuple[set[str], dict[s
     command = list_heads_command(imports)
     reasons = collections.defaultdict(
         lambda: f"no decode head of that name in the installed MMSeg or the --import modules (`{command}` lists them)",
-        {h.name: h.reason for h in heads if h.status != COMPATIBLE},
+        {h.name: h.reason for h in heads if h.status not in (COMPATIBLE, CONDITIONAL)},
     )
-    return {h.reward_name for h in heads if h.status == COMPATIBLE}, reasons
+    return {h.reward_name for h in heads if h.status in (COMPATIBLE, CONDITIONAL)}, reasons
 
 
 # A head name, then `=` and its arguments as JSON: RewardASPPHead={"dilations": [1, 6, 12, 18]}
