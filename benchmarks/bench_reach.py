@@ -218,7 +218,8 @@ def measure(root: Path, scratch: Path, verify: bool) -> dict:
     row["heads"] = len(heads)
     row["compatible"] = sum(h["status"] == "compatible" for h in heads)
     row["accepted"] = code == 0 and row["compatible"] > 0
-    row["refusal"] = None if row["accepted"] else (last_line(err) or "no compatible head")
+    reasons = sorted({h["reason"] for h in heads if h["status"] != "compatible" and h.get("reason")})
+    row["refusal"] = None if row["accepted"] else (last_line(err) or "no compatible head: " + " / ".join(reasons[:3]))
     if not row["accepted"]:
         return row
     python = STACKS[generation]
