@@ -186,7 +186,7 @@ def cli() -> None:
 @mmseg_version_option
 def list_heads_command(tree: str | None, as_json: bool, installed: bool, imports: tuple[str, ...],
                        mmseg_version: str | None) -> int:
-    from .head_index import COMPATIBLE, INCOMPATIBLE, PATCHED
+    from .head_index import COMPATIBLE, CONDITIONAL, INCOMPATIBLE, PATCHED
     from .planner import list_heads
 
     tree_or_installed(tree, installed, imports)
@@ -203,17 +203,19 @@ def list_heads_command(tree: str | None, as_json: bool, installed: bool, imports
     if as_json:
         _say(json.dumps([h.as_json() for h in heads], indent=2))
         return EXIT_OK
-    counts = {s: sum(h.status == s for h in heads) for s in (COMPATIBLE, PATCHED, INCOMPATIBLE)}
+    counts = {s: sum(h.status == s for h in heads) for s in (COMPATIBLE, CONDITIONAL, PATCHED, INCOMPATIBLE)}
     where = "installed at" if installed else "at"
     _say(
         f"MMSegmentation {mmseg.version} {where} {mmseg.root}: {len(heads)} registered classes, "
-        f"{counts[COMPATIBLE]} compatible, {counts[PATCHED]} patched, {counts[INCOMPATIBLE]} incompatible"
+        f"{counts[COMPATIBLE]} compatible, {counts[CONDITIONAL]} conditional, {counts[PATCHED]} patched, "
+        f"{counts[INCOMPATIBLE]} incompatible"
     )
     _say(f"rewardpatch supports MMSegmentation {supported_versions()} ({mmseg.generation.name} for this tree)")
     if installed:
         _say("plugin mode (custom_imports = dict(imports=['rewardpatch.plugin'])) registers "
              + ("nothing: this MMSeg is patched, its own modules register the reward heads" if counts[PATCHED]
-                else f"Reward<X> for the {counts[COMPATIBLE]} compatible heads"))
+                else f"Reward<X> for the {counts[COMPATIBLE]} compatible heads"
+                + (f" and the {counts[CONDITIONAL]} conditional ones" if counts[CONDITIONAL] else "")))
     _say()
     width = max(len(h.name) for h in heads) + 2 if heads else 6
     file_width = max(len(h.file.rsplit("/", 1)[-1]) for h in heads) + 2 if heads else 6
@@ -284,17 +286,21 @@ def _apply(mmseg: MMSegTree, plan, commit: bool) -> int:
 
         gitstate.check_can_commit(mmseg.root)  # before anything is written
     plan.execute("apply")
-    sha = _commit(mmseg, plan) if commit else None
+    committed = _commit(mmseg, plan) if commit else None
     _say(f"patched MMSegmentation {mmseg.version} at {mmseg.root}:")
     _print_changes(plan)
     _say(f"{len(selected)} heads have a reward version: {', '.join(selected)}")
-    if sha:
-        _say(f"committed {sha}")
+    if committed:
+        _say(f"committed {committed.sha}")
+        if committed.forced:
+            _say(f"note: git's ignore rules ({'; '.join(committed.rules)}) match {len(committed.forced)} of the "
+                 "files apply wrote: committed with git add --force")
     return EXIT_OK
 
 
-def _commit(mmseg: MMSegTree, plan) -> str:
-    """Commit the patch just written; if git fails, or a signal comes first, take it back out."""
+def _commit(mmseg: MMSegTree, plan):
+    """Commit the patch just written (a gitstate.Commit); if git fails, or a signal comes first,
+    take it back out."""
     from . import gitstate
     from .planner import undo
     from .signals import consume_all, held, pending
@@ -308,7 +314,7 @@ def _commit(mmseg: MMSegTree, plan) -> str:
     )
     with held():  # a signal waits until git is done; Ctrl-C in a terminal stops git itself (a failure)
         try:
-            sha = gitstate.commit(mmseg.root, [c.path for c in plan.changes], message)
+            committed = gitstate.commit(mmseg.root, [c.path for c in plan.changes], message)
         except StateError as exc:  # the paths are unstaged already; take the patch back out
             consume_all()  # the undo must not stop half-way for a signal that came during git
             try:
@@ -319,8 +325,9 @@ def _commit(mmseg: MMSegTree, plan) -> str:
         late = pending()
         if late is not None:
             consume_all()
-            raise Interrupted(f"interrupted ({signal_name(late)}) after the patch was committed as {sha}", signum=late)
-    return sha
+            raise Interrupted(f"interrupted ({signal_name(late)}) after the patch was committed as {committed.sha}",
+                              signum=late)
+    return committed
 
 
 @cli.command("revert")

@@ -6,7 +6,9 @@ Every git failure (dubious ownership, a corrupt repository, a full disk or an un
 
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StateError
@@ -132,22 +134,68 @@ def check_can_commit(root: Path) -> None:
             raise StateError(f"cannot --commit during {state} ({git_dir / name}); finish it first; nothing was changed")
 
 
-def commit(root: Path, paths: list[str], message: str) -> str:
-    """Stage `paths` (created, changed or removed) and commit them; returns the short hash.
+@dataclass(frozen=True)
+class Commit:
+    """A commit of the patch: its short hash, and the paths it added although git ignores them
+    (relative to root), with the ignore rules that matched ("<file>:<line>: <pattern>")."""
 
-    When git fails, those paths are unstaged again before the StateError is raised.
+    sha: str
+    forced: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()
+
+
+def ignored(root: Path, paths: list[str]) -> dict[str, str]:
+    """Those of `paths` (relative to root) that an ignore rule matches (.gitignore, info/exclude,
+    core.excludesFile), each with the rule ("<file>:<line>: <pattern>"). Tracked files are matched
+    too (--no-index): a tracked file under an ignored folder stops a plain `git add` as well.
+    Outside a work tree: none."""
+    import tempfile
+
+    repo = _repo(root)
+    if repo is None or not paths:
+        return {}
+    in_repo = {(_prefix(root, repo) / p).as_posix(): p for p in paths}
+    with tempfile.TemporaryFile() as names:  # -z needs --stdin: a path may hold any byte but NUL
+        names.write(b"".join(os.fsencode(name) + b"\0" for name in in_repo))
+        names.seek(0)
+        try:
+            output = repo.git.check_ignore("--verbose", "--no-index", "-z", "--stdin", istream=names)
+        except _git_errors() as exc:
+            if getattr(exc, "status", None) == 1:  # none of them is ignored
+                return {}
+            raise _failure(exc, "git check-ignore failed") from None
+    # --verbose -z: source, line, pattern and path of each path that matches a pattern, a
+    # negated one (!pattern: not ignored) included
+    fields = output.split("\0")
+    matched = zip(fields[0::4], fields[1::4], fields[2::4], fields[3::4])
+    return {in_repo.get(name, name): f"{source}:{line}: {pattern}"
+            for source, line, pattern, name in matched if name and not pattern.startswith("!")}
+
+
+def commit(root: Path, paths: list[str], message: str) -> Commit:
+    """Stage `paths` (created, changed or removed) and commit them; the commit's short hash.
+
+    Where an ignore rule matches one of them (`ignored`), every path is added with `git add
+    --force`: they are the files apply wrote, which the user asked to commit, and each is named
+    exactly, so nothing else is added. When git fails, those paths are unstaged again before the
+    StateError is raised.
     """
     repo = _repo(root)
     if repo is None:
         raise StateError(f"{root} is not a git repository: cannot --commit")
+    forced = ignored(root, paths)
     full = [(_prefix(root, repo) / p).as_posix() for p in paths]
     try:
-        _run(repo, "add", "--all", "--", *full, what="git add failed")
+        if forced:
+            _run(repo, "add", "--all", "--force", "--", *full, what="git add --force failed")
+        else:
+            _run(repo, "add", "--all", "--", *full, what="git add failed")
         _run(repo, "commit", "--quiet", "-m", message, "--", *full, what="git commit failed")
     except StateError:
         unstage(root, paths)
         raise
-    return _run(repo, "rev-parse", "--short=10", "HEAD", what="committed, but git rev-parse failed")
+    sha = _run(repo, "rev-parse", "--short=10", "HEAD", what="committed, but git rev-parse failed")
+    return Commit(sha, tuple(p for p in paths if p in forced), tuple(dict.fromkeys(forced.values())))
 
 
 def unstage(root: Path, paths: list[str]) -> None:

@@ -3,9 +3,11 @@
 Forks change BaseDecodeHead: the domain-adaptation family (DAFormer, HRDA, MIC; a 1.x
 port of them too) passes per-pixel pseudo-label weights to the loss method
 (`losses(seg_logit, seg_label, seg_weight=None)`), VBLC adds `**kwargs` for its other
-losses, and some forks have no BaseCascadeDecodeHead. The adapter template is written
-for the upstream API; this module reads, with ast and from the tree itself, what the
-adapter must take on top of that and which bases exist, or why it cannot be adapted.
+losses, others pass `pixel_weights`, `img_metas`, `train_cfg` or `features`, and some
+forks have no BaseCascadeDecodeHead. The adapter template is written for the upstream
+API; this module reads, with ast and from the tree itself, what the adapter must take on
+top of that and which bases exist, or why it cannot be adapted. What each extra parameter
+is to the reward is data, by name (`[adapter.parameters]` in patches/common.toml).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .bindings import expression_text
-from .mmseg_generations import Generation, TemplateSpec
+from .mmseg_generations import PARAMETER_KINDS, Generation, TemplateSpec
 
 
 @dataclass(frozen=True)
@@ -23,8 +25,9 @@ class HeadAPI:
     """The tree's head API as the adapter sees it.
 
     `extra` is the text of the parameters the tree's loss method takes after the
-    template's own (e.g. ('seg_weight=None', '**kwargs')); `problem` says why the
-    adapter cannot take them, or None when it can.
+    template's own (e.g. ('seg_weight=None', '**kwargs')); `pixel_weight` names the one
+    that weights pixels, `context` those handed on by keyword to the other losses;
+    `problem` says why the adapter cannot take them, or None when it can.
     """
 
     bases: frozenset[str]
@@ -32,6 +35,14 @@ class HeadAPI:
     pixel_weight: str | None = None
     var_keyword: str | None = None
     problem: str | None = None
+    context: tuple[str, ...] = ()
+
+
+PIXEL_WEIGHT, CONTEXT, UNSUPPORTED = PARAMETER_KINDS
+
+# Names a context parameter cannot have: the reward's own loss functions take them
+# (templates/reward_estimator.py), and a keyword of that name would collide there.
+RESERVED_FUNCTIONS = ("reward_losses", "decode_head_losses")
 
 
 @lru_cache(maxsize=None)  # functools.cache, which Python 3.8 lacks
@@ -45,6 +56,12 @@ def template_parameters(spec: TemplateSpec, method: str) -> tuple[str, ...]:
 
 def adapter_template(gen: Generation) -> TemplateSpec:
     return next(t for t in gen.templates if t.source == gen.adapter.template)
+
+
+def reserved_names(gen: Generation) -> frozenset[str]:
+    """The parameters of the reward's loss functions, which a context keyword must not shadow."""
+    estimator = next(t for t in gen.templates if t.source == "reward_estimator.py")
+    return frozenset(name for function in RESERVED_FUNCTIONS for name in template_parameters(estimator, function))
 
 
 def read_head_api(
@@ -75,10 +92,12 @@ def read_head_api(
     defaults = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
     extra: list[str] = []
     pixel_weight = var_keyword = None
-    unknown = []
+    context: list[str] = []
+    unknown = []  # "name (why)"
+    reserved = reserved_names(gen)
     pairs = list(zip(positional, defaults))[len(own):]
     if args.vararg:
-        unknown.append(f"*{args.vararg.arg}")
+        unknown.append(f"*{args.vararg.arg} (positional arguments of unknown meaning)")
     if args.kwonlyargs:
         pairs.append((None, None))  # the bare '*' that starts keyword-only parameters
         pairs += list(zip(args.kwonlyargs, args.kw_defaults))
@@ -86,14 +105,21 @@ def read_head_api(
         if arg is None:
             extra.append("*")
             continue
-        if arg.arg != adapter.pixel_weight:
-            unknown.append(arg.arg)
-            continue
-        if default is not None and not isinstance(default, ast.Constant):
-            unknown.append(f"{arg.arg}={expression_text(default, sources[module])}")
-            continue
-        pixel_weight = arg.arg
-        extra.append(arg.arg if default is None else f"{arg.arg}={expression_text(default, sources[module])}")
+        written = arg.arg if default is None else f"{arg.arg}={expression_text(default, sources[module])}"
+        kind = adapter.parameters.get(arg.arg, CONTEXT)
+        if kind == UNSUPPORTED:
+            unknown.append(f"{arg.arg} (a setting of the loss that the reward loss does not take)")
+        elif kind == PIXEL_WEIGHT and default is not None and not isinstance(default, ast.Constant):
+            unknown.append(f"{written} (per-pixel weights whose default is not a literal)")
+        elif kind == PIXEL_WEIGHT and pixel_weight is not None:
+            unknown.append(f"{arg.arg} (per-pixel weights beside {pixel_weight})")
+        elif kind == CONTEXT and arg.arg in reserved:
+            unknown.append(f"{arg.arg} (a name the reward's own loss functions take)")
+        elif kind == PIXEL_WEIGHT:
+            pixel_weight = arg.arg
+        else:
+            context.append(arg.arg)
+        extra.append(written)
     if args.kwarg:
         var_keyword = args.kwarg.arg
         extra.append(f"**{var_keyword}")
@@ -101,8 +127,9 @@ def read_head_api(
         return HeadAPI(
             bases,
             problem=f"the tree's {where} takes {', '.join(unknown)}, which the reward loss cannot honour "
-            f"(rewardpatch hands on {adapter.pixel_weight} as per-pixel weights and **kwargs to the other losses)",
+            f"(rewardpatch scales the reward by per-pixel weights, as by {adapter.pixel_weight}, and hands other "
+            "parameters and **kwargs on to the other losses)",
         )
     if extra == ["*"]:
         extra = []
-    return HeadAPI(bases, tuple(extra), pixel_weight, var_keyword)
+    return HeadAPI(bases, tuple(extra), pixel_weight, var_keyword, context=tuple(context))

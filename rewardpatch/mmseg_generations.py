@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,8 +36,9 @@ def data_dir(name: str) -> Path:
 
 
 def is_release(version: str) -> bool:
-    """Whether `version` is a final release, spelled as MMSeg spells one: '1.2.2', not
-    'v1.2.2', '1.2.2 ', '1.2', '1.0.0rc4', '1.3.0.dev0' or '1.2.2+fork'.
+    """Whether `version` is a release, spelled as MMSeg spells one: '1.2.2' or a release
+    candidate such as '1.0.0rc4' (MMSeg 1.0.0rc0 to rc6 were published and trained on), not
+    'v1.2.2', '1.2.2 ', '1.2', '1.0.0-rc4', '1.3.0.dev0', '1.2.2.post1' or '1.2.2+fork'.
 
     Only such a string can be matched against the releases patches/ was tested with;
     anything looser would let an unreleased or renamed tree pass as a release.
@@ -46,8 +47,11 @@ def is_release(version: str) -> bool:
         parsed = Version(version)
     except InvalidVersion:
         return False
-    # base_version drops pre, dev, post and local parts and normalises the spelling
-    return version == parsed.base_version and len(parsed.release) == 3
+    # str() normalises the spelling; dev, post and local parts mark what was never published
+    return (
+        version == str(parsed) and len(parsed.release) == 3 and (parsed.pre is None or parsed.pre[0] == "rc")
+        and parsed.dev is None and parsed.post is None and parsed.local is None
+    )
 
 
 @dataclass(frozen=True)
@@ -65,13 +69,24 @@ class AdapterSpec:
     """The template whose classes replace the bases, and the loss method it overrides.
 
     Its override takes the extra parameters the tree's own `base.loss_method` takes
-    (see head_api.py): `pixel_weight` names the one that weights pixels.
+    (see head_api.py): `pixel_weight` is the reward's name for per-pixel weights, and
+    `parameters` says what each extra parameter is by name (PARAMETER_KINDS).
     """
 
     template: str
     base: str
     loss_method: str
     pixel_weight: str
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        wrong = sorted(f"{name} = {kind!r}" for name, kind in self.parameters.items() if kind not in PARAMETER_KINDS)
+        if wrong:
+            raise ValueError(f"[adapter.parameters] {', '.join(wrong)}: a kind is one of {', '.join(PARAMETER_KINDS)}")
+
+
+# What an extra parameter of a tree's loss method can be to the reward (patches/common.toml).
+PARAMETER_KINDS = ("pixel_weight", "context", "unsupported")
 
 
 @dataclass(frozen=True)
@@ -152,7 +167,7 @@ class VerifySpec:
 @dataclass(frozen=True)
 class Generation:
     name: str
-    releases: SpecifierSet  # the releases this data was written and tested for: ">=0.11.0,<=0.30.0"
+    releases: SpecifierSet  # the releases this data was written and tested for: ">=0.6.0,<=0.30.0"
     heads_dir: str
     heads_init: str
     # loss method -> its ground-truth parameter, which an override must hand on
@@ -165,7 +180,11 @@ class Generation:
     runner: str
 
     def supports(self, version: str) -> bool:
-        return is_release(version) and version in self.releases
+        if not (is_release(version) and version in self.releases):
+            return False
+        # release candidates count only where the range starts at them (1.0.0rc0 ...): those were
+        # published; a 1.2.2rc1 never was
+        return not Version(version).is_prerelease or Version(version).release == self.lowest.release
 
     @property
     def lowest(self) -> Version:
@@ -173,7 +192,7 @@ class Generation:
 
     @property
     def releases_in_words(self) -> str:
-        """'0.11.0 to 0.30.0', read off the specifier."""
+        """'0.6.0 to 0.30.0', read off the specifier."""
         return f"{self.lowest} to {_bound(self.releases, '<=')}"
 
     @property
@@ -270,5 +289,5 @@ def shown(version: str) -> str:
 
 
 def supported_versions() -> str:
-    """'0.11.0 to 0.30.0, 1.0.0 to 1.2.2': every generation's releases, oldest first."""
+    """'0.6.0 to 0.30.0, 1.0.0rc0 to 1.2.2': every generation's releases, oldest first."""
     return ", ".join(g.releases_in_words for g in sorted(generations(), key=lambda g: g.lowest))

@@ -19,6 +19,7 @@ from .adopt import Adoption, find_hand_made_files
 from .mmseg_generations import TemplateSpec
 from .head_index import (
     COMPATIBLE,
+    CONDITIONAL,
     INCOMPATIBLE,
     PATCHED,
     ClassInfo,
@@ -144,7 +145,7 @@ def _select(index: HeadIndex, manifest: Manifest | None, requested: tuple[str, .
                 raise InputError(f"{name} cannot get a reward version: {head.reason}")
         selected = list(dict.fromkeys(requested))
     else:
-        selected = [h.name for h in verdicts.values() if h.status in (COMPATIBLE, PATCHED)]
+        selected = [h.name for h in verdicts.values() if h.status in (COMPATIBLE, CONDITIONAL, PATCHED)]
     for name in manifest.heads if manifest else ():
         head = verdicts.get(name)
         if head is None or head.status == INCOMPATIBLE:

@@ -92,7 +92,7 @@ def python_0x() -> str:
 REPORT_KEYS = {
     "ok", "device", "gpu", "tree", "mmseg_version", "mode", "workdir", "notes", "heads", "finetune", "seconds", "plot",
 }
-HEAD_KEYS = {"name", "ok", "loss", "seconds", "error", "pixel_weight"}
+HEAD_KEYS = {"name", "ok", "loss", "seconds", "error", "pixel_weight", "failed_at", "args"}
 FINETUNE_KEYS = {
     "ok", "head", "ce_iters", "iters", "miou_tolerance", "world_size", "checkpoint", "miou_ce",
     "checkpoint_loads_weights_only", "load_from", "reward_cfg", "dataset_miou_before", "dataset_miou_after",

@@ -97,3 +97,241 @@ def daformer_1x(tree: Path) -> Path:
     )
     commit(tree, "DAFormer port: seg_weight in the loss, no cascade decode head")
     return tree
+
+
+SCALE_POOL_HEAD = '''# Copyright (c) OpenMMLab. All rights reserved.
+import torch.nn.functional as F
+from mmcv.cnn import ConvModule
+
+from mmseg.registry import MODELS
+from ..utils import resize
+from .decode_head import BaseDecodeHead
+
+
+@MODELS.register_module()
+class ScalePoolHead(BaseDecodeHead):
+    """Pools its input at each of `scales` (output sizes) and sums the results.
+
+    Args:
+        scales (tuple[int]): The output sizes of the poolings; no default.
+    """
+
+    def __init__(self, scales, **kwargs):
+        super().__init__(**kwargs)
+        self.scales = scales
+        self.bottleneck = ConvModule(
+            self.in_channels,
+            self.channels,
+            3,
+            padding=1,
+            conv_cfg=self.conv_cfg,
+            norm_cfg=self.norm_cfg,
+            act_cfg=self.act_cfg)
+
+    def forward(self, inputs):
+        x = self._transform_inputs(inputs)
+        pooled = [
+            resize(
+                F.adaptive_avg_pool2d(x, scale),
+                size=x.shape[2:],
+                mode='bilinear',
+                align_corners=self.align_corners) for scale in self.scales
+        ]
+        return self.cls_seg(self.bottleneck(sum(pooled)))
+'''
+
+
+def scale_pool_head_1x(tree: Path) -> Path:
+    """A 1.2.2 tree with a head of its own whose constructor takes an argument without a default
+    (`scales`), which verify cannot guess."""
+    (tree / HEADS / "scale_pool_head.py").write_text(SCALE_POOL_HEAD)
+    edit(
+        tree, f"{HEADS}/__init__.py",
+        ("from .psp_head import PSPHead\n",
+         "from .psp_head import PSPHead\nfrom .scale_pool_head import ScalePoolHead\n"),
+        ("__all__ = [\n", "__all__ = [\n    'ScalePoolHead',\n"),
+    )
+    commit(tree, "ScalePoolHead: pooling at scales the config gives")
+    return tree
+
+
+def pixel_weights_0x(tree: Path) -> Path:
+    """A 0.x tree whose BaseDecodeHead.losses takes the training config and per-pixel weights
+    under another name, `losses(seg_logit, seg_label, train_cfg, pixel_weights=None)`, as a
+    fork of MMSeg 0.14 does."""
+    edit(
+        tree, f"{HEADS}/decode_head.py",
+        ("def forward_train(self, inputs, img_metas, gt_semantic_seg, train_cfg):",
+         "def forward_train(self,\n                      inputs,\n                      img_metas,\n"
+         "                      gt_semantic_seg,\n                      train_cfg,\n"
+         "                      pixel_weights=None):"),
+        ("losses = self.losses(seg_logits, gt_semantic_seg)",
+         "losses = self.losses(seg_logits, gt_semantic_seg, train_cfg,\n"
+         "                             pixel_weights)"),
+        ("def losses(self, seg_logit, seg_label):",
+         "def losses(self, seg_logit, seg_label, train_cfg, pixel_weights=None):"),
+        ("        else:\n            seg_weight = None\n", "        else:\n            seg_weight = pixel_weights\n"),
+    )
+    commit(tree, "BaseDecodeHead: train_cfg and pixel_weights in the loss")
+    return tree
+
+
+def img_metas_0x(tree: Path) -> Path:
+    """A 0.x tree whose BaseDecodeHead.losses takes the images' metas, as a fork of MMSeg 0.18 does."""
+    edit(
+        tree, f"{HEADS}/decode_head.py",
+        ("losses = self.losses(seg_logits, gt_semantic_seg)",
+         "losses = self.losses(seg_logits, gt_semantic_seg, img_metas)"),
+        ("def losses(self, seg_logit, seg_label):", "def losses(self, seg_logit, seg_label, img_metas):"),
+    )
+    commit(tree, "BaseDecodeHead: img_metas in the loss")
+    return tree
+
+
+def features_1x(tree: Path) -> Path:
+    """A 1.x tree whose BaseDecodeHead.loss_by_feat takes the head's input features, as a fork
+    of MMSeg 0.25 does in its own API."""
+    edit(
+        tree, f"{HEADS}/decode_head.py",
+        ("losses = self.loss_by_feat(seg_logits, batch_data_samples)",
+         "losses = self.loss_by_feat(\n            seg_logits, batch_data_samples, features=inputs)"),
+        ("    def loss_by_feat(self, seg_logits: Tensor,\n"
+         "                     batch_data_samples: SampleList) -> dict:",
+         "    def loss_by_feat(self,\n                     seg_logits: Tensor,\n"
+         "                     batch_data_samples: SampleList,\n                     features=None) -> dict:"),
+    )
+    commit(tree, "BaseDecodeHead: the input features in the loss")
+    return tree
+
+
+def pixel_weights_1x(tree: Path) -> Path:
+    """A 1.x tree whose BaseDecodeHead.loss_by_feat takes the training config and `pixel_weights`."""
+    edit(
+        tree, f"{HEADS}/decode_head.py",
+        ("    def loss(self, inputs: Tuple[Tensor], batch_data_samples: SampleList,\n"
+         "             train_cfg: ConfigType) -> dict:",
+         "    def loss(self,\n             inputs: Tuple[Tensor],\n             batch_data_samples: SampleList,\n"
+         "             train_cfg: ConfigType,\n             pixel_weights=None) -> dict:"),
+        ("losses = self.loss_by_feat(seg_logits, batch_data_samples)",
+         "losses = self.loss_by_feat(seg_logits, batch_data_samples,\n"
+         "                                   train_cfg, pixel_weights)"),
+        ("    def loss_by_feat(self, seg_logits: Tensor,\n"
+         "                     batch_data_samples: SampleList) -> dict:",
+         "    def loss_by_feat(self,\n                     seg_logits: Tensor,\n"
+         "                     batch_data_samples: SampleList,\n                     train_cfg,\n"
+         "                     pixel_weights=None) -> dict:"),
+        ("        else:\n            seg_weight = None\n", "        else:\n            seg_weight = pixel_weights\n"),
+    )
+    commit(tree, "BaseDecodeHead: train_cfg and pixel_weights in the loss")
+    return tree
+
+
+CONDITIONAL_HEADS_1X = '''# Copyright (c) OpenMMLab. All rights reserved.
+from mmseg.registry import MODELS
+from .decode_head import BaseDecodeHead
+
+
+@MODELS.register_module()
+class ATMHead(BaseDecodeHead):
+    """Trains with its own loss unless CE_loss, as MaskCLIP's ATMHead does."""
+
+    def __init__(self, CE_loss=False, **kwargs):
+        super().__init__(**kwargs)
+        self.CE_loss = CE_loss
+
+    def forward(self, inputs):
+        return self.cls_seg(self._transform_inputs(inputs))
+
+    def loss_by_feat(self, seg_logits, batch_data_samples):
+        if self.CE_loss:
+            return super().loss_by_feat(seg_logits, batch_data_samples)
+        return dict(loss_own=seg_logits.abs().mean())
+
+
+@MODELS.register_module()
+class ManyClassHead(BaseDecodeHead):
+    """Hands its labels to the base only for more than two classes."""
+
+    def forward(self, inputs):
+        return self.cls_seg(self._transform_inputs(inputs))
+
+    def loss_by_feat(self, seg_logits, batch_data_samples):
+        if not self.num_classes > 2:
+            return dict(loss_own=seg_logits.abs().mean())
+        return super().loss_by_feat(seg_logits, batch_data_samples)
+
+
+@MODELS.register_module()
+class LossTypeHead(BaseDecodeHead):
+    """Chooses its loss by a config value."""
+
+    def __init__(self, loss_type: str = 'own', **kwargs):
+        super().__init__(**kwargs)
+        self.loss_type: str = loss_type
+
+    def forward(self, inputs):
+        return self.cls_seg(self._transform_inputs(inputs))
+
+    def loss_by_feat(self, seg_logits, batch_data_samples):
+        if self.loss_type == 'ce':
+            return super().loss_by_feat(seg_logits, batch_data_samples)
+        return dict(loss_own=seg_logits.abs().mean())
+'''
+
+
+def conditional_1x(tree: Path) -> Path:
+    """A 1.2.2 tree with three heads that reach the base's loss on one branch only: ATMHead when
+    its constructor argument CE_loss is true, LossTypeHead when loss_type is 'ce', ManyClassHead
+    when it has more than two classes."""
+    (tree / HEADS / "atm_head.py").write_text(CONDITIONAL_HEADS_1X)
+    edit(
+        tree, f"{HEADS}/__init__.py",
+        ("from .fcn_head import FCNHead\n",
+         "from .atm_head import ATMHead, LossTypeHead, ManyClassHead\nfrom .fcn_head import FCNHead\n"),
+        ("__all__ = [\n", "__all__ = [\n    'ATMHead', 'LossTypeHead', 'ManyClassHead',\n"),
+    )
+    commit(tree, "ATMHead and ManyClassHead: the base's loss on one branch")
+    return tree
+
+
+ATM_HEAD_0X = '''# Copyright (c) OpenMMLab. All rights reserved.
+from ..builder import HEADS
+from .decode_head import BaseDecodeHead
+
+
+@HEADS.register_module()
+class ATMHead(BaseDecodeHead):
+    """Trains with its own loss unless CE_loss, as MaskCLIP's ATMHead does."""
+
+    def __init__(self, use_ce=False, **kwargs):
+        super(ATMHead, self).__init__(**kwargs)
+        self.CE_loss = use_ce
+
+    def forward(self, inputs):
+        return self.cls_seg(self._transform_inputs(inputs))
+
+    def losses(self, seg_logit, seg_label):
+        loss = super(ATMHead, self).losses(
+            seg_logit, seg_label) if self.CE_loss else dict()
+        loss['loss_own'] = seg_logit.abs().mean()
+        return loss
+
+
+@HEADS.register_module()
+class MyATMHead(ATMHead):
+    """A fork's variant of ATMHead: it inherits the condition."""
+'''
+
+
+def conditional_0x(tree: Path) -> Path:
+    """A 0.x tree with MaskCLIP's ATMHead as 0.x spells it: `losses` reaches the base's loss only
+    when self.CE_loss, stored from the constructor argument use_ce; and a head derived from it."""
+    (tree / HEADS / "atm_head.py").write_text(ATM_HEAD_0X)
+    edit(
+        tree, f"{HEADS}/__init__.py",
+        ("from .fcn_head import FCNHead\n",
+         "from .atm_head import ATMHead, MyATMHead\nfrom .fcn_head import FCNHead\n"),
+        ("__all__ = [\n", "__all__ = [\n    'ATMHead', 'MyATMHead',\n"),
+    )
+    commit(tree, "ATMHead: the base's loss when CE_loss")
+    return tree

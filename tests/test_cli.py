@@ -29,14 +29,14 @@ def test_a_directory_that_is_not_mmseg_is_an_input_error(capsys, tmp_path):
     assert "not an MMSegmentation tree" in one_line_error(err)
 
 
-@pytest.mark.parametrize("version", ["0.10.0", "2.0.0"])
+@pytest.mark.parametrize("version", ["0.5.0", "2.0.0"])
 def test_an_unsupported_release_is_an_input_error_naming_the_supported_ones(capsys, tmp_path, version):
     (tmp_path / "mmseg").mkdir()
     (tmp_path / "mmseg/version.py").write_text(f"__version__ = '{version}'\n")
     code, _, err = run_cli(capsys, "apply", tmp_path)
     assert code == 2
     assert one_line_error(err) == (f"rewardpatch: error: MMSegmentation {version} is not supported by rewardpatch "
-                                   "(supported: 0.11.0 to 0.30.0, 1.0.0 to 1.2.2; "
+                                   "(supported: 0.6.0 to 0.30.0, 1.0.0rc0 to 1.2.2; "
                                    "a fork can state the release it is based on with --mmseg-version)")
 
 

@@ -8,6 +8,7 @@ import git
 import pytest
 
 from conftest import git_status, one_line_error, run_cli
+from rewardpatch import gitstate
 from rewardpatch.tree import MANIFEST_NAME
 
 HEADS = "mmseg/models/decode_heads"
@@ -163,3 +164,39 @@ def test_a_full_disk_in_git_is_one_line_and_rolled_back(capsys, tree, identity, 
     assert one_line_error(err) == ("rewardpatch: error: git commit failed: fatal: failed to write commit object; "
                                    "the patch was rolled back, nothing was changed")
     assert snapshot(tree) == before and git_status(tree) == "" and staged(tree) == ""
+
+
+def test_commit_adds_the_files_apply_wrote_where_gitignore_ignores_them(capsys, tree, identity):
+    # a fork that keeps its package out of git by default (/mmseg), yet tracks its own files in it
+    ignore = tree / ".gitignore"
+    ignore.write_text((ignore.read_text() if ignore.exists() else "") + "/mmseg\n")
+    (tree / "notes.txt").write_text("mine, not to be committed\n")
+    subprocess.run(["git", "add", ".gitignore"], cwd=tree, check=True)
+    subprocess.run(["git", "commit", "-qm", "ignore /mmseg"], cwd=tree, check=True)
+    stray = tree / HEADS / "scratch.py"  # an ignored file of the user's, beside the patch
+    stray.write_text("x = 1\n")
+    line = ignore.read_text().splitlines().index("/mmseg") + 1
+    code, out, err = run_cli(capsys, "apply", tree, "--heads", "FCNHead", "--commit")
+    assert code == 0, err
+    written = set(subprocess.run(["git", "show", "--name-only", "--format=", "HEAD"], cwd=tree, capture_output=True,
+                                 text=True, check=True).stdout.split())
+    created = {f"{HEADS}/reward_fcn_head.py", f"{HEADS}/reward_decode_head.py",
+               "mmseg/models/losses/reward_estimator.py"}
+    assert created <= written and f"{HEADS}/__init__.py" in written and MANIFEST_NAME in written
+    assert f"{HEADS}/scratch.py" not in written and "notes.txt" not in written
+    forced = len([p for p in written if p.startswith("mmseg/")])  # the __init__ files, tracked, too
+    assert (f"note: git's ignore rules (.gitignore:{line}: /mmseg) match {forced} of the files apply wrote: "
+            "committed with git add --force") in out.splitlines()
+    assert git_status(tree) == "?? notes.txt\n" and staged(tree) == ""
+    assert stray.read_text() == "x = 1\n"
+
+
+def test_a_tracked_file_under_an_ignored_folder_is_committed_too(tree, identity):
+    # git refuses a plain `git add` of a tracked file whose folder an ignore rule matches
+    (tree / ".git" / "info").mkdir(exist_ok=True)
+    (tree / ".git" / "info" / "exclude").write_text("/mmseg\n")
+    init = f"{HEADS}/__init__.py"
+    (tree / init).write_text((tree / init).read_text() + "# changed\n")
+    committed = gitstate.commit(tree, [init], "change a tracked file")
+    assert committed.forced == (init,) and committed.rules == (".git/info/exclude:1: /mmseg",)
+    assert git_status(tree) == "" and staged(tree) == ""

@@ -142,17 +142,18 @@ def test_a_base_loss_method_the_reward_cannot_honour_refuses_every_head_and_appl
     tree = make_tree("0.16.0")
     forks.edit(tree, f"{HEADS}/decode_head.py", (
         "def losses(self, seg_logit, seg_label):",
-        "def losses(self, seg_logit, seg_label, temperature=1.0):",
+        "def losses(self, seg_logit, seg_label, avg_factor=None):",
     ))
-    forks.commit(tree, "a loss that takes a temperature")
+    forks.commit(tree, "a loss that takes its normaliser")
     code, out, _ = run_cli(capsys, "list-heads", tree)
     assert code == 0
     assert " 0 compatible" in out.splitlines()[0]
-    assert "BaseDecodeHead.losses takes temperature, which the reward loss cannot honour" in out
+    assert "BaseDecodeHead.losses takes avg_factor (a setting of the loss that the reward loss does not take), " \
+        "which the reward loss cannot honour" in out
     before = snapshot(tree)
     code, _, err = run_cli(capsys, "apply", tree)
     assert code == 1
-    assert "temperature" in one_line_error(err)
+    assert "avg_factor" in one_line_error(err)
     assert snapshot(tree) == before and git_status(tree) == ""
 
 

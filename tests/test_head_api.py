@@ -35,12 +35,31 @@ def test_the_extra_parameters_the_adapter_takes(losses_def, extra, pixel_weight,
     assert (api.extra, api.pixel_weight, api.var_keyword) == (extra, pixel_weight, var_keyword)
 
 
+@pytest.mark.parametrize(("losses_def", "extra", "pixel_weight", "context"), [
+    ("def losses(self, seg_logit, seg_label, train_cfg, pixel_weights=None):",
+     ("train_cfg", "pixel_weights=None"), "pixel_weights", ("train_cfg",)),
+    ("def losses(self, seg_logit, seg_label, img_metas):", ("img_metas",), None, ("img_metas",)),
+    ("def losses(self, seg_logit, seg_label, features=None):", ("features=None",), None, ("features",)),
+    ("def losses(self, seg_logit, seg_label, weight=None):", ("weight=None",), "weight", ()),
+    ("def losses(self, seg_logit, seg_label, temperature=1.0):", ("temperature=1.0",), None, ("temperature",)),
+    ("def losses(self, seg_logit, seg_label, seg_weight=None, *, img_metas=None):",
+     ("seg_weight=None", "*", "img_metas=None"), "seg_weight", ("img_metas",)),
+], ids=["train-cfg-and-pixel-weights", "img-metas", "features", "weight", "unlisted-name", "keyword-only-context"])
+def test_each_extra_parameter_is_read_by_its_kind(losses_def, extra, pixel_weight, context):
+    api = api_of(losses_def)
+    assert api.problem is None
+    assert (api.extra, api.pixel_weight, api.context) == (extra, pixel_weight, context)
+
+
 @pytest.mark.parametrize(("losses_def", "named"), [
-    ("def losses(self, seg_logit, seg_label, temperature=1.0):", "takes temperature"),
+    ("def losses(self, seg_logit, seg_label, avg_factor=None):", "takes avg_factor (a setting of the loss"),
     ("def losses(self, seg_logit, seg_label, *args):", "takes *args"),
     ("def losses(self, seg_logit, seg_label, seg_weight=DEFAULT):", "takes seg_weight=DEFAULT"),
+    ("def losses(self, seg_logit, seg_label, seg_weight=None, pixel_weights=None):",
+     "takes pixel_weights (per-pixel weights beside seg_weight)"),
+    ("def losses(self, seg_logit, seg_label, reward_class=None):", "takes reward_class (a name the reward's own"),
     ("def losses(self, seg_logit):", "does not take (self, seg_logit, seg_label)"),
-], ids=["unknown", "varargs", "non-literal-default", "too-few"])
+], ids=["loss-setting", "varargs", "non-literal-default", "two-pixel-weights", "reserved-name", "too-few"])
 def test_a_base_the_reward_cannot_honour_is_named_with_the_reason(losses_def, named):
     problem = api_of(losses_def).problem
     assert problem is not None and named in problem

@@ -94,7 +94,7 @@ def test_json_output_has_the_documented_keys(pristine):
     assert fcn == {
         "name": "FCNHead", "file": "mmseg/models/decode_heads/fcn_head.py", "base": "BaseDecodeHead",
         "chain": ["BaseDecodeHead"], "status": "compatible", "reason": None, "reward_name": "RewardFCNHead",
-        "registered_as": [], "notes": [],
+        "registered_as": [], "notes": [], "condition": None, "condition_args": None,
     }
 
 

@@ -66,7 +66,7 @@ def test_list_heads_names_the_version_and_its_generation(capsys, pristine):
     code, out, _ = run_cli(capsys, "list-heads", pristine("0.30.0"))
     assert code == 0
     assert "MMSegmentation 0.30.0" in out.splitlines()[0]
-    assert out.splitlines()[1] == "rewardpatch supports MMSegmentation 0.11.0 to 0.30.0, 1.0.0 to 1.2.2 (mmseg-0.x for this tree)"
+    assert out.splitlines()[1] == "rewardpatch supports MMSegmentation 0.6.0 to 0.30.0, 1.0.0rc0 to 1.2.2 (mmseg-0.x for this tree)"
 
 
 def test_apply_inserts_the_0x_adapter_and_the_shared_templates_with_0x_registries(capsys, make_tree):
@@ -118,16 +118,16 @@ def test_an_incompatible_0x_head_is_refused_with_the_reason(capsys, make_tree):
     assert git_status(tree) == ""
 
 
-def test_a_release_older_than_0_11_is_refused_naming_the_supported_ones(capsys, make_tree):
+def test_a_release_older_than_0_6_is_refused_naming_the_supported_ones(capsys, make_tree):
     tree = make_tree("0.30.0")
     version_file = tree / "mmseg/version.py"
-    version_file.write_text(version_file.read_text().replace("0.30.0", "0.10.0"))
+    version_file.write_text(version_file.read_text().replace("0.30.0", "0.5.0"))
     before = snapshot(tree)
     code, _, err = run_cli(capsys, "apply", tree)
     assert code == 2
     line = one_line_error(err)
-    assert "MMSegmentation 0.10.0 is not supported" in line
-    assert "0.11.0 to 0.30.0" in line and "1.0.0 to 1.2.2" in line
+    assert "MMSegmentation 0.5.0 is not supported" in line
+    assert "0.6.0 to 0.30.0" in line and "1.0.0rc0 to 1.2.2" in line
     assert snapshot(tree) == before
 
 

@@ -206,7 +206,7 @@ def test_a_patched_tree_keeps_its_own_classes(tmp_path, patched_1x, stack):
     [
         ("raise ImportError('no torch here')", "MMSegmentation is not importable (ImportError: no torch here)"),
         ("__version__ = '9.9.9'", "MMSegmentation 9.9.9 at "),
-        ("__version__ = '1.2.2+fork'", "is not supported (supported: 0.11.0 to 0.30.0, 1.0.0 to 1.2.2)"),
+        ("__version__ = '1.2.2+fork'", "is not supported (supported: 0.6.0 to 0.30.0, 1.0.0rc0 to 1.2.2)"),
     ],
 )
 def test_the_plugin_refuses_in_one_line(tmp_path, init, message):

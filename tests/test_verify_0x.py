@@ -17,7 +17,7 @@ from conftest import (FINETUNE_KEYS, HEAD_KEYS, REPORT_KEYS, copy_checkout, one_
                       run_cli_process)
 from rewardpatch.planner import plan_apply
 from rewardpatch.tree import MMSegTree
-from rewardpatch.verify.worker import assert_bound, mmcv_range
+from rewardpatch.verify.worker import MMCVRange, assert_bound, mmcv_range
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,16 +104,28 @@ def relaxed_line(version: str, highest: str) -> str:
             "the tree's assert relaxed for this run only")
 
 
-@pytest.mark.parametrize("version, lowest, highest", [
-    ("0.11.0", "1.1.4", "1.3.0"), ("0.16.0", "1.3.7", "1.4.0"), ("0.20.2", "1.3.13", "1.5.0"),
-    ("0.24.1", "1.3.13", "1.6.0"), ("0.30.0", "1.3.13", "1.8.0"),
+@pytest.mark.parametrize("version, lowest, highest, inclusive", [
+    ("0.11.0", "1.1.4", "1.3.0", True), ("0.16.0", "1.3.7", "1.4.0", True), ("0.20.2", "1.3.13", "1.5.0", True),
+    ("0.24.1", "1.3.13", "1.6.0", True), ("0.30.0", "1.3.13", "1.8.0", False),
 ])
-def test_the_worker_reads_the_tree_s_own_mmcv_range_without_importing_it(pristine, version, lowest, highest):
-    tree = pristine(version)
-    assert mmcv_range(tree) == (lowest, highest)
+def test_the_worker_reads_the_tree_s_own_mmcv_range_without_importing_it(pristine, version, lowest, highest,
+                                                                         inclusive):
+    tree = MMSegTree.open(pristine(version))
+    assert mmcv_range(tree) == MMCVRange(lowest, highest, inclusive)
     assert assert_bound(tree, "1.7.2") == (None if version == "0.30.0" else (highest, f"<= {highest}"))
     assert assert_bound(tree, "1.0.0") == (lowest, f">= {lowest}")
-    assert assert_bound(tree, lowest) is None and assert_bound(tree, highest) is None  # inclusive
+    assert assert_bound(tree, lowest) is None
+    # 0.30.0 asserts mmcv < MMCV_MAX, as 1.x does: mmcv then reads as that release's first candidate
+    assert assert_bound(tree, highest) == (None if inclusive else (f"{highest}rc0", f"< {highest}"))
+
+
+@pytest.mark.parametrize("version", ["1.0.0", "1.1.2", "1.2.2"])
+def test_the_worker_reads_a_1x_tree_s_exclusive_mmcv_bound(pristine, version):
+    tree = MMSegTree.open(pristine(version))
+    highest = "2.2.0" if version == "1.2.2" else "2.1.0"
+    assert mmcv_range(tree) == MMCVRange("2.0.0rc4", highest, high_inclusive=False)
+    assert assert_bound(tree, "2.1.0") == (None if version == "1.2.2" else ("2.1.0rc0", "< 2.1.0"))
+    assert assert_bound(tree, "2.0.1") is None
 
 
 def test_stage_one_passes_on_0_24_1_with_its_mmcv_assert_relaxed_in_the_worker(python_0x, tmp_path):

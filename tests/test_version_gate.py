@@ -19,8 +19,8 @@ from rewardpatch.errors import InputError
 from rewardpatch.mmseg_generations import _releases, generation_for, supported_versions
 from rewardpatch.tree import MANIFEST_NAME, MMSegTree
 
-SUPPORTED = "0.11.0 to 0.30.0, 1.0.0 to 1.2.2"
-REFUSAL = ("is not supported by rewardpatch (supported: 0.11.0 to 0.30.0, 1.0.0 to 1.2.2; "
+SUPPORTED = "0.6.0 to 0.30.0, 1.0.0rc0 to 1.2.2"
+REFUSAL = ("is not supported by rewardpatch (supported: 0.6.0 to 0.30.0, 1.0.0rc0 to 1.2.2; "
            "a fork can state the release it is based on with --mmseg-version)")
 TREATED = "treated as MMSegmentation 1.2.2 (--mmseg-version)"
 RELEASE_LINE = "__version__ = '1.2.2'\n"
@@ -74,8 +74,9 @@ def warnings(err):
 # The gate's edges
 
 @pytest.mark.parametrize("version, generation", [
-    ("0.11.0", "mmseg-0.x"), ("0.23.0", "mmseg-0.x"), ("0.24.0", "mmseg-0.x"), ("0.30.0", "mmseg-0.x"),
-    ("1.0.0", "mmseg-1.x"), ("1.2.2", "mmseg-1.x"),
+    ("0.6.0", "mmseg-0.x"), ("0.10.0", "mmseg-0.x"), ("0.11.0", "mmseg-0.x"), ("0.23.0", "mmseg-0.x"),
+    ("0.24.0", "mmseg-0.x"), ("0.30.0", "mmseg-0.x"),
+    ("1.0.0rc0", "mmseg-1.x"), ("1.0.0rc6", "mmseg-1.x"), ("1.0.0", "mmseg-1.x"), ("1.2.2", "mmseg-1.x"),
 ])
 def test_a_supported_release_opens_as_its_generation(tmp_path, version, generation):
     tree = MMSegTree.open(version_only_tree(tmp_path, version))
@@ -83,7 +84,9 @@ def test_a_supported_release_opens_as_its_generation(tmp_path, version, generati
 
 
 @pytest.mark.parametrize("version", [
-    "0.10.0", "0.31.0", "1.2.3", "1.3.0.dev0", "1.9.9", "2.0.0", "v1.2.2", "1.0.0rc4", "1.2.2.post1", "1.2",
+    "0.5.0", "0.31.0", "1.2.3", "1.3.0.dev0", "1.9.9", "2.0.0", "v1.2.2", "1.0.0-rc4", "1.0.0b1", "1.2.2.post1", "1.2",
+    # a release candidate only where a range starts at one: 1.2.2rc1 and 1.1.0rc0 were never published
+    "1.2.2rc1", "1.1.0rc0", "0.30.0rc1",
 ])
 def test_any_other_version_is_refused_in_one_line_naming_the_supported_releases(capsys, tmp_path, version):
     code, _, err = run_cli(capsys, "list-heads", version_only_tree(tmp_path, version))
@@ -99,7 +102,7 @@ def test_a_version_with_blanks_around_it_is_refused_and_shown_quoted(capsys, tmp
 
 def test_the_supported_releases_are_read_off_the_specifiers_in_patches():
     assert supported_versions() == SUPPORTED
-    assert str(generation_for("0.30.0").releases) == "<=0.30.0,>=0.11.0"
+    assert str(generation_for("0.30.0").releases) == "<=0.30.0,>=0.6.0"
 
 
 def test_a_releases_rule_without_an_inclusive_highest_release_is_a_data_error(tmp_path):

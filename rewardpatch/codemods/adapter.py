@@ -2,7 +2,8 @@
 
 Two edits, each only where the tree differs from upstream MMSeg: the loss method the
 adapter overrides takes the tree's extra parameters and hands them to
-`reward_losses` (the pixel weights, then **kwargs); the reward bases of base classes
+`reward_losses` (the pixel weights, then the context parameters by keyword, then
+**kwargs); the reward bases of base classes
 the tree lacks (a fork without BaseCascadeDecodeHead) are left out with their
 imports, so that the inserted file imports only what the tree has.
 """
@@ -46,6 +47,9 @@ class LossMethodParameters(cst.CSTTransformer):
         args = list(updated.args)
         if self.api.pixel_weight:
             args.append(cst.Arg(cst.Name(self.api.pixel_weight)))
+        for name in self.api.context:
+            args.append(cst.Arg(cst.Name(name), keyword=cst.Name(name), equal=cst.AssignEqual(
+                whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace(""))))
         if self.api.var_keyword:
             args.append(cst.Arg(cst.Name(self.api.var_keyword), star="**"))
         for i, arg in enumerate(args[:-1]):  # commas as the template writes them
@@ -132,10 +136,30 @@ def adapt_template(text: str, gen: Generation, api: HeadAPI) -> str:
     missing = {name: spec.reward for name, spec in gen.bases.items() if name not in api.bases}
     if missing:
         module = module.visit(MissingBases(missing))
-    if api.extra:
-        module = module.visit(LossMethodParameters(gen.adapter.loss_method, api))
-        module = module.visit(FitLongSignatures(gen.adapter.loss_method))
-    return module.code
+    if not api.extra:
+        return module.code
+    module = module.visit(LossMethodParameters(gen.adapter.loss_method, api))
+    text = module.visit(FitLongSignatures(gen.adapter.loss_method)).code
+    return "".join(_fit_reward_call(line) for line in text.splitlines(keepends=True))
+
+
+def _fit_reward_call(line: str) -> str:
+    """`return self.reward_losses(...)`, which the context keywords can take past the column
+    limit, laid out as MMSeg's yapf (0.30 and 0.32, pep8 base) lays out a call with keyword
+    arguments: the arguments on one line below the call, indented four more columns, or,
+    when they do not fit there, one a line."""
+    body = line.rstrip("\r\n")
+    call = "self.reward_losses("
+    if call not in body or len(body) <= LINE_LENGTH or not body.endswith(")"):
+        return line
+    ending = line[len(body):]
+    head, arguments = body.split(call, 1)
+    indent = " " * (len(head) - len(head.lstrip()) + 4)
+    # the arguments are names, name=name and **name: no comma inside any of them
+    names = arguments[:-1].split(", ")
+    if len(indent) + len(arguments) <= LINE_LENGTH:
+        return f"{head}{call}{ending}{indent}{arguments}{ending}"
+    return f"{head}{call}{ending}" + f",{ending}".join(indent + name for name in names) + f"){ending}"
 
 
 def adapter_exports(exports: tuple[str, ...], gen: Generation, api: HeadAPI) -> list[str]:

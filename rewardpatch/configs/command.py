@@ -84,7 +84,7 @@ def _plugin_options(source: dict, mmseg_version: str | None):
     """(installed tree, options) for plugin mode: the reward classes rewardpatch.plugin registers,
     from list-heads' verdicts on the installed MMSeg's files and, when SRC has custom_imports,
     on the project heads a probe process that imports them finds."""
-    from ..head_index import COMPATIBLE
+    from ..head_index import COMPATIBLE, CONDITIONAL
     from ..installed import installed_tree, list_heads_command, plugin_verdicts
 
     tree = installed_tree(mmseg_version)
@@ -98,12 +98,18 @@ def _plugin_options(source: dict, mmseg_version: str | None):
         # a head API that apply refuses makes every head incompatible, with that reason (list-heads)
         heads = plugin_verdicts(tree, own, notices)
     command = list_heads_command(own)
+    rewarded = (COMPATIBLE, CONDITIONAL)
     return tree, FinetuneOptions(
-        reward_classes={h.reward_name for h in heads if h.status == COMPATIBLE}, tree=str(tree.root),
+        reward_classes={h.reward_name for h in heads if h.status in rewarded}, tree=str(tree.root),
         runner=tree.generation.runner, check_reward_cfg=reward_cfg_checker(tree, plugin=True),
-        plugin_imports=imports, plugin_reasons={h.name: h.reason for h in heads if h.status != COMPATIBLE},
-        plugin_list_heads=command,
+        plugin_imports=imports, plugin_reasons={h.name: h.reason for h in heads if h.status not in rewarded},
+        plugin_list_heads=command, conditions=conditions(heads),
     )
+
+
+def conditions(heads) -> dict:
+    """{head: (condition, constructor arguments or None)} of list-heads' verdicts `heads`."""
+    return {h.name: (h.condition, h.condition_args) for h in heads if h.condition is not None}
 
 
 @click.command("config")
@@ -183,9 +189,13 @@ def config_command(
         tree = MMSegTree.open(tree_path, mmseg_version)
         journal.settled(tree.root, "config")  # an interrupted apply or revert: refused
         manifest = require_patched(tree, f"run `rewardpatch apply {tree_path}` first")
+        from ..planner import list_heads
+
+        with printed() as notices:
+            heads = list_heads(tree, notices)  # the conditions of the patched heads
         options = FinetuneOptions(
             reward_classes=manifest.reward_classes, tree=tree_path, runner=tree.generation.runner,
-            check_reward_cfg=reward_cfg_checker(tree),
+            check_reward_cfg=reward_cfg_checker(tree), conditions=conditions(heads),
         )
         source = load_config(source_path, src)
     if reward_cfg:

@@ -35,6 +35,9 @@ class FinetuneOptions:
     plugin_imports: list[str] | None = None
     plugin_reasons: dict[str, str] = field(default_factory=dict)
     plugin_list_heads: str = ""
+    # heads whose loss reaches the reward only on a condition (list-heads' `conditional`):
+    # name -> (the condition, the constructor arguments that make it hold or None)
+    conditions: dict[str, tuple[str, tuple[tuple[str, object], ...] | None]] = field(default_factory=dict)
 
 
 @dataclass

@@ -94,6 +94,23 @@ def plugin_import(plan: FinetunePlan, options: FinetuneOptions) -> None:
     plan.note("custom_imports", "plugin mode: importing rewardpatch.plugin registers the reward heads")
 
 
+def _reach_the_reward(head: dict, where: str, name: str, plan: FinetunePlan, options: FinetuneOptions) -> None:
+    """A head whose loss reaches the reward only on a condition gets the constructor arguments that
+    make it hold (list-heads' `conditional`), or is refused when none can."""
+    if name not in options.conditions:
+        return
+    condition, args = options.conditions[name]
+    if args is None:
+        raise StateError(
+            f"{where}: {reward_name(name)} reaches the reward loss only when {condition}, "
+            "which no constructor argument sets: the reward would not train this head"
+        )
+    for argument, value in args:
+        if argument not in head or head[argument] != value or type(head[argument]) is not type(value):
+            head[argument] = value
+            plan.note(f"{where}.{argument}", f"{reward_name(name)} reaches the reward loss only when {condition}")
+
+
 def reward_heads(plan: FinetunePlan, options: FinetuneOptions) -> None:
     """Decode heads (and with --aux the auxiliary heads) become their Reward* versions."""
     model = plan.target.get("model")
@@ -128,6 +145,7 @@ def reward_heads(plan: FinetunePlan, options: FinetuneOptions) -> None:
         scope, name = _split_type(head["type"], where)
         if name not in options.reward_classes:
             head["type"] = scope + reward_name(name)
+        _reach_the_reward(head, where, unrewarded_name(name), plan, options)
         head["loss_decode"] = _reward_losses(head, where, plan)
         if options.reward_cfg:
             merged = {**(head.get("reward_cfg") or {}), **options.reward_cfg}

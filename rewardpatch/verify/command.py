@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -99,7 +100,7 @@ def _patched_heads(tree: MMSegTree, reward_classes: set[str], requested: str | N
 def _plugin_heads(tree: MMSegTree, imports: list[str]) -> tuple[set[str], dict[str, str]]:
     """The reward classes plugin mode registers on the installed `tree` with the project's
     `imports` first (a probe when there are any), and why every other name gets none."""
-    from ..head_index import COMPATIBLE
+    from ..head_index import COMPATIBLE, CONDITIONAL
     from ..installed import list_heads_command, plugin_verdicts
 
     if Manifest.load(tree) is not None:
@@ -110,9 +111,51 @@ def _plugin_heads(tree: MMSegTree, imports: list[str]) -> tuple[set[str], dict[s
     command = list_heads_command(imports)
     reasons = collections.defaultdict(
         lambda: f"no decode head of that name in the installed MMSeg or the --import modules (`{command}` lists them)",
-        {h.name: h.reason for h in heads if h.status != COMPATIBLE},
+        {h.name: h.reason for h in heads if h.status not in (COMPATIBLE, CONDITIONAL)},
     )
-    return {h.reward_name for h in heads if h.status == COMPATIBLE}, reasons
+    return {h.reward_name for h in heads if h.status in (COMPATIBLE, CONDITIONAL)}, reasons
+
+
+# A head name, then `=` and its arguments as JSON: RewardASPPHead={"dilations": [1, 6, 12, 18]}
+_HEAD_ARGS = re.compile(r"(?s)([A-Za-z_]\w*)=(.*)")
+# Arguments verify itself sets: the head's type, and the classes of its synthetic labels
+_SET_BY_VERIFY = ("type", "num_classes")
+
+
+def _head_args(values: tuple[str, ...], available: set[str]) -> dict[str, dict]:
+    """{head name without Reward: constructor arguments} from --head-args values, each
+    HEAD=JSON or the path of a JSON file mapping head names to arguments; later ones win."""
+    merged: dict[str, dict] = {}
+    for value in values:
+        inline = _HEAD_ARGS.fullmatch(value)
+        if inline:
+            what = f"--head-args {inline.group(1)}"
+            try:
+                given = {inline.group(1): json.loads(inline.group(2))}
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{what}: not JSON ({exc})") from None
+        else:
+            what = f"--head-args {value}"
+            try:
+                given = json.loads(Path(value).read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise InputError(f"{what}: neither HEAD=JSON nor a readable JSON file ({exc.strerror})") from None
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise InputError(f"{what}: not a JSON file ({exc})") from None
+            if not isinstance(given, dict):
+                raise InputError(f"{what}: the file must hold an object mapping head names to arguments")
+        for name, arguments in given.items():
+            head = unrewarded_name(name)
+            if head not in available:
+                known = ", ".join(sorted(available)) or "none"
+                raise InputError(f"{what}: {name} has no reward version here (heads: {known})")
+            if not isinstance(arguments, dict):
+                raise InputError(f"{what}: the arguments of {name} must be a JSON object, not {json.dumps(arguments)}")
+            taken = [key for key in _SET_BY_VERIFY if key in arguments]
+            if taken:
+                raise InputError(f"{what}: verify sets {', '.join(taken)} of {name} itself")
+            merged.setdefault(head, {}).update(arguments)
+    return merged
 
 
 def _finetune_head(tree: MMSegTree, patched: list[str]) -> str:
@@ -225,9 +268,14 @@ def _run_worker(tree: MMSegTree, workdir: Path, stages: str, options: list[str],
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_WORKDIR,
               show_default=True, help="Dataset, checkpoints, logs, report and plot.")
 @click.option("--skip-finetune", is_flag=True, help="Run stage 1, the per-head checks, only.")
+@click.option("--head-args", "head_args", multiple=True, metavar="HEAD=JSON|FILE",
+              help="Constructor arguments for a head, merged over those verify guesses: "
+              "'RewardASPPHead={\"dilations\": [1, 6, 12, 18]}', or a JSON file mapping head names to "
+              "arguments (repeatable; later ones win).")
 @mmseg_version_option
 def verify_command(tree: str | None, installed: bool, imports: tuple[str, ...], device: str, heads: str | None, iters: int, ce_iters: int, nproc: int,
-                   report_path: Path | None, workdir: Path, skip_finetune: bool, mmseg_version: str | None) -> int:
+                   report_path: Path | None, workdir: Path, skip_finetune: bool, head_args: tuple[str, ...],
+                   mmseg_version: str | None) -> int:
     """Prove that a patched TREE trains: each reward head, then a short reward fine-tune.
 
     With --installed, the same for plugin mode: the worker loads a config whose custom_imports
@@ -245,7 +293,9 @@ def verify_command(tree: str | None, installed: bool, imports: tuple[str, ...], 
         mmseg = MMSegTree.open(tree, mmseg_version)
         journal.settled(mmseg.root, "verify")  # an interrupted apply or revert: refused
         manifest = require_patched(mmseg, f"run `rewardpatch apply {tree}` first")
-        names = _patched_heads(mmseg, manifest.reward_classes, heads)
+        reward_classes = manifest.reward_classes
+        names = _patched_heads(mmseg, reward_classes, heads)
+    given = _head_args(head_args, {unrewarded_name(name) for name in reward_classes})
     finetune_head = None if skip_finetune else _finetune_head(mmseg, names)
     workdir = _prepare_workdir(workdir)
     report: dict = {"ok": False, "device": None, "tree": str(mmseg.root), "mmseg_version": mmseg.version,
@@ -253,6 +303,8 @@ def verify_command(tree: str | None, installed: bool, imports: tuple[str, ...], 
                     "workdir": str(workdir), "notes": [], "heads": [], "finetune": None}
     options = ["--heads", ",".join(names), "--iters", str(iters), "--ce-iters", str(ce_iters),
                "--finetune-head", finetune_head or ""]
+    if given:
+        options += ["--head-args", json.dumps(given)]
     if installed:
         options += ["--plugin-imports", ",".join(imports)]
     progress = Progress(report)

@@ -30,11 +30,14 @@ def _tuples(value):
     return value
 
 
-def head_spec(verify: VerifySpec, name: str) -> dict:
-    """Arguments, inputs and flags for `name`, the defaults overridden by its own entry."""
+def head_spec(verify: VerifySpec, name: str, given: dict | None = None) -> dict:
+    """Arguments, inputs and flags for `name`: the defaults overridden by its own entry (what
+    verify guesses), then by `given`, the user's (--head-args; lists become tuples, as TOML's)."""
     own = verify.heads.get(name, {})
     return {
-        "args": {**_tuples(verify.args), **_tuples(own.get("args", {})), "num_classes": verify.num_classes},
+        "args": {**_tuples(verify.args), **_tuples(own.get("args", {})), **_tuples(given or {}),
+                 "num_classes": verify.num_classes},
+        "given": sorted(given or {}),
         "inputs": own.get("inputs", verify.inputs),
         "tokens": own.get("tokens", False),
         "cascade": own.get("cascade", False),
@@ -64,15 +67,17 @@ def _classifier(head):
     return classifier if classifier is not None else head
 
 
-def check_head(name: str, verify: VerifySpec, device: str, pixel_weight: str | None = None) -> dict:
+def check_head(name: str, verify: VerifySpec, device: str, pixel_weight: str | None = None,
+               given: dict | None = None) -> dict:
     """MMSeg 1.x: Reward<name> built from MODELS, its loss(inputs, data samples, train_cfg)."""
-    return _check(name, verify, device, _build_1x, _loss_1x, "loss", pixel_weight)
+    return _check(name, verify, device, _build_1x, _loss_1x, "loss", pixel_weight, given)
 
 
-def check_head_0x(name: str, verify: VerifySpec, device: str, pixel_weight: str | None = None) -> dict:
+def check_head_0x(name: str, verify: VerifySpec, device: str, pixel_weight: str | None = None,
+                  given: dict | None = None) -> dict:
     """MMSeg 0.x: Reward<name> built by build_head, its forward_train(inputs, img_metas,
     gt_semantic_seg [B, 1, H, W], train_cfg); a cascade head's prev_output follows the inputs."""
-    return _check(name, verify, device, _build_0x, _loss_0x, "forward_train", pixel_weight)
+    return _check(name, verify, device, _build_0x, _loss_0x, "forward_train", pixel_weight, given)
 
 
 def takes(cls, method: str, parameter: str | None) -> bool:
@@ -141,16 +146,34 @@ def _last_line(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1]
 
 
-def _check(name: str, verify: VerifySpec, device: str, build, loss, entry: str, pixel_weight: str | None) -> dict:
+def _arguments(spec: dict, name: str) -> str:
+    """What a build failure names: the arguments used, and where they came from."""
+    shown = ", ".join(f"{key}={value!r}" for key, value in spec["args"].items())
+    if spec["given"]:
+        source = f"the arguments verify guessed, {', '.join(spec['given'])} from --head-args"
+    elif spec["known"]:
+        source = "the arguments verify guessed"
+    else:
+        source = f"the arguments verify guessed (patches/ names none for {name}: the defaults)"
+    return f"{source} ({shown})"
+
+
+def _check(name: str, verify: VerifySpec, device: str, build, loss, entry: str, pixel_weight: str | None,
+           given: dict | None = None) -> dict:
     """Build Reward<name> with exactly <name>'s arguments (a drop-in: its default
     CrossEntropyLoss becomes the reward loss), run loss (a pseudo-label step where the
-    tree's training entry takes the pixel weight) and backward; a result row."""
+    tree's training entry takes the pixel weight) and backward; a result row.
+
+    <name> itself is built and run first, with the same arguments and inputs: when that fails,
+    verify's guess is what failed (`failed_at` "build", the error names the arguments and
+    --head-args), not the reward head (`failed_at` "reward")."""
     import torch
 
-    spec = head_spec(verify, name)
+    spec = head_spec(verify, name, given)
     start = time.perf_counter()
     row = {"name": reward_name(name), "ok": False, "loss": None, "seconds": None, "error": None,
-           "pixel_weight": None}
+           "pixel_weight": None, "failed_at": None, "args": spec["args"]}
+    stage, built = "build", False
     try:
         torch.manual_seed(0)
         batch, classes, size = verify.batch, verify.num_classes, verify.label_size
@@ -165,7 +188,12 @@ def _check(name: str, verify: VerifySpec, device: str, build, loss, entry: str, 
         labels[torch.rand(labels.shape, device=device) < 0.2] = 255
 
         original = build(dict(type=name, **spec["args"])).to(device).train()
-        rewarded = build(dict(type=reward_name(name), **spec["args"])).to(device).train()
+        built = True
+        try:  # built before <name> runs, so that both draw their weights as they always have
+            rewarded = build(dict(type=reward_name(name), **spec["args"])).to(device).train()
+        except Exception:
+            stage = "reward"
+            raise
         with torch.no_grad():
             try:
                 expected = _shapes(original(features, *extra))
@@ -176,6 +204,7 @@ def _check(name: str, verify: VerifySpec, device: str, build, loss, entry: str, 
                            "verify it on a device that has the op")
                 row["seconds"] = round(time.perf_counter() - start, 3)
                 return row
+            stage = "reward"  # <name> built and ran with these arguments: what fails now is the reward's
             produced = _shapes(rewarded(features, *extra))
         if produced != expected:
             raise AssertionError(f"output shape {produced} differs from {name}'s {expected}")
@@ -203,10 +232,12 @@ def _check(name: str, verify: VerifySpec, device: str, build, loss, entry: str, 
             raise AssertionError("the classifier got no finite, non-zero gradient")
         row.update(ok=True, loss=float(total.detach()))
     except Exception as exc:  # noqa: BLE001 - every failure is a result to report, not a crash
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1]
-        if not spec["known"]:
-            detail += f" (no verify arguments for {name} in patches/; defaults were used)"
-        row["error"] = detail
-        row["traceback"] = traceback.format_exc()
+        detail = _last_line(exc)
+        if stage == "build":
+            arguments = _arguments(spec, name)
+            what = f"{name} built with {arguments} fails on verify's inputs" if built else \
+                f"could not build {name} with {arguments}"
+            detail = f"{what}: {detail}; give its arguments with --head-args '{reward_name(name)}={{...}}'"
+        row.update(error=detail, failed_at=stage, traceback=traceback.format_exc())
     row["seconds"] = round(time.perf_counter() - start, 3)
     return row

@@ -10,8 +10,10 @@ The generation's [verify] `runner` (patches/) picks the code, in RUNNERS: "mmeng
 1.x) head_checks.check_head and finetune.py, "mmcv" (MMSeg 0.x, mmcv-full 1.x) head_checks.check_head_0x
 and finetune_0x.py. Before mmseg is imported, the interpreter's mmcv is checked against the
 generation's (patches/, [verify] stack), and the tree's own mmcv version assert is read: an
-mmcv of the right major version outside the tree's MMCV_MIN..MMCV_MAX is let through for
-this import only (relaxed_mmcv_assert), and the run says so.
+mmcv of the right major version that fails it (outside MMCV_MIN..MMCV_MAX, the upper bound
+inclusive or not, as the tree's assert compares) is let through for this import only
+(relaxed_mmcv_assert), and the run says so. The head checks take the user's constructor
+arguments (--head-args) over the ones they guess.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import RewardpatchError
 from ..head_index import reward_name
 from ..mmseg_generations import VerifyStack
+from ..tree import MMSegTree
 from .events import EventWriter
 
 EXIT_SETUP = 3  # the worker could not start checking (device, mmseg origin, import)
@@ -74,12 +79,45 @@ def stack_mismatch(version: str, stack: VerifyStack) -> str | None:
             f"run the rewardpatch of {stack.setup}")
 
 
-def mmcv_range(tree: Path) -> tuple[str, str] | None:
-    """The tree's own (MMCV_MIN, MMCV_MAX) from mmseg/__init__.py, read with ast; None when
-    it names no such pair of strings."""
+@dataclass(frozen=True)
+class MMCVRange:
+    """The tree's own assert on mmcv's version, `MMCV_MIN <= mmcv <= MMCV_MAX` (0.x before 0.30)
+    or `MMCV_MIN <= mmcv < MMCV_MAX` (0.30.0 and every 1.x release)."""
+
+    low: str
+    high: str
+    high_inclusive: bool = True
+
+
+def _asserted_upper_bound(module: ast.Module) -> bool | None:
+    """Whether the module's `assert (min <= version <= max)` takes MMCV_MAX itself (True for `<=`,
+    False for `<`), the min and max being values computed from MMCV_MIN and MMCV_MAX; None when
+    no such assert is found."""
+    derived = {}
+    for node in module.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and node.value.args:
+            source = node.value.args[0]
+            if isinstance(source, ast.Name) and source.id in ("MMCV_MIN", "MMCV_MAX"):
+                derived.update({t.id: source.id for t in node.targets if isinstance(t, ast.Name)})
+    for node in module.body:
+        test = node.test if isinstance(node, ast.Assert) else None
+        if not isinstance(test, ast.Compare) or len(test.ops) != 2:
+            continue
+        left, right = test.left, test.comparators[-1]
+        if (isinstance(left, ast.Name) and derived.get(left.id) == "MMCV_MIN"
+                and isinstance(right, ast.Name) and derived.get(right.id) == "MMCV_MAX"):
+            if isinstance(test.ops[1], (ast.Lt, ast.LtE)):
+                return isinstance(test.ops[1], ast.LtE)
+    return None
+
+
+def mmcv_range(tree: MMSegTree) -> MMCVRange | None:
+    """The tree's own MMCV_MIN, MMCV_MAX and how its assert compares with MMCV_MAX, from
+    mmseg/__init__.py (read with the tree's safe reader, parsed with ast); None when it names no
+    such pair of strings. An assert not found is taken as inclusive, as 0.x before 0.30 spells it."""
     try:
-        module = ast.parse((tree / "mmseg" / "__init__.py").read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, ValueError):
+        module = ast.parse(tree.read("mmseg/__init__.py") or "")
+    except (RewardpatchError, SyntaxError, ValueError):
         return None
     found = {}
     for node in module.body:
@@ -89,24 +127,30 @@ def mmcv_range(tree: Path) -> tuple[str, str] | None:
                     found[target.id] = node.value.value
     if set(found) != {"MMCV_MIN", "MMCV_MAX"}:
         return None
-    return found["MMCV_MIN"], found["MMCV_MAX"]
+    inclusive = _asserted_upper_bound(module)
+    return MMCVRange(found["MMCV_MIN"], found["MMCV_MAX"], inclusive is not False)
 
 
-def assert_bound(tree: Path, have: str) -> tuple[str, str] | None:
-    """(bound, words) when mmcv `have` is outside the tree's MMCV_MIN..MMCV_MAX (inclusive, as
-    every 0.x and 1.x release asserts it): the bound mmcv should read as while mmseg imports,
-    and what the tree asserts ("<= 1.4.0"); None when it is inside or the tree names no range."""
+def assert_bound(tree: MMSegTree, have: str) -> tuple[str, str] | None:
+    """(reading, words) when mmcv `have` fails the tree's own assert (mmcv_range): the version mmcv
+    should read as while mmseg imports, and what the tree asserts ("<= 1.4.0", "< 2.1.0"); None when
+    `have` passes it or the tree names no range. Under an exclusive MMCV_MAX, mmcv reads as that
+    release's first candidate (2.1.0rc0), which every release's digit_version orders below it."""
     from packaging.version import InvalidVersion, Version
 
     bounds = mmcv_range(tree)
     if bounds is None:
         return None
-    low, high = bounds
     try:
-        if Version(have) > Version(high):
-            return high, f"<= {high}"
-        if Version(have) < Version(low):
-            return low, f">= {low}"
+        high = Version(bounds.high)
+        if bounds.high_inclusive and Version(have) > high:
+            return bounds.high, f"<= {bounds.high}"
+        if not bounds.high_inclusive and Version(have) >= high:
+            if high.is_prerelease or high.is_postrelease or high.is_devrelease:
+                return None  # no reading below it that every digit_version orders so: its own assert decides
+            return f"{bounds.high}rc0", f"< {bounds.high}"
+        if Version(have) < Version(bounds.low):
+            return bounds.low, f">= {bounds.low}"
     except InvalidVersion:  # a range the tree spells oddly: its own assert decides
         return None
     return None
@@ -172,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ce-iters", type=int, default=150)
     # plugin mode: the project modules a config imports before rewardpatch.plugin (comma-separated)
     parser.add_argument("--plugin-imports", default=None)
+    # {head name: constructor arguments} the user gave (--head-args), merged over verify's guesses
+    parser.add_argument("--head-args", type=json.loads, default={})
     args = parser.parse_args(argv)
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -195,8 +241,6 @@ def main(argv: list[str] | None = None) -> int:
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
 
     tree = args.tree.resolve()
-    from rewardpatch.tree import MMSegTree
-
     expected = MMSegTree.open(tree, args.mmseg_version)
     mismatch = stack_mismatch(expected.version, expected.generation.verify.stack)
     if mismatch:
@@ -204,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_SETUP
     import mmcv
 
-    relaxed = assert_bound(tree, mmcv.__version__)
+    relaxed = assert_bound(expected, mmcv.__version__)
     if relaxed is not None:
         package = expected.generation.verify.stack.needs.split()[0]  # "mmcv-full 1.x" -> mmcv-full
         events.emit("note", message=(
@@ -242,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         heads = [h for h in args.heads.split(",") if h]
         events.emit("stage", stage="heads", total=len(heads))
         for name in heads:
-            events.emit("head", **check(name, generation.verify, device, generation.adapter.pixel_weight))
+            events.emit("head", **check(name, generation.verify, device, generation.adapter.pixel_weight,
+                                        args.head_args.get(name)))
     if "finetune" in stages:
         import importlib
 
@@ -251,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         finetune = importlib.import_module(f"{__package__}.{runner.finetune_module}").finetune
 
         events.emit("stage", stage="finetune", total=args.ce_iters + args.iters, head=reward_name(args.finetune_head))
-        own = head_spec(generation.verify, args.finetune_head)["args"]
+        own = head_spec(generation.verify, args.finetune_head, args.head_args.get(args.finetune_head))["args"]
         # the backbone supplies one 128-channel map: keep the head's other arguments
         head_args = {k: v for k, v in own.items() if k not in ("in_channels", "channels", "num_classes", "in_index")}
         result = finetune(args.workdir, args.finetune_head, head_args, args.ce_iters, args.iters, device,
