@@ -401,15 +401,19 @@ def sample_labels(logits: Tensor,
     # the block drawn, their weights and cumulative sums (long indices count
     # twice)
     temporaries = blocks + num_samples * (5 * width + 4)
-    if probs is None:
+    # the GPU policy computes the weights in `probs` itself (no second
+    # logits-sized temporary); the CPU's slabs are contiguous temporaries
+    # that stay in its caches, copied into `probs` at the end
+    in_place = probs is not None and gpu_policy(logits)
+    if not in_place:
         temporaries += classes
     for part in pixel_slices(logits, temporaries):
         chunk = logits[:, :, part]
-        if probs is None:
+        if in_place:
+            weights = probs[:, :, part]
+        else:
             weights = torch.empty(
                 chunk.shape, dtype=torch.float32, device=device)
-        else:
-            weights = probs[:, :, part]
         # the differences in float32 whatever the logits' dtype
         if chunk.dtype == torch.float32:
             torch.sub(chunk, peak[:, None, part], out=weights)
@@ -420,7 +424,8 @@ def sample_labels(logits: Tensor,
         weights = weights.exp_()
         below = torch.matmul(block_sums, weights)  # [B, blocks, n]
         total = below[:, -1:]
-        draws = uniforms[..., part].mul_(total)
+        draws = uniforms[..., part]
+        draws = draws.mul_(total) if in_place else draws.mul(total)
         # the block: the number of blocks whose cumulative mass is <= u
         block = (below[:, :-1] <= draws).sum(2, keepdim=True)
         cumulative = below.expand(num_samples, -1, -1, -1)
@@ -434,8 +439,10 @@ def sample_labels(logits: Tensor,
         chosen = (torch.matmul(inner, inside) <= rest).sum(2, keepdim=True)
         chosen = rows.gather(2, chosen.clamp_(max=width - 1))
         samples[:, :, part] = chosen[:, :, 0]
-        if probs is not None:
+        if in_place:
             weights.div_(total)
+        elif probs is not None:
+            torch.div(weights, total, out=probs[:, :, part])
     return samples
 
 
