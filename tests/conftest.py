@@ -153,6 +153,45 @@ def patched_tree(tmp_path_factory, stack) -> Path:
     return dest
 
 
+@pytest.fixture(scope="module")
+def mm(patched_tree):
+    """The modules under test, imported from the patched tree (tests of the templates)."""
+    import torch as torch_
+    from mmengine.structures import PixelData
+
+    import mmseg.models.decode_heads.reward_decode_head as head_module
+    import mmseg.models.losses.iou_metric_loss as rewards
+    import mmseg.models.losses.reward_estimator as estimator
+    from mmseg.evaluation.metrics import IoUMetric
+    from mmseg.models.losses import CrossEntropyLoss, CrossEntropyRewardLoss
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+
+    class Namespace:
+        pass
+
+    ns = Namespace()
+    ns.torch = torch_
+    ns.MODELS = MODELS
+    ns.rewards = rewards
+    ns.head_module = head_module
+    ns.estimator = estimator
+    ns.IoUMetric = IoUMetric
+    ns.CrossEntropyLoss = CrossEntropyLoss
+    ns.CrossEntropyRewardLoss = CrossEntropyRewardLoss
+
+    def samples(gt):
+        out = []
+        for label in gt:
+            sample = SegDataSample()
+            sample.gt_sem_seg = PixelData(data=label[None])
+            out.append(sample)
+        return out
+
+    ns.samples = samples
+    return ns
+
+
 def run_python(code: str, tree: Path, timeout: int = 600, python: str = sys.executable) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter (this one's, or `python`) whose import path starts with `tree`."""
     env = {**os.environ, "PYTHONPATH": str(tree)}

@@ -31,6 +31,18 @@ def commit(tree: Path, message: str) -> None:
     subprocess.run(["git", "commit", "-qm", message], cwd=tree, check=True, env=env)
 
 
+def add_heads(tree: Path, module: str, source: str, names: list[str], anchor: str, message: str) -> None:
+    """Writes `source` as the tree's decode_heads/<module>.py, exports `names` from the package
+    (the import beside `anchor`, one of its import lines: before it when `module` sorts first, as
+    isort orders them) and commits."""
+    (tree / HEADS / f"{module}.py").write_text(source)
+    line = f"from .{module} import {', '.join(names)}\n"
+    beside = line + anchor if module < anchor[len("from ."):] else anchor + line
+    edit(tree, f"{HEADS}/__init__.py", (anchor, beside),
+         ("__all__ = [\n", "__all__ = [\n    " + ", ".join(repr(name) for name in names) + ",\n"))
+    commit(tree, message)
+
+
 def daformer_0x(tree: Path) -> Path:
     """A 0.x tree whose BaseDecodeHead trains with seg_weight, as DAFormer's (MMSeg 0.16.0) does,
     and whose heads that override `losses` take it and hand it on."""
@@ -144,14 +156,8 @@ class ScalePoolHead(BaseDecodeHead):
 def scale_pool_head_1x(tree: Path) -> Path:
     """A 1.2.2 tree with a head of its own whose constructor takes an argument without a default
     (`scales`), which verify cannot guess."""
-    (tree / HEADS / "scale_pool_head.py").write_text(SCALE_POOL_HEAD)
-    edit(
-        tree, f"{HEADS}/__init__.py",
-        ("from .psp_head import PSPHead\n",
-         "from .psp_head import PSPHead\nfrom .scale_pool_head import ScalePoolHead\n"),
-        ("__all__ = [\n", "__all__ = [\n    'ScalePoolHead',\n"),
-    )
-    commit(tree, "ScalePoolHead: pooling at scales the config gives")
+    add_heads(tree, "scale_pool_head", SCALE_POOL_HEAD, ["ScalePoolHead"], "from .psp_head import PSPHead\n",
+              "ScalePoolHead: pooling at scales the config gives")
     return tree
 
 
@@ -283,14 +289,8 @@ def conditional_1x(tree: Path) -> Path:
     """A 1.2.2 tree with three heads that reach the base's loss on one branch only: ATMHead when
     its constructor argument CE_loss is true, LossTypeHead when loss_type is 'ce', ManyClassHead
     when it has more than two classes."""
-    (tree / HEADS / "atm_head.py").write_text(CONDITIONAL_HEADS_1X)
-    edit(
-        tree, f"{HEADS}/__init__.py",
-        ("from .fcn_head import FCNHead\n",
-         "from .atm_head import ATMHead, LossTypeHead, ManyClassHead\nfrom .fcn_head import FCNHead\n"),
-        ("__all__ = [\n", "__all__ = [\n    'ATMHead', 'LossTypeHead', 'ManyClassHead',\n"),
-    )
-    commit(tree, "ATMHead and ManyClassHead: the base's loss on one branch")
+    add_heads(tree, "atm_head", CONDITIONAL_HEADS_1X, ["ATMHead", "LossTypeHead", "ManyClassHead"],
+              "from .fcn_head import FCNHead\n", "ATMHead and ManyClassHead: the base's loss on one branch")
     return tree
 
 
@@ -326,12 +326,6 @@ class MyATMHead(ATMHead):
 def conditional_0x(tree: Path) -> Path:
     """A 0.x tree with MaskCLIP's ATMHead as 0.x spells it: `losses` reaches the base's loss only
     when self.CE_loss, stored from the constructor argument use_ce; and a head derived from it."""
-    (tree / HEADS / "atm_head.py").write_text(ATM_HEAD_0X)
-    edit(
-        tree, f"{HEADS}/__init__.py",
-        ("from .fcn_head import FCNHead\n",
-         "from .atm_head import ATMHead, MyATMHead\nfrom .fcn_head import FCNHead\n"),
-        ("__all__ = [\n", "__all__ = [\n    'ATMHead', 'MyATMHead',\n"),
-    )
-    commit(tree, "ATMHead: the base's loss when CE_loss")
+    add_heads(tree, "atm_head", ATM_HEAD_0X, ["ATMHead", "MyATMHead"], "from .fcn_head import FCNHead\n",
+              "ATMHead: the base's loss when CE_loss")
     return tree

@@ -36,21 +36,6 @@ CASES = {
 CLASSES = 5
 
 
-@pytest.fixture(scope="module")
-def mm(patched_tree):
-    import torch
-
-    import mmseg.models.losses.reward_estimator as estimator
-    from mmseg.registry import MODELS
-
-    class Namespace:
-        pass
-
-    ns = Namespace()
-    ns.torch, ns.MODELS, ns.estimator = torch, MODELS, estimator
-    return ns
-
-
 def build_head(mm, case, classes=CLASSES, device="cpu"):
     reward_cfg, loss, _ = CASES[case]
     head = mm.MODELS.build(dict(

@@ -46,28 +46,6 @@ TREATMENTS = [("float16", 1.0), ("float16", 2.0**8), ("float16", 2.0**15), ("flo
 SEED = 1
 
 
-@pytest.fixture(scope="module")
-def mm(patched_tree):
-    import torch
-    from mmengine.structures import PixelData
-
-    import mmseg.models.losses.reward_estimator as estimator
-    from mmseg.registry import MODELS
-    from mmseg.structures import SegDataSample
-
-    class Namespace:
-        pass
-
-    ns = Namespace()
-    ns.torch, ns.MODELS, ns.estimator = torch, MODELS, estimator
-
-    def samples(gt):
-        return [SegDataSample(gt_sem_seg=PixelData(data=label[None])) for label in gt]
-
-    ns.samples = samples
-    return ns
-
-
 def build_head(mm, classes, reward_cfg):
     return mm.MODELS.build(dict(
         type="RewardFCNHead", in_channels=4, channels=4, num_convs=1, num_classes=classes,

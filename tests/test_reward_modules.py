@@ -15,45 +15,6 @@ import pytest
 from template_modules import REWARD_NAMES
 
 
-@pytest.fixture(scope="module")
-def mm(patched_tree):
-    """The modules under test, imported from the patched tree."""
-    import torch as torch_
-    from mmengine.structures import PixelData
-
-    import mmseg.models.decode_heads.reward_decode_head as head_module
-    import mmseg.models.losses.iou_metric_loss as rewards
-    import mmseg.models.losses.reward_estimator as estimator
-    from mmseg.evaluation.metrics import IoUMetric
-    from mmseg.models.losses import CrossEntropyLoss, CrossEntropyRewardLoss
-    from mmseg.registry import MODELS
-    from mmseg.structures import SegDataSample
-
-    class Namespace:
-        pass
-
-    ns = Namespace()
-    ns.torch = torch_
-    ns.MODELS = MODELS
-    ns.rewards = rewards
-    ns.head_module = head_module
-    ns.estimator = estimator
-    ns.IoUMetric = IoUMetric
-    ns.CrossEntropyLoss = CrossEntropyLoss
-    ns.CrossEntropyRewardLoss = CrossEntropyRewardLoss
-
-    def samples(gt):
-        out = []
-        for label in gt:
-            sample = SegDataSample()
-            sample.gt_sem_seg = PixelData(data=label[None])
-            out.append(sample)
-        return out
-
-    ns.samples = samples
-    return ns
-
-
 @pytest.fixture(params=["cpu", "gpu"])
 def policy(request, mm):
     """The test runs under the estimator's CPU policy, then under its GPU policy (forced on

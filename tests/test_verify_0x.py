@@ -148,13 +148,20 @@ def test_stage_one_passes_on_0_24_1_with_its_mmcv_assert_relaxed_in_the_worker(p
 # MMSeg 0.11.0: 20 reward heads, 0.20.2: 25, 0.23.0: 26 (tests/test_mmseg_0x_releases.py)
 @pytest.mark.parametrize("version, highest", [("0.11.0", "1.3.0"), ("0.20.2", "1.5.0"), ("0.23.0", "1.5.0")])
 def test_stage_one_passes_on_an_older_release(python_0x, tmp_path, version, highest):
+    report, _ = stage_one_passes(python_0x, tmp_path, version, highest)
+    assert all(h["pixel_weight"] is None for h in report["heads"])
+
+
+def stage_one_passes(python_0x: str, tmp_path: Path, version: str, highest: str) -> tuple[dict, list[str]]:
+    """`verify --skip-finetune` on a patched reference tree of `version` passes every reward head,
+    the tree's mmcv assert (<= highest) relaxed: the report and the reward heads' names."""
     tree = patched(version, tmp_path / "mmsegmentation")
     code, out, err, report = verify_0x(python_0x, tree, tmp_path / "work", "--skip-finetune")
     assert code == 0, out + err[-3000:]
     assert relaxed_line(version, highest) in out.splitlines()
     names = _reward_classes(MMSegTree.open(tree))
     assert [h["name"] for h in report["heads"]] == names and all(h["ok"] for h in report["heads"])
-    assert all(h["pixel_weight"] is None for h in report["heads"])
+    return report, names
 
 
 def test_the_daformer_fork_verifies_with_a_pseudo_label_step_and_a_fine_tune(python_0x, tmp_path):
