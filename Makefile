@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 RP := $(VENV)/bin/rewardpatch
 
-# The verification stacks, pinned. Override TORCH_VERSION / TORCH_INDEX for a CUDA build (README).
+# The verification stacks, pinned. Override TORCH_VERSION / TORCH_INDEX for a CUDA build
+# (docs/stacks.md, "Your own GPU checkout").
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 # MMSeg 1.x: mmcv 2.x with its ops, mmengine
@@ -104,7 +105,7 @@ $(STAMP): Makefile setup.cfg
 	$(PY) -c "import mmcv.ops, mmseg, rewardpatch; print('stack ready: mmcv', mmcv.__version__, 'with ops, mmseg', mmseg.__version__)"
 	@touch $@
 
-# The MMSeg 0.x stack (README, "The MMSeg 0.x stack"): torch as above, mmcv-full built from its sdist,
+# The MMSeg 0.x stack (docs/stacks.md, "The MMSeg 0.x stack"): torch as above, mmcv-full built from its sdist,
 # mmengine (for `config`, which reads configs with it),
 # mmsegmentation 0.30.0 without its optional mmcls, rewardpatch itself, and the torchvision
 # stand-in (rewardpatch/verify/torchvision_stand_in.py) that mmcv.runner's import needs.

@@ -23,7 +23,7 @@ would, in fresh processes:
 
 Writes results/reach.json (machine, date, each tree's repository, commit, root and
 outcomes, the summary by release range) and the table between the bench_reach markers in
-README.md. Goal: >= 95 % of the trees with a decode-head package accepted; 0 patches that
+benchmarks/README.md. Goal: >= 95 % of the trees with a decode-head package accepted; 0 patches that
 break an import.
 """
 
@@ -301,7 +301,7 @@ def table(result: dict) -> str:
 
 
 def write_readme_table(text: str) -> bool:
-    readme = REPO / "README.md"
+    readme = HERE / "README.md"
     content = readme.read_text(encoding="utf-8")
     if README_BEGIN not in content or README_END not in content:
         return False
@@ -352,7 +352,7 @@ def bench(trees: Path, releases: list[str], verify: bool, out: Path) -> int:
     text = table(result)
     print(f"\nreach over {len(rows)} trees ({one_line(result['machine'])})\n{text}")
     if not write_readme_table(text):
-        print("README.md has no bench_reach markers: table not written there")
+        print("benchmarks/README.md has no bench_reach markers: table not written there")
     goal = result["summary"]["goal"]
     print(f"accepted {result['summary']['accepted_share']:.1%} (goal >= {GOAL_ACCEPTED:.0%}), "
           f"{result['summary']['all']['breaks_import']} patches that break an import: goal {'met' if goal['met'] else 'MISSED'}")

@@ -1,4 +1,4 @@
-"""The README's learning tables, from a bench_learning.py result file.
+"""The learning tables of benchmarks/README.md, from a bench_learning.py result file.
 
     .venv/bin/python benchmarks/learning_tables.py benchmarks/results/learning.json [TASK ...]
 """

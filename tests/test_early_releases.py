@@ -84,7 +84,7 @@ def test_stage_one_passes_on_an_early_0x_release_with_its_mmcv_assert_relaxed(py
 def test_stage_one_passes_on_a_release_candidate_in_the_1x_stack(capsys, make_tree, stack, tmp_path, version,
                                                                  asserted):
     # rc4 asserts mmcv == 2.0.0rc3, an inclusive bound; the other release candidates assert
-    # mmcv < 2.1.0, an exclusive one: the worker relaxes either (see README, "Supported releases")
+    # mmcv < 2.1.0, an exclusive one: the worker relaxes either (see docs/stacks.md, "Supported releases")
     tree = make_tree(version)
     assert run_cli(capsys, "apply", tree)[0] == 0
     report = tmp_path / "report.json"
