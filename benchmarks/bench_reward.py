@@ -66,6 +66,12 @@ VARIANTS = {
 # LovaszLoss takes 9 to 45 x CE's time: timed once per size (after no warm-up), its
 # memory measured at 8 x 150 x 128 x 256 only
 SLOW = {LOVASZ}
+# --fused: the default and reinforce with reward_cfg fuse=True beside them (torch.compile;
+# each size compiles once, in the warm-up; for a GPU: on the CPU compiling takes minutes)
+FUSED = {
+    "default, fused": ("RewardFCNHead", {"fuse": True}),
+    "reinforce, image, K=2, fused": ("RewardFCNHead", {"mode": "reinforce", "fuse": True}),
+}
 # --baseline REV: the estimator class of templates/ at REV, and the name of a variant's twin
 BASELINE = {}
 
@@ -264,9 +270,12 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--baseline", help="a git revision whose estimator runs beside the current one")
+    parser.add_argument("--fused", action="store_true", help="time reward_cfg fuse=True too")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # one variant, in a child process
     parser.add_argument("--size", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.fused:
+        VARIANTS.update(FUSED)
     if args.baseline:
         load_baseline(args.baseline)
     if args.memory_of:
@@ -299,6 +308,7 @@ def main() -> int:
             if name in SLOW and size != TARGET_SIZES[1]:
                 continue
             baseline = ["--baseline", args.baseline] if args.baseline else []
+            baseline += ["--fused"] if args.fused else []
             child = subprocess.run([sys.executable, __file__, "--device", device, "--memory-of", name,
                                     "--size", ",".join(map(str, size)), *baseline], capture_output=True, text=True)
             if child.returncode:

@@ -1,6 +1,7 @@
 """The GPU checks of issue 16, in one prepared run for a session lent a CUDA device.
 
-1. bench_reward.py --device cuda (19, 150 and 171 classes; writes results/reward_cuda.json);
+1. bench_reward.py --device cuda --fused (19, 150 and 171 classes, eager and fused by
+   torch.compile, alternated; writes results/reward_cuda.json);
 2. the reward loss step (forward + backward through `loss_by_feat`) of the default, local
    per image, reinforce and class-weighted local under
    torch.cuda.set_sync_debug_mode('error'): no host synchronisation;
@@ -32,6 +33,7 @@ SYNC_CASES = {
     "default": {},
     "local, image": {"scope": "image"},
     "reinforce": {"mode": "reinforce"},
+    "default, fused": {"fuse": True},
 }
 
 
@@ -92,14 +94,16 @@ def launches_per_step() -> dict:
 
     import_patched_mmseg()
     launches = {}
-    for batch, height, width in [(4, 256, 512), (8, 256, 512), (8, 512, 1024)]:
-        step = reward_step(19, height, width, {}, batch=batch)
-        step()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    for fuse in (False, True):
+        for batch, height, width in [(4, 256, 512), (8, 256, 512), (8, 512, 1024)]:
+            step = reward_step(19, height, width, {"fuse": fuse}, batch=batch)
             step()
             torch.cuda.synchronize()
-        launches[f"{batch}x19x{height}x{width}"] = sum(1 for e in prof.events() if "LaunchKernel" in e.name)
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                step()
+                torch.cuda.synchronize()
+            name = f"{batch}x19x{height}x{width}" + (", fused" if fuse else "")
+            launches[name] = sum(1 for e in prof.events() if "LaunchKernel" in e.name)
     return launches
 
 
@@ -111,7 +115,7 @@ def main() -> int:
         return 2
     python = sys.executable
     steps = {
-        "bench_reward": [python, str(HERE / "bench_reward.py"), "--device", "cuda"],
+        "bench_reward": [python, str(HERE / "bench_reward.py"), "--device", "cuda", "--fused"],
         "amp_fp16_training": [python, "-m", "pytest", "-q", str(ROOT / "tests" / "test_mixed_precision.py"),
                               "-k", "cuda"],
         "verify_cuda": [python, "-m", "rewardpatch", "verify", "mmsegmentation", "--device", "cuda"],

@@ -5,8 +5,8 @@ subclasses it and hands the reward to it as a sample-wise weight, which MMSeg
 applies before reduction.
 
 For REINFORCE, `label` may carry a leading dimension of K sampled label maps
-that share one set of logits: the log-softmax is then computed once and each
-sample only costs a gather, instead of K full cross-entropies.
+that share one set of logits: the log-softmax is then computed once and the
+samples cost one gather, instead of K full cross-entropies.
 
 It subclasses the tree's own CrossEntropyLoss, whatever its release: where
 that loss has no `loss_name` (MMSeg < 0.20) this class keeps its own, and
@@ -148,12 +148,12 @@ class CrossEntropyRewardLoss(CrossEntropyLoss):
                  reduction_override, ignore_index, ground_truth):
         reduction = reduction_override or self.reduction
         log_probs = F.log_softmax(cls_score, dim=1)
-        # a loop over the K samples only: each is one gather from log_probs
-        losses = torch.stack([
-            F.nll_loss(
-                log_probs, sample, reduction='none', ignore_index=ignore_index)
-            for sample in labels
-        ])
+        # one gather of the K samples' log-probabilities: its backward writes
+        # one logits-sized gradient, where K nll_loss calls would write K
+        labelled = labels != ignore_index
+        at = labels.masked_fill(~labelled, 0).transpose(0, 1)
+        picked = log_probs.gather(1, at).transpose(0, 1)
+        losses = torch.where(labelled, -picked, torch.zeros_like(picked))
         pixel = weight.float() if weight is not None else None
         if self.class_weight is not None:
             if ground_truth is None:

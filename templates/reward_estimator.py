@@ -40,6 +40,7 @@ Nothing here imports MMSeg: the heads of each MMSeg generation call it.
 import contextlib
 import inspect
 import math
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -120,6 +121,60 @@ def pixel_slices(like: Tensor, temporaries: int):
         return [slice(*pair) for pair in zip(bounds, bounds[1:])]
     step = max(1, SLAB_ELEMENTS // max(1, batch * classes))
     return [slice(start, start + step) for start in range(0, pixels, step)]
+
+
+class _Fused:
+    """A pass's slice function compiled by torch.compile (reward_cfg
+    fuse=True): on a GPU its few dozen small kernels become a few. The eager
+    function runs where torch has no torch.compile (< 2.0) and, with one
+    warning, for good once compiling it has failed."""
+
+    def __init__(self, function):
+        self.eager = function
+        self.compiled = None
+        if hasattr(torch, 'compile'):
+            self.compiled = torch.compile(function)
+
+    def __call__(self, *args):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as error:  # the compiler's: Triton, a C compiler
+                warnings.warn(
+                    f'reward_cfg fuse=True: torch.compile failed on '
+                    f'{self.eager.__name__} ({type(error).__name__}: '
+                    f'{error}); the reward runs eagerly')
+                self.compiled = None
+        return self.eager(*args)
+
+
+# slice function -> its _Fused, made on first use
+_FUSED = {}
+# what `fusion` asks, innermost last
+_FUSING = []
+
+
+def fused(function):
+    """`function` fused by torch.compile, compiled once per process."""
+    if function not in _FUSED:
+        _FUSED[function] = _Fused(function)
+    return _FUSED[function]
+
+
+@contextlib.contextmanager
+def fusion(on: bool):
+    """Within it, the per-pixel passes run `fused` where `on` is True (the
+    estimator's step, with reward_cfg fuse=True)."""
+    _FUSING.append(bool(on))
+    try:
+        yield
+    finally:
+        _FUSING.pop()
+
+
+def fusing() -> bool:
+    """Whether the per-pixel passes run fused here."""
+    return bool(_FUSING) and _FUSING[-1]
 
 
 # Counting: IoUMetric's counts, from one histogram of (ground truth, predicted
@@ -407,43 +462,63 @@ def sample_labels(logits: Tensor,
     in_place = probs is not None and gpu_policy(logits)
     if not in_place:
         temporaries += classes
+    draw = fused(_draw_slice) if fusing() else _draw_slice
     for part in pixel_slices(logits, temporaries):
         chunk = logits[:, :, part]
         if in_place:
-            weights = probs[:, :, part]
+            weights = out = probs[:, :, part]
         else:
             weights = torch.empty(
                 chunk.shape, dtype=torch.float32, device=device)
-        # the differences in float32 whatever the logits' dtype
-        if chunk.dtype == torch.float32:
-            torch.sub(chunk, peak[:, None, part], out=weights)
-        else:
-            weights.copy_(chunk).sub_(peak[:, None, part])
-        if temperature != 1.0:
-            weights = weights.mul_(1.0 / temperature)
-        weights = weights.exp_()
-        below = torch.matmul(block_sums, weights)  # [B, blocks, n]
-        total = below[:, -1:]
-        draws = uniforms[..., part]
-        draws = draws.mul_(total) if in_place else draws.mul(total)
-        # the block: the number of blocks whose cumulative mass is <= u
-        block = (below[:, :-1] <= draws).sum(2, keepdim=True)
-        cumulative = below.expand(num_samples, -1, -1, -1)
-        start = cumulative.gather(2, (block - 1).clamp_(min=0))
-        rest = draws.sub_(start.masked_fill_(block == 0, 0))
-        rows = block * width + offsets
-        beyond = rows >= classes
-        rows = rows.clamp_(max=classes - 1)
-        inside = weights.expand(num_samples, -1, -1, -1).gather(2, rows)
-        inside.masked_fill_(beyond, 0)
-        chosen = (torch.matmul(inner, inside) <= rest).sum(2, keepdim=True)
-        chosen = rows.gather(2, chosen.clamp_(max=width - 1))
-        samples[:, :, part] = chosen[:, :, 0]
-        if in_place:
-            weights.div_(total)
-        elif probs is not None:
-            torch.div(weights, total, out=probs[:, :, part])
+            out = None if probs is None else probs[:, :, part]
+        samples[:, :, part] = draw(chunk, peak[:, None, part],
+                                   uniforms[..., part], weights, out,
+                                   block_sums, inner, offsets,
+                                   1.0 / temperature)
     return samples
+
+
+def _draw_slice(chunk: Tensor, peak: Tensor, draws: Tensor, weights: Tensor,
+                out: Tensor, block_sums: Tensor, inner: Tensor,
+                offsets: Tensor, inverse_temperature: float) -> Tensor:
+    """One slice of `sample_labels`: the classes drawn, long [K, B, n].
+
+    `weights` receives exp((z - peak) / T) and `out`, when given, the
+    probabilities; where `out` is `weights`, `draws` (the uniforms) is
+    overwritten too.
+    """
+    classes = chunk.shape[1]
+    width = offsets.shape[0]
+    # the differences in float32 whatever the logits' dtype
+    if chunk.dtype == torch.float32:
+        torch.sub(chunk, peak, out=weights)
+    else:
+        weights.copy_(chunk).sub_(peak)
+    if inverse_temperature != 1.0:
+        weights.mul_(inverse_temperature)
+    weights.exp_()
+    below = torch.matmul(block_sums, weights)  # [B, blocks, n]
+    total = below[:, -1:]
+    # in place where the weights are `out`'s (the GPU policy); a
+    # contiguous temporary on the CPU
+    draws = draws.mul_(total) if out is weights else draws.mul(total)
+    # the block: the number of blocks whose cumulative mass is <= u
+    block = (below[:, :-1] <= draws).sum(2, keepdim=True)
+    cumulative = below.expand(draws.shape[0], -1, -1, -1)
+    start = cumulative.gather(2, (block - 1).clamp_(min=0))
+    rest = draws.sub_(start.masked_fill_(block == 0, 0))
+    rows = block * width + offsets
+    beyond = rows >= classes
+    rows = rows.clamp_(max=classes - 1)
+    inside = weights.expand(draws.shape[0], -1, -1, -1).gather(2, rows)
+    inside.masked_fill_(beyond, 0)
+    chosen = (torch.matmul(inner, inside) <= rest).sum(2, keepdim=True)
+    chosen = rows.gather(2, chosen.clamp_(max=width - 1))
+    if out is weights:
+        weights.div_(total)
+    elif out is not None:
+        torch.div(weights, total, out=out)
+    return chosen[:, :, 0]
 
 
 # Estimators: the local expectation gradient ('local'), REINFORCE's baselines
@@ -490,41 +565,52 @@ def local_expectation(probs: Tensor, samples: Tensor, rows: Tensor,
     # the pixel side, its product and a score of entries (long ones count
     # twice)
     temporaries = classes + count * 24
+    pass_slice = fused(_local_slice) if fusing() else _local_slice
     for part in pixel_slices(probs, temporaries):
-        chosen = probs[:, :, part]
-        sample = samples[:, :, part]
-        truth = rows[:, part].long()
-        inside = truth < classes
-        own = sample == truth
-        at = sample + own * classes
-        a_loss = alpha.gather(2, at)
-        a_lost = lost.gather(2, at)
-        weight = unit[..., None] * pixel_scale[None, :, part]
-        # the pixel side of the product, [B, 4K + 1, n]
-        kept = weight * (1 - a_lost)
-        drop = weight * a_lost
-        side = torch.stack([kept * a_loss, kept, drop * a_loss, drop], 2)
-        side = side.transpose(0, 1).flatten(1, 2)
-        # the two entries per pixel and sample that the product gets wrong
-        to_truth = truth.clamp(max=classes - 1).expand_as(sample)
-        which = a_lost.long() * classes
-        step = inverse.gather(2, which + to_truth)
-        fix_truth = weight * inside * step * (
-            beta.gather(2, to_truth + classes) - beta.gather(2, to_truth))
-        fix_sample = weight * (a_loss + beta.gather(2, at)) * inverse.gather(
-            2, which + sample)
-        fix_truth *= chosen.gather(1, to_truth[0][:, None]).squeeze(1)
-        fix_sample *= chosen.gather(1, sample.transpose(0, 1)).transpose(0, 1)
-        mean = torch.matmul(dense[..., :-1].transpose(1, 2), chosen)
-        mean = (mean * side).sum(1)
-        mean += (fix_truth - fix_sample).sum(0)
-        side = torch.cat([side, mean.neg_()[:, None]], 1)
-        torch.mul(torch.matmul(dense, side), chosen, out=chosen)
-        chosen.scatter_add_(1, to_truth.transpose(0, 1),
-                            fix_truth.transpose(0, 1))
-        chosen.scatter_add_(1, sample.transpose(0, 1),
-                            fix_sample.neg_().transpose(0, 1))
+        pass_slice(probs[:, :, part], samples[:, :, part], rows[:, part],
+                   pixel_scale[None, :, part], alpha, lost, beta, inverse,
+                   unit, dense)
     return probs
+
+
+def _local_slice(chosen: Tensor, sample: Tensor, truth: Tensor,
+                 pixel_scale: Tensor, alpha: Tensor, lost: Tensor,
+                 beta: Tensor, inverse: Tensor, unit: Tensor,
+                 dense: Tensor) -> None:
+    """One slice of `local_expectation`, written over `chosen` (its
+    probabilities)."""
+    classes = chosen.shape[1]
+    truth = truth.long()
+    inside = truth < classes
+    own = sample == truth
+    at = sample + own * classes
+    a_loss = alpha.gather(2, at)
+    a_lost = lost.gather(2, at)
+    weight = unit[..., None] * pixel_scale
+    # the pixel side of the product, [B, 4K + 1, n]
+    kept = weight * (1 - a_lost)
+    drop = weight * a_lost
+    side = torch.stack([kept * a_loss, kept, drop * a_loss, drop], 2)
+    side = side.transpose(0, 1).flatten(1, 2)
+    # the two entries per pixel and sample that the product gets wrong
+    to_truth = truth.clamp(max=classes - 1).expand_as(sample)
+    which = a_lost.long() * classes
+    step = inverse.gather(2, which + to_truth)
+    fix_truth = weight * inside * step * (
+        beta.gather(2, to_truth + classes) - beta.gather(2, to_truth))
+    fix_sample = weight * (a_loss + beta.gather(2, at)) * inverse.gather(
+        2, which + sample)
+    fix_truth *= chosen.gather(1, to_truth[0][:, None]).squeeze(1)
+    fix_sample *= chosen.gather(1, sample.transpose(0, 1)).transpose(0, 1)
+    mean = torch.matmul(dense[..., :-1].transpose(1, 2), chosen)
+    mean = (mean * side).sum(1)
+    mean += (fix_truth - fix_sample).sum(0)
+    side = torch.cat([side, mean.neg_()[:, None]], 1)
+    torch.mul(torch.matmul(dense, side), chosen, out=chosen)
+    chosen.scatter_add_(1, to_truth.transpose(0, 1),
+                        fix_truth.transpose(0, 1))
+    chosen.scatter_add_(1, sample.transpose(0, 1),
+                        fix_sample.neg_().transpose(0, 1))
 
 
 class _LossWithGradient(torch.autograd.Function):
@@ -671,6 +757,10 @@ class RewardEstimator(torch.nn.Module):
         scales each pixel's term, in every mode, so that the estimate is
         unbiased for the gradient of the pixel-weighted objective.
         """
+        with fusion(self.cfg.get('fuse', False)):
+            return self._step(logits, gt, loss_module, pixel_weight)
+
+    def _step(self, logits, gt, loss_module, pixel_weight):
         cfg = self.cfg
         classes = self.num_classes
         rows = label_rows(gt, classes, self.ignore_index)

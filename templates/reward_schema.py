@@ -43,6 +43,8 @@ REWARD_CFG_DEFAULTS = dict(
         mle_weight=0.0),
     weighted_ce=dict(scope='image', reward='miou', mle_weight=0.0))
 DATASET_DECAY = 0.99
+# 'local' and 'reinforce' also read `fuse` (default False): their per-pixel
+# passes compiled by torch.compile (reward_estimator.py, `fused`).
 
 
 def _class_mean(score, union):
@@ -109,7 +111,7 @@ def check_reward_cfg(reward_cfg) -> dict:
     known = ['mode']
     for keys in REWARD_CFG_DEFAULTS.values():
         known += [key for key in keys if key not in known]
-    known.append('decay')
+    known += ['decay', 'fuse']
     unknown = [key for key in reward_cfg if key not in known]
     if unknown:
         raise ValueError(f'reward_cfg: unknown key {unknown[0]!r}; '
@@ -120,7 +122,9 @@ def check_reward_cfg(reward_cfg) -> dict:
                          f'{", ".join(map(repr, MODES))}, got {mode!r}')
     defaults = REWARD_CFG_DEFAULTS[mode]
     for key in reward_cfg:
-        if key not in defaults and key not in ('mode', 'decay'):
+        sampling = key == 'fuse' and mode != 'weighted_ce'
+        if key not in defaults and key not in ('mode', 'decay') and (
+                not sampling):
             raise ValueError(f'reward_cfg.{key} does not apply to '
                              f'mode={mode!r}')
     cfg = dict(mode=mode, **defaults)
@@ -157,6 +161,8 @@ def check_reward_cfg(reward_cfg) -> dict:
     if 'normalize_advantage' in cfg and not isinstance(
             cfg['normalize_advantage'], bool):
         raise bad('normalize_advantage', 'True or False')
+    if not isinstance(cfg.get('fuse', False), bool):
+        raise bad('fuse', 'True or False')
     if not number('mle_weight') or cfg['mle_weight'] < 0:
         raise bad('mle_weight', 'a number >= 0')
     return cfg
