@@ -1,6 +1,6 @@
 """What apply, revert and check mean for a tree, computed as a PatchPlan or a problem list.
 
-Nothing here writes: the CLI prints a plan (dry-run) or executes it.
+Nothing here writes: engine.py hands a plan to the CLI to print (dry-run) or executes it.
 """
 
 from __future__ import annotations
@@ -730,11 +730,3 @@ def _recorded_problems(tree: MMSegTree, manifest: Manifest) -> list[Problem]:
             )
     return problems
 
-
-def undo(plan: PatchPlan) -> None:
-    """Put back what executing `plan` wrote: the inverse plan (each change's before and after
-    swapped, in reverse order), executed; it rolls itself back if it fails."""
-    inverse = PatchPlan(plan.tree)
-    for change in reversed(plan.changes):
-        inverse.add(change.path, change.after, change.before, note=f"undo {change.note}".strip())
-    inverse.execute()
