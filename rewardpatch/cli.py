@@ -227,7 +227,7 @@ def apply_command(
 ) -> int:
     """Insert the reward modules into TREE and generate reward_<head>.py for each head."""
     from . import engine
-    from .planner import ApplyOptions, Purpose
+    from .planning import ApplyOptions, Purpose
 
     requested = _heads_option(heads)
     options = ApplyOptions(

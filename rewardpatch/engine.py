@@ -17,7 +17,7 @@ from .head_index import HeadInfo
 from .manifest import Manifest
 from .notice import printed, warn
 from .patch_plan import PatchPlan
-from .planner import ApplyOptions, Problem, check_tree, list_heads, plan_apply, plan_revert
+from .planning import ApplyOptions, Problem, check_tree, list_heads, plan_apply, plan_revert
 from .signals import consume_all, held, name as signal_name, pending
 from .tree import MMSegTree
 
