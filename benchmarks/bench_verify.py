@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 from machine import describe, one_line  # noqa: E402
 
 from rewardpatch.checkout import pristine  # noqa: E402
-from rewardpatch.planner import plan_apply  # noqa: E402
+from rewardpatch.planning import plan_apply  # noqa: E402
 from rewardpatch.tree import MMSegTree  # noqa: E402
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from rewardpatch.checkout import cache_dir, pristine
-from rewardpatch.planner import ApplyOptions, plan_apply
+from rewardpatch.planning import ApplyOptions, plan_apply
 from rewardpatch.tree import MMSegTree
 
 

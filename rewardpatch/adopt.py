@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING
 from .bindings import module_stem, parse_python, sibling_path
 from .errors import InputError, StateError
 from .head_index import INCOMPATIBLE, REWARD_STEM_PREFIX, HeadIndex, is_generated, is_reward_name, unrewarded_name
-from .manifest import ORIGINAL, Manifest
+from .manifest import Manifest
 from .tree import MMSegTree, NotText
 from .treefs import TooLarge
 
 if TYPE_CHECKING:
     from .patch_plan import PatchPlan
-    from .planner import _Draft
 
 KEEP_OLD_BEHAVIOUR = (
     "to keep the hand-made heads' old behaviour (cross-entropy weighted by each image's "
@@ -124,9 +123,25 @@ def adopted_heads(files: list[HandMadeFile], index: HeadIndex) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Takeover:
+    """A hand-made text `apply --adopt` takes over: apply keeps `text` (what stood at `path`)
+    under .rewardpatch/original/, removes the file where `removed`, and says `said(copy)`."""
+
+    path: str
+    text: str | None
+    what: str  # the line apply says, before "; yours is kept at <copy>"
+    removed: bool = False
+
+    def said(self, copy: str) -> str:
+        """The line the plan says of it (PatchPlan.adopted), `copy` the path it is kept at."""
+        return f"{self.what}; yours is kept at {copy}"
+
+
+@dataclass(frozen=True)
 class Adoption:
     """The hand-made files `apply --adopt` takes over (none without --adopt), by path, and
-    the steps of apply's plan that concern them (planner._plan_apply)."""
+    what apply's plan does with them (planning/apply.py): each is a Takeover, which the
+    plan carries out; nothing here changes a plan."""
 
     files: dict[str, HandMadeFile] = field(default_factory=dict)
 
@@ -138,41 +153,40 @@ class Adoption:
         """The heads whose Reward<X> the hand-made head files define: apply generates them."""
         return adopted_heads([f for f in self.files.values() if f.package == index.gen.heads_dir], index)
 
-    def replace(self, draft: _Draft, path: str, current: str | None) -> bool:
-        """Whether `path`, which apply writes, is hand-made: then kept under .rewardpatch/original/."""
+    def replaced(self, path: str, current: str | None) -> Takeover | None:
+        """`path`, which apply writes, when it is hand-made: its text `current` is kept."""
         if path not in self.files:
-            return False
-        copy = draft.keep(path, current, ORIGINAL)
-        draft.plan.adopted.append(f"{path}: replaced by the managed version; yours is kept at {copy}")
-        return True
+            return None
+        return Takeover(path, current, f"{path}: replaced by the managed version")
 
-    def plan_removed(self, draft: _Draft, files: dict) -> None:
-        """Remove each hand-made file apply does not write: its Reward<X> is generated in another file now."""
+    def removed(self, tree: MMSegTree, files: dict) -> list[Takeover]:
+        """Each hand-made file apply does not write (`files`, by path): removed, its Reward<X>
+        generated in another file now."""
+        takeovers = []
         for path, hand in sorted(self.files.items()):
             if path not in files:
-                current = draft.tree.read(path)
-                copy = draft.keep(path, current, ORIGINAL)
-                draft.plan.add(path, current, None, note="made by hand, adopted")
                 where = ", ".join(sorted(p for p, (_, r) in files.items() if set(r.classes) & set(hand.classes)))
-                draft.plan.adopted.append(
-                    f"{path}: removed, {', '.join(hand.classes)} generated in {where}; yours is kept at {copy}"
-                )
+                takeovers.append(Takeover(
+                    path, tree.read(path), f"{path}: removed, {', '.join(hand.classes)} generated in {where}",
+                    removed=True,
+                ))
+        return takeovers
 
-    def drop_imports(self, draft: _Draft, init: str, pristine: str) -> str:
+    def dropped_imports(self, init: str, pristine: str) -> tuple[str, Takeover | None]:
         """`pristine` (`init` without rewardpatch's exports) without its imports from the hand-made
-        files beside it; when there were any, `pristine` is kept: revert gives it back."""
+        files beside it; when there were any, `pristine` is kept too: revert gives it back."""
         from .codemods.exports import drop_imports_from
 
         replaced = {f.stem for f in self.files.values() if sibling_path(init, f.stem) == f.path}
         if not replaced:
-            return pristine
+            return pristine, None
         stripped = drop_imports_from(pristine, replaced)
-        if stripped != pristine:
-            copy = draft.keep(init, pristine, ORIGINAL)
-            draft.plan.adopted.append(f"{init}: the hand-made imports replaced; yours is kept at {copy}")
-        return stripped
+        if stripped == pristine:
+            return pristine, None
+        return stripped, Takeover(init, pristine, f"{init}: the hand-made imports replaced")
 
     def note(self, plan: PatchPlan) -> None:
+        """Tell how to keep the hand-made heads' old behaviour, when `plan` adopted any."""
         if plan.adopted:
             plan.notes.append(KEEP_OLD_BEHAVIOUR)
 

@@ -18,16 +18,14 @@ import sys
 import click
 
 from . import __version__
-from . import journal, streams
+from . import streams
 from .errors import (
-    EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_REPORT_LOST, EXIT_USAGE, Interrupted, RewardpatchError, StateError,
+    EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_REPORT_LOST, EXIT_USAGE, Interrupted, RewardpatchError,
 )
 from .mmseg_generations import supported_versions
-from .notice import printed, warn
 from .optional import require_stack
 from .options import mmseg_version_option, tree_or_installed
 from .signals import interrupt_behind, name as signal_name, signum_of
-from .tree import MMSegTree
 
 TREE = click.argument("tree", type=click.Path(file_okay=True, dir_okay=True, path_type=str))
 
@@ -39,24 +37,6 @@ def _heads_option(value: str | None) -> list[str] | None:
     if not names:
         raise click.BadParameter("expects head names separated by commas, e.g. ASPPHead,FCNHead")
     return names
-
-
-def open_tree(path: str, mmseg_version: str | None) -> MMSegTree:
-    """The tree at `path`, for a verb that only reads it and writes nothing: what an
-    interrupted run left is said, and the tree read as its rollback will leave it (journal.look);
-    a verb that writes holds journal.exclusive instead, which rolls it back."""
-    mmseg = MMSegTree.open(path, mmseg_version)
-    _look(mmseg)
-    return mmseg
-
-
-def _look(mmseg: MMSegTree, say: bool = True) -> journal.Leftovers | None:
-    leftovers = journal.look(mmseg.root)
-    if leftovers is not None:
-        for message in leftovers.messages() if say else ():
-            warn(message)
-        mmseg.overlay.update(leftovers.restores)
-    return leftovers
 
 
 def _say(message: str = "") -> None:
@@ -186,20 +166,11 @@ def cli() -> None:
 @mmseg_version_option
 def list_heads_command(tree: str | None, as_json: bool, installed: bool, imports: tuple[str, ...],
                        mmseg_version: str | None) -> int:
+    from . import engine
     from .head_index import COMPATIBLE, CONDITIONAL, INCOMPATIBLE, PATCHED
-    from .planner import list_heads
 
     tree_or_installed(tree, installed, imports)
-    if installed:
-        from .installed import installed_tree, plugin_verdicts
-
-        mmseg = installed_tree(mmseg_version)
-        with printed() as notices:
-            heads = plugin_verdicts(mmseg, list(imports), notices)
-    else:
-        mmseg = open_tree(tree, mmseg_version)
-        with printed() as notices:
-            heads = list_heads(mmseg, notices)
+    mmseg, heads = engine.heads(tree, installed, imports, mmseg_version)
     if as_json:
         _say(json.dumps([h.as_json() for h in heads], indent=2))
         return EXIT_OK
@@ -255,7 +226,8 @@ def apply_command(
     mmseg_version: str | None,
 ) -> int:
     """Insert the reward modules into TREE and generate reward_<head>.py for each head."""
-    from .planner import ApplyOptions, Purpose, plan_apply
+    from . import engine
+    from .planning import ApplyOptions, Purpose
 
     requested = _heads_option(heads)
     options = ApplyOptions(
@@ -263,71 +235,24 @@ def apply_command(
         purpose=Purpose.DRY_RUN if dry_run else Purpose.APPLY,
     )
     if dry_run:
-        mmseg = open_tree(tree, mmseg_version)
-        with printed() as notices:
-            plan = plan_apply(mmseg, options, notices)
+        plan = engine.preview_apply(tree, mmseg_version, options)
         _write_diff(plan)
         _tell(f"dry run: apply would change {len(plan.changes)} files; nothing was written")
         return EXIT_OK
-    mmseg = MMSegTree.open(tree, mmseg_version)
-    with journal.exclusive(mmseg.root):  # one writer; an interrupted run is rolled back first
-        with printed() as notices:
-            plan = plan_apply(mmseg, options, notices)
-        return _apply(mmseg, plan, commit)
-
-
-def _apply(mmseg: MMSegTree, plan, commit: bool) -> int:
-    selected = plan.heads
+    applied = engine.apply(tree, mmseg_version, options, commit)
+    mmseg, plan, committed = applied.tree, applied.plan, applied.committed
     if plan.empty:
         _say(f"already patched: nothing to do ({mmseg.root})")
         return EXIT_OK
-    if commit:
-        from . import gitstate
-
-        gitstate.check_can_commit(mmseg.root)  # before anything is written
-    plan.execute("apply")
-    committed = _commit(mmseg, plan) if commit else None
     _say(f"patched MMSegmentation {mmseg.version} at {mmseg.root}:")
     _print_changes(plan)
-    _say(f"{len(selected)} heads have a reward version: {', '.join(selected)}")
+    _say(f"{len(plan.heads)} heads have a reward version: {', '.join(plan.heads)}")
     if committed:
         _say(f"committed {committed.sha}")
         if committed.forced:
             _say(f"note: git's ignore rules ({'; '.join(committed.rules)}) match {len(committed.forced)} of the "
                  "files apply wrote: committed with git add --force")
     return EXIT_OK
-
-
-def _commit(mmseg: MMSegTree, plan):
-    """Commit the patch just written (a gitstate.Commit); if git fails, or a signal comes first,
-    take it back out."""
-    from . import gitstate
-    from .planner import undo
-    from .signals import consume_all, held, pending
-
-    selected = plan.heads
-    message = (
-        f"Add reward versions of {len(selected)} decode heads (rewardpatch)\n\n"
-        f"Heads: {', '.join(selected)}\n"
-        + "".join(f"Note: {n}\n" for n in plan.notes)
-        + f"\nGenerated by rewardpatch {__version__} for MMSegmentation {mmseg.version}.\n"
-    )
-    with held():  # a signal waits until git is done; Ctrl-C in a terminal stops git itself (a failure)
-        try:
-            committed = gitstate.commit(mmseg.root, [c.path for c in plan.changes], message)
-        except StateError as exc:  # the paths are unstaged already; take the patch back out
-            consume_all()  # the undo must not stop half-way for a signal that came during git
-            try:
-                undo(plan)
-            except (StateError, Interrupted) as failed:
-                raise StateError(f"{exc}; the patch stays written, uncommitted (undoing it failed: {failed})") from None
-            raise StateError(f"{exc}; the patch was rolled back, nothing was changed") from None
-        late = pending()
-        if late is not None:
-            consume_all()
-            raise Interrupted(f"interrupted ({signal_name(late)}) after the patch was committed as {committed.sha}",
-                              signum=late)
-    return committed
 
 
 @cli.command("revert")
@@ -337,17 +262,14 @@ def _commit(mmseg: MMSegTree, plan):
 @mmseg_version_option
 def revert_command(tree: str, force: bool, dry_run: bool, mmseg_version: str | None) -> int:
     """Undo `apply`: remove the created files and take the added exports out again."""
-    from .planner import plan_revert
+    from . import engine
 
     if dry_run:
-        plan = plan_revert(open_tree(tree, mmseg_version), force=force)
+        plan = engine.preview_revert(tree, mmseg_version, force)
         _write_diff(plan)
         _tell(f"dry run: revert would change {len(plan.changes)} files; nothing was written")
         return EXIT_OK
-    mmseg = MMSegTree.open(tree, mmseg_version)
-    with journal.exclusive(mmseg.root):
-        plan = plan_revert(mmseg, force=force)
-        plan.execute("revert")
+    mmseg, plan = engine.revert(tree, mmseg_version, force)
     _say(f"reverted the patch of {mmseg.root}:")
     _print_changes(plan)
     return EXIT_OK
@@ -359,26 +281,10 @@ def revert_command(tree: str, force: bool, dry_run: bool, mmseg_version: str | N
 @mmseg_version_option
 def check_command(tree: str, as_json: bool, mmseg_version: str | None) -> int:
     """Exit 0 when TREE is patched and consistent, else 1 with every problem (for CI)."""
-    from .manifest import Manifest
-    from .planner import Problem, check_tree
+    from . import engine
 
-    mmseg = MMSegTree.open(tree, mmseg_version)
-    try:
-        leftovers = _look(mmseg, say=False)  # checked as the rollback will leave the tree; nothing is written
-    except StateError as busy:
-        leftovers, problems = None, [Problem(journal.LOCK_NAME, "locked", str(busy))]
-        manifest = Manifest.load(mmseg)  # read on while a writer plans
-    else:
-        manifest = Manifest.load(mmseg)
-        with printed() as notices:
-            problems = check_tree(mmseg, manifest, notices)
-    if leftovers is not None:  # the run that was interrupted did not happen, and is not undone yet
-        problems[:0] = [Problem(f.name, "foreign", str(f)) for f in leftovers.foreign]
-        if leftovers.interrupted:
-            problems.insert(0, Problem(journal.JOURNAL_NAME, "interrupted", leftovers.run_message()))
-        for note in (None if leftovers.interrupted else leftovers.run_message(), leftovers.lock_message()):
-            if note:
-                warn(note)
+    checked = engine.check(tree, mmseg_version)
+    mmseg, manifest, problems = checked.tree, checked.manifest, checked.problems
     if as_json:
         report = {
             "ok": not problems,

@@ -106,7 +106,7 @@ def plugin_verdicts(tree: MMSegTree, imports: list[str], notices: Notices):
     those of the project's `imports` (a probe imports them; none when there are none). The
     files it skips are warnings in `notices`."""
     from .head_index import HeadInfo
-    from .planner import list_heads
+    from .planning import list_heads
 
     heads = list_heads(tree, notices)
     if imports:

@@ -4,7 +4,7 @@ Importing this module registers, in the registries of the MMSegmentation that `i
 finds (a pip-installed 1.x or 0.x), what `rewardpatch apply` would add to that tree:
 CrossEntropyRewardLoss, IoUMetricLoss, the reward estimator, RewardDecodeHead and
 Reward<X> for every head `list-heads` calls compatible there. Their code is the very text
-apply would write (planner.created_texts: the templates/ files and the codemod's head
+apply would write (planning.created_texts: the templates/ files and the codemod's head
 copies), planned on the installed package without writing anything, and executed from
 memory as the modules apply would create (mmseg.models.decode_heads.reward_fcn_head,
 ...). Planning is deterministic, so every rank of a distributed run registers the same
@@ -181,7 +181,7 @@ def _verdicts(plugin: _Plugin, project: dict[str, ProjectModule]):
     """list-heads' verdicts for the heads of `project`'s modules."""
     from .manifest import Manifest
     from .notice import Notices
-    from .planner import load_state
+    from .planning import load_state
 
     # the tree's own warnings were printed when _open planned it; these would repeat them
     state = load_state(plugin.tree, Manifest.load(plugin.tree), extra=_extra({**plugin.project, **project}),
@@ -193,7 +193,7 @@ def _verdicts(plugin: _Plugin, project: dict[str, ProjectModule]):
 def _run(plugin: _Plugin, project: dict[str, ProjectModule]) -> tuple[str, ...]:
     """Plan with `project` added and execute the modules not executed yet; the names registered."""
     from .notice import Notices
-    from .planner import created_texts
+    from .planning import created_texts
 
     every = {**plugin.project, **project}
     if every:  # planned again with the project's modules; the tree's warnings were printed by _open
@@ -239,7 +239,7 @@ def _open() -> _Plugin | None:
         raise PluginError(f"MMSegmentation is not importable ({type(exc).__name__}: {exc})") from None
     from .mmseg_generations import shown, supported_versions, supporting_generation
     from .notice import printed
-    from .planner import created_texts
+    from .planning import created_texts
     from .tree import MANIFEST_NAME, MMSegTree
 
     root = Path(mmseg.__file__).resolve().parent.parent

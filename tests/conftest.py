@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from rewardpatch import checkout
 from rewardpatch.cli import cli, main
-from rewardpatch.planner import plan_apply
+from rewardpatch.planning import plan_apply
 from rewardpatch.tree import MMSegTree
 
 IN_CI = bool(os.environ.get("CI"))

@@ -13,7 +13,7 @@ from rewardpatch import mmseg_generations
 from rewardpatch.head_index import COMPATIBLE
 from rewardpatch.manifest import Manifest
 from rewardpatch.patch_plan import PatchPlan
-from rewardpatch.planner import ApplyOptions, check_tree, list_heads, plan_apply, plan_revert
+from rewardpatch.planning import ApplyOptions, check_tree, list_heads, plan_apply, plan_revert
 from rewardpatch.tree import MANIFEST_NAME, MMSegTree
 
 HEADS = "mmseg/models/decode_heads"

@@ -14,7 +14,7 @@ import pytest
 
 import forks
 from conftest import copy_checkout, run_cli, run_python
-from rewardpatch.planner import plan_apply
+from rewardpatch.planning import plan_apply
 from rewardpatch.tree import MMSegTree
 from test_da_forks import relaxed_import
 from test_mmseg_0x import snapshot

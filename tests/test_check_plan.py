@@ -26,16 +26,16 @@ def test_a_changed_head_generator_shows_as_drift_naming_each_file(capsys, tree, 
 
 
 def test_a_changed_template_shows_even_when_the_manifest_hashes_agree(capsys, tree, monkeypatch):
-    from rewardpatch import planner
+    from rewardpatch.planning import desired
 
     assert run_cli(capsys, "apply", tree, "--heads", "FCNHead")[0] == 0
-    real = planner.template_text
+    real = desired.template_text
 
     def rewritten(spec, index):
         text, exports = real(spec, index)
         return text + "# rewritten\n", exports
 
-    monkeypatch.setattr(planner, "template_text", rewritten)
+    monkeypatch.setattr(desired, "template_text", rewritten)
     code, out, _ = run_cli(capsys, "check", tree, "--json")
     assert code == 1
     problems = json.loads(out)["problems"]

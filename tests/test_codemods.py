@@ -21,7 +21,7 @@ from rewardpatch.codemods.export_record import ExportRecord, missing_exports
 from rewardpatch.codemods.exports import add_exports, remove_exports
 from rewardpatch.codemods.reward_head import RewardClass, render_reward_module
 from rewardpatch.head_index import ClassInfo, reward_name
-from rewardpatch.planner import plan_apply, plan_revert
+from rewardpatch.planning import plan_apply, plan_revert
 from rewardpatch.tree import MMSegTree, sha256
 
 BASE = '''\

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import one_line_error, run_cli, run_python
-from rewardpatch.planner import ApplyOptions, plan_apply
+from rewardpatch.planning import ApplyOptions, plan_apply
 from rewardpatch.tree import MMSegTree
 
 DEEPLABV3 = "configs/deeplabv3/deeplabv3_r50-d8_4xb2-40k_cityscapes-512x1024.py"

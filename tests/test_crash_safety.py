@@ -20,7 +20,7 @@ import pytest
 from conftest import git_status, one_line_error, run_cli, start_cli
 from rewardpatch import faults, journal
 from rewardpatch.errors import Interrupted, StateError
-from rewardpatch.planner import ApplyOptions, plan_apply, plan_revert
+from rewardpatch.planning import ApplyOptions, plan_apply, plan_revert
 from rewardpatch.tree import MMSegTree
 from test_adopt import follow_the_recipe
 from test_backups import commit_hand_made_files

@@ -21,7 +21,7 @@ import pytest
 
 import forks
 from conftest import IN_CI, REPO, copy_checkout, git_status, run_cli, run_cli_process
-from rewardpatch.planner import plan_apply
+from rewardpatch.planning import plan_apply
 from rewardpatch.tree import MMSegTree
 from test_mmseg_0x import snapshot
 

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import copy_checkout
 from drop_in import SIGMOID_CE, sigmoid_refusal
-from rewardpatch.planner import plan_apply
+from rewardpatch.planning import plan_apply
 from rewardpatch.tree import MANIFEST_NAME, MMSegTree
 
 WORKER = Path(__file__).parent / "workers" / "drop_in_heads_0x.py"

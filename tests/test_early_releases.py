@@ -12,7 +12,7 @@ import pytest
 from conftest import git_status, run_cli
 from rewardpatch.head_index import COMPATIBLE, INCOMPATIBLE
 from rewardpatch.mmseg_generations import generation_for
-from rewardpatch.planner import list_heads
+from rewardpatch.planning import list_heads
 from rewardpatch.tree import MMSegTree
 from test_list_heads import COMPATIBLE_BOTH
 from test_mmseg_0x import COMPATIBLE_0X, snapshot

@@ -175,7 +175,7 @@ def test_a_signal_landing_on_another_thread_still_rolls_back(capsys, tree, monke
 def test_ctrl_c_wrapped_by_python_in_another_error_is_an_interrupt_too(capsys, tree, monkeypatch):
     """Ctrl-C landing in a class body's __set_name__ (libcst's nodes, imported on first use)
     reaches the CLI as a RuntimeError caused by it."""
-    import rewardpatch.planner
+    import rewardpatch.engine
 
     def interrupted_import(*args, **kwargs):
         try:
@@ -183,7 +183,7 @@ def test_ctrl_c_wrapped_by_python_in_another_error_is_an_interrupt_too(capsys, t
         except KeyboardInterrupt as exc:
             raise RuntimeError("Error calling __set_name__ on 'Field' instance") from exc
 
-    monkeypatch.setattr(rewardpatch.planner, "plan_apply", interrupted_import)
+    monkeypatch.setattr(rewardpatch.engine, "plan_apply", interrupted_import)
     code, _, err = run_cli(capsys, "apply", tree)
     assert code == 130
     assert one_line_error(err) == "rewardpatch: error: interrupted (SIGINT)"

@@ -19,7 +19,8 @@ import pytest
 
 import forks
 from conftest import run_cli
-from rewardpatch import planner
+from rewardpatch import planning as planner
+from rewardpatch.planning import desired
 from rewardpatch.head_index import is_generated
 from rewardpatch.manifest import Manifest
 from rewardpatch.tree import MMSegTree
@@ -125,12 +126,12 @@ def test_every_file_apply_writes_names_its_copyright_and_license(tree, capsys):
 
 
 def test_a_tree_patched_before_the_copyright_line_shows_drift_and_apply_refreshes_it(tree, capsys, monkeypatch):
-    header = planner._header
-    monkeypatch.setattr(planner, "_header", lambda origin, digest, template=False: header(origin, digest)[:3])
+    header = desired._header
+    monkeypatch.setattr(desired, "_header", lambda origin, digest, template=False: header(origin, digest)[:3])
     assert run_cli(capsys, "apply", tree)[0] == 0
     git(tree, "add", "-A")
     git(tree, "commit", "-qm", "rewardpatch apply (the previous release)")
-    monkeypatch.setattr(planner, "_header", header)
+    monkeypatch.setattr(desired, "_header", header)
     old = {path: (tree / path).read_text() for path in Manifest.load(MMSegTree.open(tree)).created()}
     assert all(is_generated(text) for text in old.values())
     problems = planner.check_tree(opened := MMSegTree.open(tree), Manifest.load(opened))

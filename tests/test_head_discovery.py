@@ -12,7 +12,7 @@ import textwrap
 from conftest import git_status, run_cli, run_python
 from rewardpatch.head_index import COMPATIBLE, INCOMPATIBLE
 from rewardpatch.manifest import Manifest
-from rewardpatch.planner import list_heads
+from rewardpatch.planning import list_heads
 from rewardpatch.tree import MMSegTree
 
 HEADS = "mmseg/models/decode_heads"

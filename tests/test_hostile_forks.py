@@ -149,7 +149,7 @@ def test_a_journal_signed_with_this_users_key_is_still_checked_path_by_path(caps
 
 def crash_an_apply(tree: Path, *heads: str) -> None:
     """An apply of `heads` stopped among its renames, as by SIGKILL: its journal stays."""
-    from rewardpatch.planner import ApplyOptions, plan_apply
+    from rewardpatch.planning import ApplyOptions, plan_apply
     from rewardpatch.tree import MMSegTree
 
     plan = plan_apply(MMSegTree.open(tree), ApplyOptions(heads=heads))

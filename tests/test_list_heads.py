@@ -8,7 +8,7 @@ import pytest
 
 from conftest import run_cli_process
 from rewardpatch.head_index import COMPATIBLE, INCOMPATIBLE, PATCHED
-from rewardpatch.planner import list_heads
+from rewardpatch.planning import list_heads
 from rewardpatch.tree import MMSegTree
 
 COMPATIBLE_BOTH = {
@@ -75,7 +75,7 @@ def test_a_head_deriving_from_an_incompatible_head_inherits_the_verdict(tree):
 
 
 def test_patched_heads_are_reported_as_patched(tree):
-    from rewardpatch.planner import ApplyOptions, plan_apply
+    from rewardpatch.planning import ApplyOptions, plan_apply
 
     plan_apply(MMSegTree.open(tree), ApplyOptions(heads=("CCHead",))).execute()
     heads = verdicts(tree)

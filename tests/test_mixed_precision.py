@@ -28,7 +28,7 @@ from unittest import mock
 import pytest
 
 from conftest import copy_checkout
-from rewardpatch.planner import plan_apply
+from rewardpatch.planning import plan_apply
 from rewardpatch.tree import MMSegTree
 
 CASES = {

@@ -18,7 +18,7 @@ from conftest import copy_checkout, git_status, one_line_error, run_cli
 from rewardpatch.checkout import COMMIT_ENV
 from rewardpatch.head_index import COMPATIBLE, INCOMPATIBLE
 from rewardpatch.mmseg_generations import data_dir, generation_for
-from rewardpatch.planner import list_heads, plan_apply
+from rewardpatch.planning import list_heads, plan_apply
 from rewardpatch.tree import BACKUP_DIR, MMSegTree
 
 VERSIONS = ["0.24.1", "0.30.0"]

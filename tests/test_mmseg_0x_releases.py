@@ -13,7 +13,7 @@ import pytest
 
 from conftest import git_status, run_cli, run_python
 from rewardpatch.head_index import COMPATIBLE, INCOMPATIBLE
-from rewardpatch.planner import list_heads
+from rewardpatch.planning import list_heads
 from rewardpatch.tree import MMSegTree
 from test_da_forks import relaxed_import
 from test_mmseg_0x import COMPATIBLE_0X, NOT_HEADS, OWN_LOSS, snapshot

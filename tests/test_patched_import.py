@@ -2,7 +2,7 @@
 
 from conftest import copy_checkout, run_python
 from rewardpatch.manifest import Manifest
-from rewardpatch.planner import plan_apply
+from rewardpatch.planning import plan_apply
 from rewardpatch.tree import MMSegTree
 
 

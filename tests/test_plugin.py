@@ -18,7 +18,7 @@ import pytest
 
 from conftest import copy_checkout
 from rewardpatch.head_index import COMPATIBLE
-from rewardpatch.planner import ApplyOptions, list_heads, plan_apply
+from rewardpatch.planning import ApplyOptions, list_heads, plan_apply
 from rewardpatch.tree import MMSegTree
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPORT_KEYS, one_line_error, run_cli_process
-from rewardpatch.planner import list_heads
+from rewardpatch.planning import list_heads
 from rewardpatch.tree import MMSegTree
 from test_config import AB_ONLY_DIFFERENCES, TINY, differ_only_in
 from test_plugin import last_line, relative_project, run

@@ -20,7 +20,7 @@ import logging
 import pytest
 
 from conftest import copy_checkout, run_python
-from rewardpatch.planner import ApplyOptions, plan_apply
+from rewardpatch.planning import ApplyOptions, plan_apply
 from rewardpatch.tree import MMSegTree
 
 SIZE = 32

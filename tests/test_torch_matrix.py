@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from rewardpatch import checkout
-from rewardpatch.planner import plan_apply
+from rewardpatch.planning import plan_apply
 from rewardpatch.tree import MMSegTree
 from template_modules import REWARD_NAMES, TEMPLATES
 

@@ -18,7 +18,7 @@ import pytest
 
 import forks
 from conftest import copy_checkout
-from rewardpatch.planner import plan_apply
+from rewardpatch.planning import plan_apply
 from rewardpatch.tree import MMSegTree
 
 PINS = {"flake8": "5.0.4", "isort": "5.12.0", "yapf": "0.32.0"}

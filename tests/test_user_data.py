@@ -8,7 +8,7 @@ import pytest
 from conftest import git_status, one_line_error, run_cli
 from rewardpatch.bindings import unresolved_imports
 from rewardpatch.errors import StateError
-from rewardpatch.planner import KEPT_DIR, plan_revert
+from rewardpatch.planning import KEPT_DIR, plan_revert
 from rewardpatch.tree import BACKUP_DIR, MANIFEST_NAME, MMSegTree
 
 HEADS = "mmseg/models/decode_heads"
@@ -183,7 +183,7 @@ def test_revert_refuses_an_import_it_cannot_take_out_and_check_reports_it(capsys
 def test_revert_never_leaves_an_import_of_a_module_it_removes(tree, monkeypatch):
     """The last safety net: even an inverse edit that missed an import is refused."""
     tree_ = MMSegTree.open(tree)
-    from rewardpatch.planner import ApplyOptions, plan_apply
+    from rewardpatch.planning import ApplyOptions, plan_apply
 
     plan_apply(tree_, ApplyOptions(heads=("FCNHead",))).execute()
     monkeypatch.setattr("rewardpatch.codemods.exports.remove_exports", lambda source, record: source)

@@ -7,7 +7,7 @@ import pytest
 import forks
 from conftest import FINETUNE_KEYS, HEAD_KEYS, REPORT_KEYS, copy_checkout, one_line_error, run_cli
 from rewardpatch.configs.reward_cfg import reward_cfg_checker
-from rewardpatch.planner import ApplyOptions, plan_apply
+from rewardpatch.planning import ApplyOptions, plan_apply
 from rewardpatch.tree import MMSegTree
 
 HEADS = "mmseg/models/decode_heads"

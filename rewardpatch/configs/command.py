@@ -189,7 +189,7 @@ def config_command(
         tree = MMSegTree.open(tree_path, mmseg_version)
         journal.settled(tree.root, "config")  # an interrupted apply or revert: refused
         manifest = require_patched(tree, f"run `rewardpatch apply {tree_path}` first")
-        from ..planner import list_heads
+        from ..planning import list_heads
 
         with printed() as notices:
             heads = list_heads(tree, notices)  # the conditions of the patched heads
