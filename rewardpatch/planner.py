@@ -25,10 +25,8 @@ from .head_index import (
     ClassInfo,
     HeadIndex,
     HeadInfo,
-    is_generated,
-    reward_name,
-    reward_stem,
 )
+from .naming import is_generated, reward_name, reward_stem
 from .manifest import (
     CREATED, EDITED, EXPORTS_FILE, HAND_EDITED, HEAD_FILE, ORIGINAL, TEMPLATE_FILE, Backup, FileRecord, Manifest,
     require_patched,

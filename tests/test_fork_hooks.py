@@ -20,7 +20,7 @@ import pytest
 import forks
 from conftest import run_cli
 from rewardpatch import planner
-from rewardpatch.head_index import is_generated
+from rewardpatch.naming import is_generated
 from rewardpatch.manifest import Manifest
 from rewardpatch.tree import MMSegTree
 

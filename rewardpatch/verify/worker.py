@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..dialects import Dialect
 from ..errors import RewardpatchError
-from ..head_index import reward_name
+from ..naming import reward_name
 from ..mmseg_generations import VerifyStack
 from ..tree import MMSegTree
 from .events import EventWriter
