@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import functools
 from dataclasses import dataclass, field
+from enum import Enum
 from functools import cached_property
 from typing import Union
 
@@ -28,10 +29,28 @@ from .treefs import TooLarge, Unsafe
 # (a fork's stray data or generated files), the rest are skipped, or refused when imported.
 MAX_PACKAGE_BYTES = 8 << 20
 
-COMPATIBLE = "compatible"
-CONDITIONAL = "conditional"  # reaches the reward only on a condition (loss_paths.py); apply copies it
-PATCHED = "patched"
-INCOMPATIBLE = "incompatible"
+
+class HeadStatus(str, Enum):
+    """A head's verdict. Its value is what list-heads prints and its JSON holds: a member prints,
+    formats and serialises as that string, and equals it."""
+
+    COMPATIBLE = "compatible"
+    CONDITIONAL = "conditional"  # reaches the reward only on a condition (loss_paths.py); apply copies it
+    PATCHED = "patched"
+    INCOMPATIBLE = "incompatible"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+# The members by their own names, as the verbs compare verdicts with them.
+COMPATIBLE = HeadStatus.COMPATIBLE
+CONDITIONAL = HeadStatus.CONDITIONAL
+PATCHED = HeadStatus.PATCHED
+INCOMPATIBLE = HeadStatus.INCOMPATIBLE
 
 
 @dataclass(frozen=True)
@@ -132,7 +151,7 @@ class HeadInfo:
     name: str
     file: str
     chain: tuple[str, ...]  # ancestors, nearest first, ending at the root reached
-    status: str
+    status: HeadStatus
     reason: str | None
     reward_name: str | None
     registered_as: tuple[str, ...] = ()  # the registry names, when not the class name
@@ -152,7 +171,7 @@ class HeadInfo:
             "file": self.file,
             "base": self.base,
             "chain": list(self.chain),
-            "status": self.status,
+            "status": str(self.status),
             "reason": self.reason,
             "reward_name": self.reward_name,
             "registered_as": list(self.registered_as),
@@ -166,7 +185,8 @@ class HeadInfo:
         """as_json() read back (plugin mode's probe reports its verdicts so)."""
         args = data.get("condition_args")
         return cls(
-            data["name"], data["file"], tuple(data["chain"]), data["status"], data["reason"], data["reward_name"],
+            data["name"], data["file"], tuple(data["chain"]), HeadStatus(data["status"]), data["reason"],
+            data["reward_name"],
             tuple(data["registered_as"]), tuple(data["notes"]), data.get("condition"),
             None if args is None else tuple(args.items()),
         )
