@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from .bindings import module_stem, parse_python, sibling_path
 from .errors import InputError, StateError
-from .head_index import INCOMPATIBLE, REWARD_STEM_PREFIX, HeadIndex, is_generated, is_reward_name, unrewarded_name
+from .head_index import INCOMPATIBLE, HeadIndex
 from .manifest import Manifest
+from .naming import REWARD_STEM_PREFIX, is_generated, is_reward_name, unrewarded_name
 from .tree import MMSegTree, NotText
 from .treefs import TooLarge
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from .dialects import DIALECTS, Dialect
 from .errors import InputError
 
 if sys.version_info >= (3, 11):
@@ -176,7 +177,7 @@ class Generation:
     adapter: AdapterSpec
     templates: tuple[TemplateSpec, ...]
     verify: VerifySpec  # what `rewardpatch verify` needs: its stack, stage 1's arguments and inputs
-    # the runner its configs are written for and verify trains with: "mmengine" or "mmcv"
+    # the runner its configs are written for and verify trains with: a key of dialects.DIALECTS
     runner: str
 
     def supports(self, version: str) -> bool:
@@ -198,6 +199,11 @@ class Generation:
     @property
     def reward_base_names(self) -> set[str]:
         return {spec.reward for spec in self.bases.values()}
+
+    @property
+    def dialect(self) -> Dialect:
+        """What differs at run time with its runner: registry, config loader, verify's code (dialects.py)."""
+        return DIALECTS[self.runner]
 
 
 def _bound(releases: SpecifierSet, operator: str) -> Version:

@@ -107,14 +107,6 @@ def _module_name(path: str) -> str:
     return (path[: -len(".py")] if path.endswith(".py") else path).replace("/", ".")
 
 
-def _registry(runner: str):
-    if runner == "mmengine":
-        from mmseg.registry import MODELS
-    else:
-        from mmseg.models.builder import MODELS
-    return MODELS
-
-
 def _registries(registry):
     """The registry and its children (a project's `Registry(..., parent=MODELS)`), depth first."""
     yield registry
@@ -252,7 +244,7 @@ def _open() -> _Plugin | None:
 
     try:
         tree = MMSegTree.open(root, version)
-        registry = _registry(tree.generation.runner)
+        registry = tree.generation.dialect.models()
         with printed() as notices:
             texts = created_texts(tree, notices=notices)
     except RewardpatchError as exc:

@@ -20,7 +20,8 @@ from rewardpatch.bindings import defined_names
 from rewardpatch.codemods.export_record import ExportRecord, missing_exports
 from rewardpatch.codemods.exports import add_exports, remove_exports
 from rewardpatch.codemods.reward_head import RewardClass, render_reward_module
-from rewardpatch.head_index import ClassInfo, reward_name
+from rewardpatch.head_index import ClassInfo
+from rewardpatch.naming import reward_name
 from rewardpatch.planning import plan_apply, plan_revert
 from rewardpatch.tree import MMSegTree, sha256
 

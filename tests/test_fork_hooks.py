@@ -20,8 +20,8 @@ import pytest
 import forks
 from conftest import run_cli
 from rewardpatch import planning as planner
+from rewardpatch.naming import is_generated
 from rewardpatch.planning import desired
-from rewardpatch.head_index import is_generated
 from rewardpatch.manifest import Manifest
 from rewardpatch.tree import MMSegTree
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from ..head_index import REWARD_PREFIX
+from ..naming import REWARD_PREFIX
 from .imports import bound_name, code, insert_relative_import, is_import_line, relative_import
 from .layout import fit_renamed_super_lines
 

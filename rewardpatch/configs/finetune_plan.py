@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..dialects import DIALECTS
 from .diff import UNSET, Change, leaf_changes, merge_override, same
 
 DEFAULT_ITERS = 2000
@@ -94,7 +95,7 @@ AB_SEED = 0
 
 def same_seed(plan: FinetunePlan, runner: str) -> bool:
     """1.x: randomness.seed, AB_SEED where the source sets none; False where the config has no seed (0.x)."""
-    if runner != "mmengine":
+    if not DIALECTS[runner].config_seed:
         return False  # MMSeg 0.x's tools/train.py seeds from its --seed argument and overwrites cfg.seed
     randomness = plan.target.get("randomness")
     if not isinstance(randomness, dict):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import InputError, StateError
-from ..head_index import reward_name, unrewarded_name
+from ..naming import reward_name, unrewarded_name
 from .finetune_plan import FinetuneOptions, FinetunePlan, as_list
 
 CROSS_ENTROPY = "CrossEntropyLoss"

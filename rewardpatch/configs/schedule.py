@@ -1,6 +1,6 @@
 """The fine-tune schedule: start where the source's LR schedule ends, decay to 0 over --iters.
 
-The rules are one; the keys differ by MMSeg generation, each a `Dialect`: 1.x configs
+The rules are one; the keys differ by MMSeg generation, each a `ScheduleDialect`: 1.x configs
 (mmengine) set optim_wrapper, param_scheduler and train_cfg, 0.x configs (mmcv 1.x's
 runner) optimizer, lr_config and runner. The tree's generation chooses the dialect; a
 source config that speaks the other one is refused.
@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from ..dialects import DIALECTS, MMCV, MMENGINE
 from ..errors import InputError, StateError
 from .lr_config import lr_config_end_lr
 from .finetune_plan import FinetuneOptions, FinetunePlan, as_list
@@ -35,7 +36,7 @@ LR_CONFIGS: dict[str, dict] = {
 
 
 @dataclass(frozen=True)
-class Dialect:
+class ScheduleDialect:
     """How the configs of one MMSeg generation spell the schedule."""
 
     name: str
@@ -164,14 +165,14 @@ def _rewrite_0x(plan: FinetunePlan, options: FinetuneOptions) -> None:
     _cap(plan, target.get("evaluation"), "interval", "evaluation.interval", iters)
 
 
-# by the runner a generation's configs are written for (patches/*.toml `runner`)
-DIALECTS = {
-    "mmengine": Dialect(
+# by the dialect of the runner a generation's configs are written for (dialects.py)
+SCHEDULE_DIALECTS = {
+    MMENGINE: ScheduleDialect(
         name="MMSeg 1.x", markers=("optim_wrapper", "param_scheduler", "train_cfg"),
         lr_path=("optim_wrapper", "optimizer", "lr"), iterations=_train_loop_iterations,
         end_lr=_param_scheduler_end_lr, rewrite=_rewrite_1x,
     ),
-    "mmcv": Dialect(
+    MMCV: ScheduleDialect(
         name="MMSeg 0.x", markers=("lr_config", "runner", "total_iters"),
         lr_path=("optimizer", "lr"), iterations=_runner_iterations,
         end_lr=lambda source, base_lr, max_iters: lr_config_end_lr(source.get("lr_config"), base_lr, max_iters),
@@ -180,12 +181,12 @@ DIALECTS = {
 }
 
 
-def dialect_of(source: dict, runner: str) -> Dialect:
+def dialect_of(source: dict, runner: str) -> ScheduleDialect:
     """The tree's dialect; a source config that sets only the other one's keys is refused."""
-    dialect = DIALECTS.get(runner)
+    dialect = SCHEDULE_DIALECTS.get(DIALECTS.get(runner))
     if dialect is None:
         raise StateError(f"config does not know how {runner} configs spell the schedule; please report it")
-    spoken = [d for d in DIALECTS.values() if any(key in source for key in d.markers)]
+    spoken = [d for d in SCHEDULE_DIALECTS.values() if any(key in source for key in d.markers)]
     if spoken and dialect not in spoken:
         keys = ", ".join(key for key in spoken[0].markers if key in source)
         raise InputError(

@@ -14,8 +14,8 @@ from .. import gitstate
 from ..adopt import Adoption, Takeover, find_hand_made_files
 from ..bindings import parse_python, sibling_path, unbound_imports, unresolved_imports
 from ..errors import InputError, StateError
-from ..head_index import is_generated
 from ..manifest import CREATED, EDITED, EXPORTS_FILE, HAND_EDITED, HEAD_FILE, ORIGINAL, FileRecord, Manifest
+from ..naming import is_generated
 from ..notice import Notices
 from ..patch_plan import PatchPlan
 from ..tree import MANIFEST_NAME, MMSegTree, sha256

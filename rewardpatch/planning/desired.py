@@ -12,11 +12,10 @@ from typing import Dict, List, Tuple
 from .. import __version__
 from ..bindings import module_stem
 from ..errors import InputError, StateError
-from ..head_index import (
-    COMPATIBLE, CONDITIONAL, INCOMPATIBLE, PATCHED, ClassInfo, HeadIndex, reward_name, reward_stem,
-)
+from ..head_index import COMPATIBLE, CONDITIONAL, INCOMPATIBLE, PATCHED, ClassInfo, HeadIndex
 from ..manifest import CREATED, HEAD_FILE, TEMPLATE_FILE, FileRecord, Manifest
 from ..mmseg_generations import TemplateSpec
+from ..naming import reward_name, reward_stem
 from ..notice import Notices
 from ..tree import MMSegTree, sha256
 from .state import load_state

@@ -17,7 +17,7 @@ import click
 
 from .. import journal
 from ..errors import EXIT_OK, EXIT_REFUSED, InputError
-from ..head_index import unrewarded_name
+from ..naming import unrewarded_name
 from ..manifest import Manifest, require_patched
 from ..notice import printed
 from ..optional import python_without_cwd

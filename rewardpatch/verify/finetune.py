@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..head_index import reward_name
+from ..naming import reward_name
 from .events import EventWriter
 from .synthetic import classes, write_dataset
 

@@ -17,7 +17,7 @@ import inspect
 import time
 import traceback
 
-from ..head_index import reward_name
+from ..naming import reward_name
 from ..mmseg_generations import VerifySpec
 
 

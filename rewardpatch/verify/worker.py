@@ -6,12 +6,13 @@
 shadow the tree's mmseg. The worker still checks where mmseg came from before trusting it.
 Results go to the events file; logs go to stdout/stderr, which the command redirects.
 
-The generation's [verify] `runner` (patches/) picks the code, in RUNNERS: "mmengine" (MMSeg
-1.x) head_checks.check_head and finetune.py, "mmcv" (MMSeg 0.x, mmcv-full 1.x) head_checks.check_head_0x
-and finetune_0x.py. Before mmseg is imported, the interpreter's mmcv is checked against the
-generation's (patches/, [verify] stack), and the tree's own mmcv version assert is read: an
-mmcv of the right major version that fails it (outside MMCV_MIN..MMCV_MAX, the upper bound
-inclusive or not, as the tree's assert compares) is let through for this import only
+The generation's `runner` (patches/) picks the code by its dialect (dialects.py): for mmengine
+(MMSeg 1.x) head_checks.check_head and finetune.py, for mmcv (MMSeg 0.x, mmcv-full 1.x)
+head_checks.check_head_0x and finetune_0x.py; and the config loader of plugin mode's config.
+Before mmseg is imported, the interpreter's mmcv is checked against the generation's
+(patches/, [verify] stack), and the tree's own mmcv version assert is read: an mmcv of the
+right major version that fails it (outside MMCV_MIN..MMCV_MAX, the upper bound inclusive or
+not, as the tree's assert compares) is let through for this import only
 (relaxed_mmcv_assert), and the run says so. The head checks take the user's constructor
 arguments (--head-args) over the ones they guess.
 """
@@ -27,28 +28,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..dialects import Dialect
 from ..errors import RewardpatchError
-from ..head_index import reward_name
+from ..naming import reward_name
 from ..mmseg_generations import VerifyStack
 from ..tree import MMSegTree
 from .events import EventWriter
 
 EXIT_SETUP = 3  # the worker could not start checking (device, mmseg origin, import)
-
-
-@dataclass(frozen=True)
-class Runner:
-    """The code verify runs for a generation's runner (patches/mmseg-*.toml `runner`)."""
-
-    check_head: str  # in head_checks.py
-    finetune_module: str  # in this package, with its finetune()
-    register_all_modules: bool  # mmseg.utils.register_all_modules() before building
-
-
-RUNNERS = {
-    "mmengine": Runner("check_head", "finetune", register_all_modules=True),
-    "mmcv": Runner("check_head_0x", "finetune_0x", register_all_modules=False),
-}
 
 
 def _resolve_device(requested: str) -> str | None:
@@ -176,7 +163,7 @@ def relaxed_mmcv_assert(bound: str | None):
 PLUGIN_CONFIG = "plugin_mode_config.py"
 
 
-def load_plugin_config(workdir: Path, imports: str, runner: str) -> Path:
+def load_plugin_config(workdir: Path, imports: str, dialect: Dialect) -> Path:
     """Load, as training loads a config, one whose only entry is the custom_imports line of plugin
     mode: the project's modules, then rewardpatch.plugin. Rank 0 writes it; every rank loads it."""
     names = [name for name in imports.split(",") if name] + ["rewardpatch.plugin"]
@@ -186,11 +173,7 @@ def load_plugin_config(workdir: Path, imports: str, runner: str) -> Path:
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         tmp.write_text(text)
         os.replace(tmp, path)
-    if runner == "mmengine":
-        from mmengine.config import Config
-    else:
-        from mmcv import Config
-    Config.fromfile(str(path))  # imports custom_imports, as tools/train.py's does
+    dialect.config().fromfile(str(path))  # imports custom_imports, as tools/train.py's does
     return path
 
 
@@ -257,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with relaxed_mmcv_assert(relaxed[0] if relaxed else None):
             if args.plugin_imports is not None:
-                load_plugin_config(args.workdir, args.plugin_imports, expected.generation.runner)
+                load_plugin_config(args.workdir, args.plugin_imports, expected.generation.dialect)
             import mmseg
             import mmseg.models  # noqa: F401 - registers every head, the reward ones included
     except Exception as exc:  # noqa: BLE001 - reported to the user, with the log kept
@@ -271,9 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     # the generation of the release the tree is treated as: a fork's mmseg.__version__ may be
     # one no generation lists (1.3.0.dev0), or computed
     generation = expected.generation
-    # "mmengine": mmengine's registries and Runner; "mmcv": mmcv-full 1.x's registries and runner
-    runner = RUNNERS[generation.runner]
-    if runner.register_all_modules:
+    # mmengine's registries and Runner, or mmcv-full 1.x's registries and runner
+    dialect = generation.dialect
+    if dialect.register_all_modules:
         from mmseg.utils import register_all_modules
 
         register_all_modules(init_default_scope=False)
@@ -282,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     if "heads" in stages:
         from . import head_checks as stage_one
 
-        check = getattr(stage_one, runner.check_head)
+        check = getattr(stage_one, dialect.check_head)
         heads = [h for h in args.heads.split(",") if h]
         events.emit("stage", stage="heads", total=len(heads))
         for name in heads:
@@ -293,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from .head_checks import head_spec
 
-        finetune = importlib.import_module(f"{__package__}.{runner.finetune_module}").finetune
+        finetune = importlib.import_module(f"{__package__}.{dialect.finetune_module}").finetune
 
         events.emit("stage", stage="finetune", total=args.ce_iters + args.iters, head=reward_name(args.finetune_head))
         own = head_spec(generation.verify, args.finetune_head, args.head_args.get(args.finetune_head))["args"]
