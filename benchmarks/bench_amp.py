@@ -32,8 +32,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from machine import describe, one_line  # noqa: E402
 from bench_reward import build_head  # noqa: E402
+from machine import describe, one_line  # noqa: E402
 from patched_tree import import_patched_mmseg  # noqa: E402
 
 CLASSES, IGNORE = 19, 255
@@ -57,7 +57,6 @@ SEED = 1
 def inputs(device):
     import torch
     from mmengine.structures import PixelData
-
     from mmseg.structures import SegDataSample
 
     torch.manual_seed(0)

@@ -76,10 +76,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import da_tasks  # noqa: E402
 from machine import describe, one_line  # noqa: E402
 from patched_tree import import_patched_mmseg  # noqa: E402
-
-import da_tasks  # noqa: E402
 
 NUM_CLASSES = 5
 TARGET_CLASS = 4
@@ -239,8 +238,8 @@ def gradient_size(model, data_root, metainfo, batches=4, methods=METHODS, weight
     """||grad of each method's loss|| / ||grad of CE|| on the pretrained model, per batch."""
     import torch
     from mmengine.runner import Runner
-
     from mmseg.registry import MODELS
+
     from rewardpatch.verify.finetune import _dataloader, model_config
 
     config = _dataloader(str(data_root), metainfo, "train", batch_size=8)
@@ -477,9 +476,9 @@ def main() -> int:
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         | {"num_classes": NUM_CLASSES, "target_class": names[TARGET_CLASS], "image_size": SIZE, "batch_size": 8,
            "finetune_schedule": "PolyLR from --pretrain-end-lr to 0, power 0.9 (what `rewardpatch config` writes)",
-           "methods": {m: {"head": h, "loss": l, "reward_cfg": r} for m, (h, l, r) in METHODS.items()
+           "methods": {m: {"head": h, "loss": loss, "reward_cfg": r} for m, (h, loss, r) in METHODS.items()
                        if m in args.methods}}
-        | ({"da_methods": {m: {"head": h, "loss": l, "reward_cfg": r} for m, (h, l, r) in DA_METHODS.items()
+        | ({"da_methods": {m: {"head": h, "loss": loss, "reward_cfg": r} for m, (h, loss, r) in DA_METHODS.items()
                            if m in args.methods},
             "da_shift": da_tasks.SHIFT, "da_generator": da_tasks.GENERATOR}
            if any(t in da_tasks.DA_TASKS for t in args.tasks) else {}),

@@ -60,7 +60,10 @@ def main() -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"rewardpatch verbs on the MMSeg 1.2.2 checkout, median of {REPEATS} ({one_line(machine)})")
     for verb, row in rows.items():
-        print(f"  {verb:<11}{row['median_s']:>7.2f} s   target <= {row['target_s']} s   {'met' if row['met'] else 'MISSED'}")
+        print(
+            f"  {verb:<11}{row['median_s']:>7.2f} s   target <= {row['target_s']} s   "
+            f"{'met' if row['met'] else 'MISSED'}"
+        )
     return 0
 
 

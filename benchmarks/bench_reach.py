@@ -179,7 +179,11 @@ def rewardpatch(python: Path, *args, cwd: Path, timeout: int) -> tuple[int, str,
 def imports(python: Path, root: Path) -> dict:
     start = time.perf_counter()
     code, _, err = run([python, "-P", "-c", IMPORT_PROBE, root], root, TIMEOUT_S["import"], stack_env(root))
-    return {"ok": code == 0, "error": None if code == 0 else last_line(err), "seconds": round(time.perf_counter() - start, 1)}
+    return {
+        "ok": code == 0,
+        "error": None if code == 0 else last_line(err),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def release_range(version: str | None) -> str:
@@ -241,8 +245,20 @@ def measure(root: Path, scratch: Path, verify: bool) -> dict:
             shutil.rmtree(workdir, ignore_errors=True)
             report.unlink(missing_ok=True)
             start = time.perf_counter()
-            code, _, err = rewardpatch(python, "verify", tree, "--device", "cpu", "--skip-finetune", "--workdir", workdir,
-                                       "--report", report, cwd=scratch, timeout=TIMEOUT_S["verify"])
+            code, _, err = rewardpatch(
+                python,
+                "verify",
+                tree,
+                "--device",
+                "cpu",
+                "--skip-finetune",
+                "--workdir",
+                workdir,
+                "--report",
+                report,
+                cwd=scratch,
+                timeout=TIMEOUT_S["verify"],
+            )
             found = json.loads(report.read_text()) if report.is_file() else {}
             checked = found.get("heads") or []
             row["verify"] = {
@@ -354,8 +370,11 @@ def bench(trees: Path, releases: list[str], verify: bool, out: Path) -> int:
     if not write_readme_table(text):
         print("benchmarks/README.md has no bench_reach markers: table not written there")
     goal = result["summary"]["goal"]
-    print(f"accepted {result['summary']['accepted_share']:.1%} (goal >= {GOAL_ACCEPTED:.0%}), "
-          f"{result['summary']['all']['breaks_import']} patches that break an import: goal {'met' if goal['met'] else 'MISSED'}")
+    print(
+        f"accepted {result['summary']['accepted_share']:.1%} (goal >= {GOAL_ACCEPTED:.0%}), "
+        f"{result['summary']['all']['breaks_import']} patches that break an import: "
+        f"goal {'met' if goal['met'] else 'MISSED'}"
+    )
     return 0
 
 

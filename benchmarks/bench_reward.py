@@ -135,7 +135,6 @@ def clock(fn, device, repeats):
 def inputs(device, size=(CLASSES, *SHAPE[2:])):
     import torch
     from mmengine.structures import PixelData
-
     from mmseg.structures import SegDataSample
 
     classes, height, width = size
@@ -230,7 +229,6 @@ def _status_bytes(field: str) -> int:
 
 def _crop(samples, size):
     from mmengine.structures import PixelData
-
     from mmseg.structures import SegDataSample
 
     cropped = []
@@ -244,7 +242,6 @@ def _crop(samples, size):
 def miou_rows(device: str, repeats: int) -> dict:
     """Part 1: per-image mIoU, ours against the manual recipe, like with like."""
     import numpy as np
-
     from mmseg.models.losses.iou_metric_loss import per_image_miou
 
     logits, gt, samples = inputs(device)
@@ -284,7 +281,6 @@ def main() -> int:
         return 0
     import_patched_mmseg()
     import torch
-
     from mmseg.models.losses.reward_estimator import check_reward_cfg
 
     device, repeats = args.device, args.repeats

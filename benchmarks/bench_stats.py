@@ -143,7 +143,11 @@ def time_stats(folder: Path, workers: int) -> float:
 
 def _summary(runs: list[float]) -> dict:
     # The minimum is kept too: on a shared machine it is the run least disturbed by others.
-    return {"median_s": round(statistics.median(runs), 3), "min_s": round(min(runs), 3), "runs_s": [round(t, 3) for t in runs]}
+    return {
+        "median_s": round(statistics.median(runs), 3),
+        "min_s": round(min(runs), 3),
+        "runs_s": [round(t, 3) for t in runs],
+    }
 
 
 def measure(folder: Path, workers: int, repeats: int) -> dict:
@@ -164,7 +168,10 @@ def measure(folder: Path, workers: int, repeats: int) -> dict:
 
 
 def print_table(results: dict, files: int) -> None:
-    print(f"{'workers':>7}  {'decode alone':>12}  {'stats':>8}  {'ms per map':>13}  {'ratio':>5}  target <= {TARGET_RATIO}")
+    print(
+        f"{'workers':>7}  {'decode alone':>12}  {'stats':>8}  {'ms per map':>13}  {'ratio':>5}  "
+        f"target <= {TARGET_RATIO}"
+    )
     for row in results.values():
         decode_s, stats_s = row["decode_alone"]["median_s"], row["stats"]["median_s"]
         per_map = f"{1000 * decode_s / files:.1f} / {1000 * stats_s / files:.1f}"

@@ -95,8 +95,11 @@ def main() -> int:
     suffix = ("" if args.mmseg == "1.2.2" else f"_mmseg{args.mmseg}") + (f"_{args.fork}" if args.fork else "")
     out = HERE / "results" / f"verify_{last['device']}{suffix}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"rewardpatch verify of MMSeg {args.mmseg} ({heads} heads + fine-tune) on {last['device']}: median {result['median_s']} s "
-          f"of {args.repeats} (target <= 120 s; {one_line(machine)})")
+    print(
+        f"rewardpatch verify of MMSeg {args.mmseg} ({heads} heads + fine-tune) on {last['device']}: "
+        f"median {result['median_s']} s "
+        f"of {args.repeats} (target <= 120 s; {one_line(machine)})"
+    )
     return 0
 
 

@@ -28,7 +28,6 @@ sys.path.insert(0, str(HERE))
 
 from machine import describe  # noqa: E402
 
-
 SYNC_CASES = {
     "default": {},
     "local, image": {"scope": "image"},
@@ -62,7 +61,6 @@ def reward_step(classes, height, width, reward_cfg, batch=8, class_weight=False,
 def sync_free_step() -> dict:
     """Loss steps on CUDA with synchronising calls made errors."""
     import torch
-
     from patched_tree import import_patched_mmseg
 
     import_patched_mmseg()
@@ -88,9 +86,8 @@ def sync_free_step() -> dict:
 def launches_per_step() -> dict:
     """Kernels launched by one default step (forward + backward), by input size."""
     import torch
-    from torch.profiler import ProfilerActivity, profile
-
     from patched_tree import import_patched_mmseg
+    from torch.profiler import ProfilerActivity, profile
 
     import_patched_mmseg()
     launches = {}

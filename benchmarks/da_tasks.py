@@ -264,14 +264,13 @@ def register() -> None:
     import torch
     from mmcv.transforms import BaseTransform
     from mmengine.structures import PixelData
-    from torch import nn
-
     from mmseg.datasets.transforms import PackSegInputs
     from mmseg.models.decode_heads import FCNHead, RewardFCNHead
     from mmseg.models.losses import accuracy
     from mmseg.models.segmentors import EncoderDecoder
     from mmseg.models.utils import resize
     from mmseg.registry import MODELS, TRANSFORMS
+    from torch import nn
 
     @TRANSFORMS.register_module(force=True)
     class LoadSegWeight(BaseTransform):

@@ -13,7 +13,6 @@ from pathlib import PurePosixPath
 
 from .errors import InputError
 
-
 # How deeply a module read from a tree may nest (syntax-tree levels). MMSeg's deepest module
 # nests 25 levels; Python's own recursion limit, and libcst's rewrites (about 300 levels),
 # give out far beyond this. A deeper file is refused, or skipped when nothing imports it.
@@ -242,7 +241,9 @@ def unresolved_imports(path: str, source: str, module_source) -> list[str]:
                 if alias.name == "*" or bound is None or alias.name in bound:
                     continue
                 if module_file(f"{dotted}.{alias.name}") is None:
-                    problems.append(f"{path}:{node.lineno}: imports {alias.name} from {dotted}, which does not define it")
+                    problems.append(
+                        f"{path}:{node.lineno}: imports {alias.name} from {dotted}, which does not define it"
+                    )
     return problems
 
 

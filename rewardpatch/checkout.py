@@ -36,7 +36,10 @@ COMMIT_ENV = {
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("REWARDPATCH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rewardpatch"
+    root = (
+        os.environ.get("REWARDPATCH_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rewardpatch"
+    )
     return Path(root)
 
 
@@ -47,7 +50,18 @@ def _download(version: str, kind: str, into: Path) -> Path:
         return found
     into.mkdir(parents=True, exist_ok=True)
     only = ["--no-binary", ":all:", "--no-build-isolation"] if kind == "sdist" else ["--only-binary", ":all:"]
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *only, "-d", str(into), f"{PACKAGE}=={version}"]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        *only,
+        "-d",
+        str(into),
+        f"{PACKAGE}=={version}",
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0 or not found.is_file():
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
@@ -71,7 +85,11 @@ def _assemble(version: str, into: Path, downloads: Path) -> None:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(archive.read(member))
     env = {**os.environ, **COMMIT_ENV}
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", f"MMSegmentation {version} (PyPI sdist + configs)"]):
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["commit", "-q", "-m", f"MMSegmentation {version} (PyPI sdist + configs)"],
+    ):
         subprocess.run(["git", *args], cwd=into, env=env, check=True, capture_output=True)
 
 
@@ -103,7 +121,9 @@ def materialise(version: str, dest: Path, cache: Path | None = None) -> Path:
             raise InputError(f"{dest} exists and is not an MMSegmentation checkout")
         found = read_version(dest / "mmseg" / "version.py")
         if found != version:
-            raise InputError(f"{dest} exists and holds MMSegmentation {found}, not {version}: move it, or pick another destination")
+            raise InputError(
+                f"{dest} exists and holds MMSegmentation {found}, not {version}: move it, or pick another destination"
+            )
         return dest
     shutil.copytree(pristine(version, cache), dest, symlinks=True)
     return dest

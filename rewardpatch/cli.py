@@ -17,15 +17,21 @@ import sys
 
 import click
 
-from . import __version__
-from . import streams
+from . import __version__, streams
 from .errors import (
-    EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_REPORT_LOST, EXIT_USAGE, Interrupted, RewardpatchError,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_REPORT_LOST,
+    EXIT_USAGE,
+    Interrupted,
+    RewardpatchError,
 )
 from .mmseg_generations import supported_versions
 from .optional import require_stack
 from .options import mmseg_version_option, tree_or_installed
-from .signals import interrupt_behind, name as signal_name, signum_of
+from .signals import interrupt_behind, signum_of
+from .signals import name as signal_name
 
 TREE = click.argument("tree", type=click.Path(file_okay=True, dir_okay=True, path_type=str))
 
@@ -257,7 +263,11 @@ def apply_command(
 
 @cli.command("revert")
 @TREE
-@click.option("--force", is_flag=True, help="Remove generated files even if they were hand-edited (a copy of each is kept in .rewardpatch-reverted/).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Remove generated files even if they were hand-edited (a copy of each is kept in .rewardpatch-reverted/).",
+)
 @click.option("--dry-run", is_flag=True, help="Print what revert would change as a unified diff.")
 @mmseg_version_option
 def revert_command(tree: str, force: bool, dry_run: bool, mmseg_version: str | None) -> int:

@@ -18,7 +18,8 @@ from .manifest import Manifest
 from .notice import printed, warn
 from .patch_plan import PatchPlan
 from .planning import ApplyOptions, Problem, check_tree, list_heads, plan_apply, plan_revert
-from .signals import consume_all, held, name as signal_name, pending
+from .signals import consume_all, held, pending
+from .signals import name as signal_name
 from .tree import MMSegTree
 
 

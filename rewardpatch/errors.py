@@ -9,7 +9,6 @@ report it: 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 SIGHUP.
 
 import signal
 
-
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2

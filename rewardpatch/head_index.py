@@ -219,7 +219,9 @@ def _registry_arguments(info: ClassInfo, source: str) -> None:
         arguments = dict(zip(("name", "force"), decorator.args))
         for keyword in decorator.keywords:
             if keyword.arg is None:
-                info.registry_problem = f"registers with {expression_text(decorator, source)}: **-arguments hide its name"
+                info.registry_problem = (
+                    f"registers with {expression_text(decorator, source)}: **-arguments hide its name"
+                )
                 return
             arguments.setdefault(keyword.arg, keyword.value)
         if any(isinstance(a, ast.Starred) for a in decorator.args):

@@ -415,7 +415,9 @@ class Recovery:
     def message(self) -> str:
         count = len(self.files)
         if not count:
-            return f"an interrupted {self.verb} (pid {self.pid}) had not changed the tree yet: removed its temporary files"
+            return (
+                f"an interrupted {self.verb} (pid {self.pid}) had not changed the tree yet: removed its temporary files"
+            )
         return (f"an interrupted {self.verb} (pid {self.pid}) had left the tree half-written: "
                 f"rolled back {count} file{'s' if count != 1 else ''}")
 

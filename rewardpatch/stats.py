@@ -293,7 +293,9 @@ def default_workers() -> int:
 @click.command("stats")
 @click.argument("ann_dir", type=click.Path(path_type=Path))
 @click.option("--num-classes", "-n", type=click.IntRange(min=1), required=True, help="Number of classes N.")
-@click.option("--ignore-index", type=int, default=255, show_default=True, help="Label value that marks unlabelled pixels.")
+@click.option(
+    "--ignore-index", type=int, default=255, show_default=True, help="Label value that marks unlabelled pixels."
+)
 @click.option(
     "--smooth", type=click.FloatRange(min=0), default=DEFAULT_SMOOTH, show_default=True,
     help="S in w_c: keeps a class without pixels finite and the largest/smallest weight ratio below "

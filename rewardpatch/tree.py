@@ -15,7 +15,12 @@ from pathlib import Path, PurePosixPath
 from . import treefs
 from .errors import InputError, StateError
 from .mmseg_generations import (
-    Generation, declared_generation, generation_for, shown, supported_versions, supporting_generation,
+    Generation,
+    declared_generation,
+    generation_for,
+    shown,
+    supported_versions,
+    supporting_generation,
 )
 from .notice import warn
 

@@ -14,8 +14,8 @@ from ..errors import InputError, StateError
 from ..manifest import Manifest, require_patched
 from ..notice import printed
 from ..options import mmseg_version_option
-from .head_swap import plugin_import, reward_heads
 from .finetune_plan import AB_SEED, DEFAULT_ITERS, FinetuneOptions, FinetunePlan, own_work_dir, same_seed, start_from
+from .head_swap import plugin_import, reward_heads
 from .render import BASELINE_TITLE, REWARD_TITLE, base_reference, load_config, render, write_verified
 from .reward_cfg import parse_reward_options, reward_cfg_checker
 from .schedule import SCHEDULES, reward_schedule
@@ -93,7 +93,9 @@ def _plugin_options(source: dict, mmseg_version: str | None):
     imports = [imports] if isinstance(imports, str) else list(imports)
     own = [name for name in imports if name != "rewardpatch.plugin"]
     if Manifest.load(tree) is not None:
-        raise InputError(f"the installed MMSegmentation at {tree.root} is patched: give it as --tree instead of --plugin")
+        raise InputError(
+            f"the installed MMSegmentation at {tree.root} is patched: give it as --tree instead of --plugin"
+        )
     with printed() as notices:
         # a head API that apply refuses makes every head incompatible, with that reason (list-heads)
         heads = plugin_verdicts(tree, own, notices)
@@ -167,7 +169,9 @@ def config_command(
 
     source_path, out_path = Path(src), Path(out)
     if plugin == (tree_path is not None):
-        raise click.UsageError("give --tree TREE or --plugin" if not plugin else "give --tree TREE or --plugin, not both")
+        raise click.UsageError(
+            "give --tree TREE or --plugin" if not plugin else "give --tree TREE or --plugin, not both"
+        )
     if convert_checkpoint and checkpoint is None:
         raise click.UsageError("--convert-checkpoint needs --checkpoint")
     if out_path.suffix != ".py":
@@ -236,5 +240,8 @@ def config_command(
             f"pass the same --seed to both runs (e.g. --seed {AB_SEED})", err=True,
         )
     if plan.target.get("load_from") is None:
-        click.echo("note: no --checkpoint and the source sets no load_from: the fine-tune starts from no trained model", err=True)
+        click.echo(
+            "note: no --checkpoint and the source sets no load_from: the fine-tune starts from no trained model",
+            err=True,
+        )
     return 0

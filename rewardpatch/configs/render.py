@@ -111,7 +111,9 @@ def write_verified(out: Path, text: str, expected: dict) -> None:
         loaded = load_config(tmp, str(out))
         difference = next(leaf_changes(expected, loaded), None)
         if difference is not None:
-            raise StateError(f"internal error: {out} would not load as intended ({difference.line()}); please report it")
+            raise StateError(
+                f"internal error: {out} would not load as intended ({difference.line()}); please report it"
+            )
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

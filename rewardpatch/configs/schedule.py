@@ -14,8 +14,8 @@ from typing import Callable
 
 from ..dialects import DIALECTS, MMCV, MMENGINE
 from ..errors import InputError, StateError
-from .lr_config import lr_config_end_lr
 from .finetune_plan import FinetuneOptions, FinetunePlan, as_list
+from .lr_config import lr_config_end_lr
 
 # Below this fraction of its starting LR, a source schedule counts as having decayed to
 # zero: continuing from there would not train, so the user must choose --lr.

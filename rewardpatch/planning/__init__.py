@@ -11,7 +11,7 @@ from .check import Problem, check_tree
 from .copies import KEPT_DIR
 from .desired import DERIVED_COPYRIGHT, TEMPLATE_COPYRIGHT, created_texts
 from .revert import plan_revert
-from .state import TreeState, load_state, list_heads
+from .state import TreeState, list_heads, load_state
 
 __all__ = [
     "ApplyOptions", "DERIVED_COPYRIGHT", "KEPT_DIR", "Problem", "Purpose", "TEMPLATE_COPYRIGHT", "TreeState",

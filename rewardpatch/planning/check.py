@@ -43,7 +43,9 @@ def check_tree(tree: MMSegTree, manifest: Manifest | None, notices: Notices | No
         return [Problem(None, "not-patched", f"not patched (no {MANIFEST_NAME}); run `rewardpatch apply`")]
     problems = _recorded_problems(tree, manifest)
     try:
-        plan = plan_apply_with_manifest(tree, manifest, ApplyOptions(tuple(manifest.heads) or None, purpose=Purpose.CHECK), notices)
+        plan = plan_apply_with_manifest(
+            tree, manifest, ApplyOptions(tuple(manifest.heads) or None, purpose=Purpose.CHECK), notices
+        )
     except StateError as exc:  # named above already when there is a problem: its cause, as a rule
         return problems or [Problem(None, "refused", f"apply would refuse: {exc}")]
     named = {p.path for p in problems}
@@ -75,7 +77,9 @@ def _recorded_problems(tree: MMSegTree, manifest: Manifest) -> list[Problem]:
                 problems.append(Problem(path, "stale", f"{path}: its source {record.source} is gone"))
             elif sha256(source) != record.source_sha256:
                 problems.append(
-                    Problem(path, "stale", f"{path}: stale, {record.source} changed since apply; run `rewardpatch apply`")
+                    Problem(
+                        path, "stale", f"{path}: stale, {record.source} changed since apply; run `rewardpatch apply`"
+                    )
                 )
         elif record.kind == TEMPLATE_FILE:
             spec = templates.get(record.source)
@@ -88,7 +92,9 @@ def _recorded_problems(tree: MMSegTree, manifest: Manifest) -> list[Problem]:
         if current is None or sha256(current) != backup.sha256:
             state = "missing" if current is None else "changed"
             problems.append(
-                Problem(backup.copy, "backup", f"{backup.copy}: {state}, the copy of {backup.path} kept by apply --force")
+                Problem(
+                    backup.copy, "backup", f"{backup.copy}: {state}, the copy of {backup.path} kept by apply --force"
+                )
             )
 
     for path in sorted(manifest.created()):
@@ -112,7 +118,11 @@ def _recorded_problems(tree: MMSegTree, manifest: Manifest) -> list[Problem]:
         for stem, names in unbound_imports(path, current, managed):
             module = sibling_path(path, stem)
             problems.append(
-                Problem(path, "unbound-import", f"{path}: imports {', '.join(names)} from .{stem}, which {module} does not define")
+                Problem(
+                    path,
+                    "unbound-import",
+                    f"{path}: imports {', '.join(names)} from .{stem}, which {module} does not define",
+                )
             )
     return problems
 

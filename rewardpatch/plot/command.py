@@ -11,7 +11,14 @@ from ..optional import require
 from .ab import plot_ab
 from .figures import miou_figure, panels_figure
 from .logs import (
-    REWARD_STATISTICS, ScalarLog, _note, load_run, loss_columns, metric_columns, reward_statistic, series,
+    REWARD_STATISTICS,
+    ScalarLog,
+    _note,
+    load_run,
+    loss_columns,
+    metric_columns,
+    reward_statistic,
+    series,
     write_csv,
 )
 
@@ -77,7 +84,9 @@ def write_validation_outputs(log: ScalarLog, base: ScalarLog | None, out_dir: Pa
 
 @click.command("plot")
 @click.argument("runs", nargs=-1, required=True, metavar="RUN [RUN_B ...]", type=click.Path(path_type=Path))
-@click.option("--baseline", type=click.Path(path_type=Path), help="Another run (e.g. the CE model) to compare mIoU with.")
+@click.option(
+    "--baseline", type=click.Path(path_type=Path), help="Another run (e.g. the CE model) to compare mIoU with."
+)
 @click.option(
     "--smooth", type=click.FloatRange(0, 1, max_open=True), default=DEFAULT_SMOOTH, show_default=True,
     help="Weight of TensorBoard's exponential moving average (0: no smoothing).",

@@ -17,8 +17,8 @@ import click
 
 from .. import journal
 from ..errors import EXIT_OK, EXIT_REFUSED, InputError
-from ..naming import unrewarded_name
 from ..manifest import Manifest, require_patched
+from ..naming import unrewarded_name
 from ..notice import printed
 from ..optional import python_without_cwd
 from ..options import mmseg_version_option, tree_or_installed
@@ -273,9 +273,21 @@ def _run_worker(tree: MMSegTree, workdir: Path, stages: str, options: list[str],
               "'RewardASPPHead={\"dilations\": [1, 6, 12, 18]}', or a JSON file mapping head names to "
               "arguments (repeatable; later ones win).")
 @mmseg_version_option
-def verify_command(tree: str | None, installed: bool, imports: tuple[str, ...], device: str, heads: str | None, iters: int, ce_iters: int, nproc: int,
-                   report_path: Path | None, workdir: Path, skip_finetune: bool, head_args: tuple[str, ...],
-                   mmseg_version: str | None) -> int:
+def verify_command(
+    tree: str | None,
+    installed: bool,
+    imports: tuple[str, ...],
+    device: str,
+    heads: str | None,
+    iters: int,
+    ce_iters: int,
+    nproc: int,
+    report_path: Path | None,
+    workdir: Path,
+    skip_finetune: bool,
+    head_args: tuple[str, ...],
+    mmseg_version: str | None,
+) -> int:
     """Prove that a patched TREE trains: each reward head, then a short reward fine-tune.
 
     With --installed, the same for plugin mode: the worker loads a config whose custom_imports

@@ -79,7 +79,9 @@ def _dataloader(data_root: str, metainfo: dict, split: str, batch_size: int) -> 
     if split == "train":
         pipeline.append(dict(type="RandomFlip", prob=0.5))
     pipeline.append(dict(type="PackSegInputs"))
-    sampler = dict(type="InfiniteSampler", shuffle=True) if split == "train" else dict(type="DefaultSampler", shuffle=False)
+    sampler = (
+        dict(type="InfiniteSampler", shuffle=True) if split == "train" else dict(type="DefaultSampler", shuffle=False)
+    )
     return dict(
         batch_size=batch_size, num_workers=0, sampler=sampler,
         dataset=dict(
@@ -116,9 +118,16 @@ def runner_config(
             sampler_seed=dict(type="DistSamplerSeedHook"),
         ),
         log_processor=dict(by_epoch=False),
-        visualizer=dict(type="SegLocalVisualizer", name=f"{name}_visualizer_{os.getpid()}", vis_backends=[dict(type="LocalVisBackend")]),
-        env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
-                     dist_cfg=dict(backend="nccl" if device == "cuda" else "gloo")),
+        visualizer=dict(
+            type="SegLocalVisualizer",
+            name=f"{name}_visualizer_{os.getpid()}",
+            vis_backends=[dict(type="LocalVisBackend")],
+        ),
+        env_cfg=dict(
+            cudnn_benchmark=False,
+            mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+            dist_cfg=dict(backend="nccl" if device == "cuda" else "gloo"),
+        ),
         randomness=dict(seed=seed),
         launcher="pytorch" if distributed else "none",
         default_scope="mmseg",

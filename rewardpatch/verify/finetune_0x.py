@@ -213,7 +213,9 @@ def recording_eval_hook(base, record: dict):
             # just been written to the log buffer
             score = super().evaluate(runner, results)
             if "mIoU" in runner.log_buffer.output:
-                record.setdefault("val", []).append((runner.iter + 1, round(float(runner.log_buffer.output["mIoU"]) * 100, 2)))
+                record.setdefault("val", []).append(
+                    (runner.iter + 1, round(float(runner.log_buffer.output["mIoU"]) * 100, 2))
+                )
             return score
 
     return RecordingEvalHook

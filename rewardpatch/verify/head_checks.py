@@ -17,8 +17,8 @@ import inspect
 import time
 import traceback
 
-from ..naming import reward_name
 from ..mmseg_generations import VerifySpec
+from ..naming import reward_name
 
 
 def _tuples(value):
@@ -106,7 +106,6 @@ def _build_1x(config: dict):
 def _loss_1x(head, features, extra, labels, weight: dict):
     from mmengine.config import ConfigDict
     from mmengine.structures import PixelData
-
     from mmseg.structures import SegDataSample
 
     samples = []

@@ -30,8 +30,8 @@ from pathlib import Path
 
 from ..dialects import Dialect
 from ..errors import RewardpatchError
-from ..naming import reward_name
 from ..mmseg_generations import VerifyStack
+from ..naming import reward_name
 from ..tree import MMSegTree
 from .events import EventWriter
 
