@@ -471,10 +471,9 @@ def sample_labels(logits: Tensor,
             weights = torch.empty(
                 chunk.shape, dtype=torch.float32, device=device)
             out = None if probs is None else probs[:, :, part]
-        samples[:, :, part] = draw(chunk, peak[:, None, part],
-                                   uniforms[..., part], weights, out,
-                                   block_sums, inner, offsets,
-                                   1.0 / temperature)
+        drawn = draw(chunk, peak[:, None, part], uniforms[..., part], weights,
+                     out, block_sums, inner, offsets, 1.0 / temperature)
+        samples[:, :, part] = drawn
     return samples
 
 
@@ -567,9 +566,9 @@ def local_expectation(probs: Tensor, samples: Tensor, rows: Tensor,
     temporaries = classes + count * 24
     pass_slice = fused(_local_slice) if fusing() else _local_slice
     for part in pixel_slices(probs, temporaries):
+        scales = pixel_scale[None, :, part]
         pass_slice(probs[:, :, part], samples[:, :, part], rows[:, part],
-                   pixel_scale[None, :, part], alpha, lost, beta, inverse,
-                   unit, dense)
+                   scales, alpha, lost, beta, inverse, unit, dense)
     return probs
 
 
@@ -607,8 +606,7 @@ def _local_slice(chosen: Tensor, sample: Tensor, truth: Tensor,
     mean += (fix_truth - fix_sample).sum(0)
     side = torch.cat([side, mean.neg_()[:, None]], 1)
     torch.mul(torch.matmul(dense, side), chosen, out=chosen)
-    chosen.scatter_add_(1, to_truth.transpose(0, 1),
-                        fix_truth.transpose(0, 1))
+    chosen.scatter_add_(1, to_truth.transpose(0, 1), fix_truth.transpose(0, 1))
     chosen.scatter_add_(1, sample.transpose(0, 1),
                         fix_sample.neg_().transpose(0, 1))
 

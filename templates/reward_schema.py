@@ -122,9 +122,9 @@ def check_reward_cfg(reward_cfg) -> dict:
                          f'{", ".join(map(repr, MODES))}, got {mode!r}')
     defaults = REWARD_CFG_DEFAULTS[mode]
     for key in reward_cfg:
-        sampling = key == 'fuse' and mode != 'weighted_ce'
-        if key not in defaults and key not in ('mode', 'decay') and (
-                not sampling):
+        applies = key in defaults or key in ('mode', 'decay') or (
+            key == 'fuse' and mode != 'weighted_ce')
+        if not applies:
             raise ValueError(f'reward_cfg.{key} does not apply to '
                              f'mode={mode!r}')
     cfg = dict(mode=mode, **defaults)
