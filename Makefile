@@ -86,7 +86,7 @@ DEMO_VENV := $(if $(filter 0.%,$(MMSEG_VERSION)),$(VENV0),$(VENV))
 DEMO_STAMP := $(if $(filter 0.%,$(MMSEG_VERSION)),$(STAMP0),$(STAMP))
 TORCH_STAMPS := $(TORCH_MATRIX:%=$(VENV_TORCH)/%/.rewardpatch-setup)
 
-.PHONY: setup setup0 setup-daformer setup-pythons setup-torch-matrix demo test bench bench-learning clean
+.PHONY: setup setup0 setup-daformer setup-pythons setup-torch-matrix demo lint test bench bench-learning clean
 .DEFAULT_GOAL := demo
 
 setup: $(STAMP)
@@ -207,6 +207,23 @@ demo: $(STAMP) $(DEMO_STAMP)
 	$(DEMO_VENV)/bin/rewardpatch check $(DEMO_TREE)
 	$(DEMO_VENV)/bin/rewardpatch verify $(DEMO_TREE)
 
+# The project's own checks, before any stack is built (CI runs them first): ruff (pyproject.toml)
+# and mypy (setup.cfg) over rewardpatch/, tests/ and benchmarks/, pinned, in a venv of their own
+# with the tool and what the type checker reads of the tests (pytest, numpy); the MMSeg stack is
+# not needed (its imports are Any to mypy).
+VENV_LINT ?= .venv-lint
+LINT_TOOLS := ruff==0.17.6 mypy==2.4.1 pytest numpy
+STAMP_LINT := $(VENV_LINT)/.rewardpatch-setup
+
+$(STAMP_LINT): setup.cfg
+	@test -x $(VENV_LINT)/bin/python || $(PYTHON) -m venv $(VENV_LINT)
+	$(VENV_LINT)/bin/python -m pip install --quiet $(LINT_TOOLS) -e .
+	@touch $@
+
+lint: $(STAMP_LINT)
+	$(VENV_LINT)/bin/ruff check rewardpatch tests benchmarks
+	$(VENV_LINT)/bin/mypy
+
 # The 0.x tests run the 0.x stack's interpreter, named by REWARDPATCH_MMSEG0_PYTHON; the
 # tests of the other Pythons the venvs of setup-pythons, in REWARDPATCH_PYTHONS; the torch
 # matrix's venvs are in the folder REWARDPATCH_TORCH_MATRIX names; the DAFormer stack's
@@ -233,4 +250,4 @@ bench-learning: $(STAMP)
 	$(PY) benchmarks/bench_learning.py
 
 clean:
-	rm -rf $(VENV) $(VENV0) $(VENV_DA) $(VENV_PYTHONS) $(VENV_TORCH) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV0) $(VENV_DA) $(VENV_PYTHONS) $(VENV_TORCH) $(VENV_LINT) build *.egg-info .pytest_cache .hypothesis
