@@ -1,5 +1,6 @@
 # rewardpatch: `make demo` patches and verifies a bundled MMSeg checkout, `make test` runs the tests.
-# Both do all set-up first, once: a second run skips what is already installed.
+# Both do all set-up first, once: a second run skips what is already installed. `make test-fast`
+# runs the tests that need no MMSeg stack (pytest -m "not stack"), in a venv without one.
 # `make demo MMSEG_VERSION=0.30.0` does the same for an MMSeg 0.x checkout, with the 0.x stack.
 
 PYTHON ?= python3
@@ -75,6 +76,9 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.rewardpatch-setup
+# make test-fast: the tool and its test extras alone (no torch, no mmcv to build)
+VENV_FAST ?= .venv-fast
+STAMP_FAST := $(VENV_FAST)/.rewardpatch-setup
 PY0 := $(VENV0)/bin/python
 PIP0 := $(PY0) -m pip
 STAMP0 := $(VENV0)/.rewardpatch-setup
@@ -86,7 +90,7 @@ DEMO_VENV := $(if $(filter 0.%,$(MMSEG_VERSION)),$(VENV0),$(VENV))
 DEMO_STAMP := $(if $(filter 0.%,$(MMSEG_VERSION)),$(STAMP0),$(STAMP))
 TORCH_STAMPS := $(TORCH_MATRIX:%=$(VENV_TORCH)/%/.rewardpatch-setup)
 
-.PHONY: setup setup0 setup-daformer setup-pythons setup-torch-matrix demo lint test bench bench-learning clean
+.PHONY: setup setup0 setup-daformer setup-pythons setup-torch-matrix demo lint test test-fast bench bench-learning clean
 .DEFAULT_GOAL := demo
 
 setup: $(STAMP)
@@ -233,6 +237,15 @@ test: $(STAMP) $(STAMP0) $(STAMP_PYTHONS) $(TORCH_STAMPS) $(STAMPDA)
 		REWARDPATCH_TORCH_MATRIX=$(abspath $(VENV_TORCH)) REWARDPATCH_DAFORMER_PYTHON=$(abspath $(PYDA)) \
 		$(PY) -m pytest $(PYTEST_ARGS)
 
+# The fast loop: every test not marked `stack` (tests/conftest.py marks those that need one).
+$(STAMP_FAST): Makefile setup.cfg
+	@test -x $(VENV_FAST)/bin/python || $(PYTHON) -m venv $(VENV_FAST)
+	$(VENV_FAST)/bin/python -m pip install --quiet -e ".[test]"
+	@touch $@
+
+test-fast: $(STAMP_FAST)
+	$(VENV_FAST)/bin/python -m pytest -m "not stack" $(PYTEST_ARGS)
+
 # Timing lives here, not in the tests. Each writes benchmarks/results/*.json (machine, date).
 bench: $(STAMP) $(STAMP0)
 	$(PY) benchmarks/bench_patch.py
@@ -250,4 +263,5 @@ bench-learning: $(STAMP)
 	$(PY) benchmarks/bench_learning.py
 
 clean:
-	rm -rf $(VENV) $(VENV0) $(VENV_DA) $(VENV_PYTHONS) $(VENV_TORCH) $(VENV_LINT) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV0) $(VENV_DA) $(VENV_PYTHONS) $(VENV_TORCH) $(VENV_LINT) $(VENV_FAST) build *.egg-info \
+		.pytest_cache .hypothesis

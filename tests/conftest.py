@@ -42,6 +42,20 @@ def pytest_unconfigure(config):
     shutil.rmtree(os.environ.get("XDG_STATE_HOME", ""), ignore_errors=True)
 
 
+# The fixtures that bring a stack (skipping outside CI, failing in CI without it). A test that
+# requests one, directly or through another fixture (patched_tree, mm, ...), is marked `stack`
+# here; a test that needs a stack some other way (a venv of its module's own, torch imported
+# in the test, getfixturevalue) carries the mark itself. `CI=true pytest -m "not stack"` in a
+# venv without the stacks fails on any test that needs one and is not marked.
+STACK_FIXTURES = ("stack", "python_0x")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(name in item.fixturenames for name in STACK_FIXTURES):
+            item.add_marker(pytest.mark.stack)
+
+
 def pytest_sessionfinish(session, exitstatus):
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     passed = len(reporter.stats.get("passed", [])) if reporter else 0

@@ -162,6 +162,7 @@ STEPS = {
 }
 
 
+@pytest.mark.stack  # its stack, 0.x's or 1.x's by the fork, comes through getfixturevalue
 def test_a_training_step_hands_each_parameter_on_by_its_kind(capsys, fork, request):
     name, tree = fork
     assert run_cli(capsys, "apply", tree)[0] == 0

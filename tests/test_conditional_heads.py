@@ -69,12 +69,13 @@ def test_apply_copies_conditional_heads_and_list_heads_keeps_the_condition(capsy
 
 
 def config_of(capsys, tree, tmp_path, head: str):
+    """`config` on TREE (it needs torch and mmengine: its callers request `stack`)."""
     src = write(tmp_path / "src.py", TINY.replace("type='FCNHead', in_channels=64, channels=8, num_convs=1,",
                                                   f"type='{head}', in_channels=64, channels=8,"))
     return run_cli(capsys, "config", src, "--tree", tree, "-o", tmp_path / "reward.py")
 
 
-def test_config_sets_the_flag_that_reaches_the_reward(capsys, fork, tmp_path):
+def test_config_sets_the_flag_that_reaches_the_reward(capsys, fork, tmp_path, stack):
     assert run_cli(capsys, "apply", fork)[0] == 0
     code, out, _ = config_of(capsys, fork, tmp_path, "ATMHead")
     assert code == 0, out
@@ -86,7 +87,7 @@ def test_config_sets_the_flag_that_reaches_the_reward(capsys, fork, tmp_path):
     assert (head.type, head.CE_loss) == ("RewardATMHead", True)
 
 
-def test_config_sets_the_config_value_that_reaches_the_reward(capsys, fork, tmp_path):
+def test_config_sets_the_config_value_that_reaches_the_reward(capsys, fork, tmp_path, stack):
     assert run_cli(capsys, "apply", fork)[0] == 0
     code, out, _ = config_of(capsys, fork, tmp_path, "LossTypeHead")
     assert code == 0, out
@@ -96,7 +97,7 @@ def test_config_sets_the_config_value_that_reaches_the_reward(capsys, fork, tmp_
     assert (head.type, head.loss_type) == ("RewardLossTypeHead", "ce")
 
 
-def test_config_refuses_a_condition_it_cannot_set_naming_it(capsys, fork, tmp_path):
+def test_config_refuses_a_condition_it_cannot_set_naming_it(capsys, fork, tmp_path, stack):
     assert run_cli(capsys, "apply", fork)[0] == 0
     code, _, err = config_of(capsys, fork, tmp_path, "ManyClassHead")
     assert code == 1

@@ -395,7 +395,7 @@ def test_reward_options_are_checked_by_the_trees_reward_schema_imported_without_
     assert result.returncode == 0, result.stderr
 
 
-def test_a_tree_without_its_reward_schema_is_refused_naming_it(make_tree, tmp_path, capsys):
+def test_a_tree_without_its_reward_schema_is_refused_naming_it(make_tree, tmp_path, capsys, stack):
     tree = make_tree("1.2.2")
     plan_apply(MMSegTree.open(tree), ApplyOptions(heads=("ASPPHead",))).execute()
     (tree / "mmseg/models/losses/reward_schema.py").unlink()
@@ -404,7 +404,7 @@ def test_a_tree_without_its_reward_schema_is_refused_naming_it(make_tree, tmp_pa
     assert "reward_schema.py is missing" in one_line_error(err)
 
 
-def test_a_head_without_a_reward_version_is_refused_with_the_apply_hint(make_tree, tmp_path, capsys):
+def test_a_head_without_a_reward_version_is_refused_with_the_apply_hint(make_tree, tmp_path, capsys, stack):
     tree = make_tree("1.2.2")
     plan_apply(MMSegTree.open(tree), ApplyOptions(heads=("FCNHead",))).execute()
     code, _, err = run_cli(capsys, "config", tree / DEEPLABV3, "--tree", tree, "-o", tmp_path / "out.py")
@@ -413,7 +413,7 @@ def test_a_head_without_a_reward_version_is_refused_with_the_apply_hint(make_tre
     assert not (tmp_path / "out.py").exists()
 
 
-def test_an_unpatched_tree_is_refused(tree, tmp_path, capsys):
+def test_an_unpatched_tree_is_refused(tree, tmp_path, capsys, stack):
     code, _, err = run_cli(capsys, "config", tree / DEEPLABV3, "--tree", tree, "-o", tmp_path / "out.py")
     assert code == 1
     assert "not patched" in one_line_error(err)
@@ -598,6 +598,7 @@ def plan_0x(source, runner="mmcv", **options):
 
 
 def load_0x(pristine, version, src) -> dict:
+    """The source config, read with mmengine (a test that calls this or `written` requests `stack`)."""
     from rewardpatch.configs.render import load_config
 
     return load_config(pristine(version) / src, src)
@@ -713,7 +714,7 @@ def test_a_0x_source_that_is_not_an_iteration_schedule_is_an_input_error(keys, m
 
 
 @pytest.mark.parametrize("version", MMSEG0)
-def test_a_0x_poly_config_continues_at_its_end_lr_and_decays_over_iters(pristine, version, tmp_path):
+def test_a_0x_poly_config_continues_at_its_end_lr_and_decays_over_iters(pristine, version, tmp_path, stack):
     plan = plan_0x(load_0x(pristine, version, DEEPLABV3_0))
     cfg = written(plan, pristine(version) / DEEPLABV3_0, tmp_path / "reward.py")
     assert cfg.optimizer.lr == float(f"{poly_end(0.01, 1e-4, 0.9, 40000):.6g}")
@@ -746,7 +747,7 @@ DEEPLABV3_FP16_0 = "configs/deeplabv3/deeplabv3_r101-d8_fp16_512x1024_80k_citysc
 
 @pytest.mark.parametrize("version", MMSEG0)
 @pytest.mark.parametrize("fp16", [None, "dict(loss_scale=512.0)"], ids=["mmseg-config", "fp16-loss-scale"])
-def test_a_0x_fp16_config_keeps_its_fp16_optimizer_hook(pristine, version, fp16, tmp_path):
+def test_a_0x_fp16_config_keeps_its_fp16_optimizer_hook(pristine, version, fp16, tmp_path, stack):
     """MMSeg 0.x's fp16 configs: optimizer_config=dict(type='Fp16OptimizerHook', loss_scale=512.)
     and an `fp16 = dict()` placeholder (mmcv-era configs elsewhere put loss_scale there)."""
     src = pristine(version) / DEEPLABV3_FP16_0
@@ -760,7 +761,7 @@ def test_a_0x_fp16_config_keeps_its_fp16_optimizer_hook(pristine, version, fp16,
     assert not [c for c in plan.changes if c.path.startswith(("optimizer_config", "fp16"))]
 
 
-def test_0x_changes_are_all_the_override_holds(pristine, tmp_path):
+def test_0x_changes_are_all_the_override_holds(pristine, tmp_path, stack):
     plan = plan_0x(load_0x(pristine, "0.30.0", PSPNET_0), schedule="cosine", iters=10000, aux=True)
     written(plan, pristine("0.30.0") / PSPNET_0, tmp_path / "reward.py")
     text = (tmp_path / "reward.py").read_text()
@@ -774,7 +775,7 @@ def test_0x_changes_are_all_the_override_holds(pristine, tmp_path):
 
 
 @pytest.mark.parametrize("version", MMSEG0)
-def test_a_0x_step_schedule_with_warmup_continues_after_its_last_step(pristine, version, tmp_path):
+def test_a_0x_step_schedule_with_warmup_continues_after_its_last_step(pristine, version, tmp_path, stack):
     plan = plan_0x(load_0x(pristine, version, STEP_0), iters=500)
     cfg = written(plan, pristine(version) / STEP_0, tmp_path / "reward.py")
     assert cfg.optimizer.lr == pytest.approx(0.0005 * 0.1**2) and cfg.optimizer.type == "AdamW"
@@ -784,7 +785,7 @@ def test_a_0x_step_schedule_with_warmup_continues_after_its_last_step(pristine, 
 
 
 @pytest.mark.parametrize("version", MMSEG0)
-def test_a_0x_cascade_config_gets_both_reward_heads(pristine, version, tmp_path):
+def test_a_0x_cascade_config_gets_both_reward_heads(pristine, version, tmp_path, stack):
     plan = plan_0x(load_0x(pristine, version, OCRNET_0))
     cfg = written(plan, pristine(version) / OCRNET_0, tmp_path / "reward.py")
     assert [head.type for head in cfg.model.decode_head] == ["RewardFCNHead", "RewardOCRHead"]
@@ -794,7 +795,7 @@ def test_a_0x_cascade_config_gets_both_reward_heads(pristine, version, tmp_path)
     ]
 
 
-def test_a_0x_config_with_the_legacy_total_iters_gets_a_runner(pristine, tmp_path):
+def test_a_0x_config_with_the_legacy_total_iters_gets_a_runner(pristine, tmp_path, stack):
     source = load_0x(pristine, "0.30.0", CGNET_0)
     assert "runner" not in source and source["total_iters"] == 60000
     plan = plan_0x(source, iters=3000)
@@ -805,7 +806,7 @@ def test_a_0x_config_with_the_legacy_total_iters_gets_a_runner(pristine, tmp_pat
     assert {change.path: change.note for change in plan.changes}["runner"].startswith("--iters")
 
 
-def test_a_0x_schedule_decayed_to_zero_asks_for_lr(pristine):
+def test_a_0x_schedule_decayed_to_zero_asks_for_lr(pristine, stack):
     from rewardpatch.errors import InputError
 
     with pytest.raises(InputError, match="too small to continue from; pass --lr"):
@@ -860,8 +861,9 @@ def patched_0x(request, tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def config_0x(patched_0x, tmp_path, capsys):
-    """config_0x(SRC, *options) -> (exit code, OUT, stdout, stderr) in the patched 0.x tree."""
+def config_0x(patched_0x, tmp_path, capsys, stack):
+    """config_0x(SRC, *options) -> (exit code, OUT, stdout, stderr) in the patched 0.x tree
+    (`config` reads and writes configs with this interpreter's mmengine: the stack)."""
 
     def call(src, *options):
         out = tmp_path / "reward.py"
@@ -1080,7 +1082,7 @@ def test_a_baseline_that_would_collide_is_an_input_error_and_writes_nothing(
     assert not out.exists() and (tmp_path / "tiny.py").read_text() == TINY
 
 
-def test_a_0x_baseline_is_the_same_rewrite_without_the_heads_and_has_no_seed_key(pristine, tmp_path):
+def test_a_0x_baseline_is_the_same_rewrite_without_the_heads_and_has_no_seed_key(pristine, tmp_path, stack):
     from rewardpatch.configs.finetune_plan import own_work_dir, same_seed
 
     src = pristine("0.30.0") / DEEPLABV3_0

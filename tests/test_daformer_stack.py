@@ -26,6 +26,7 @@ from rewardpatch.tree import MMSegTree
 from test_mmseg_0x import snapshot
 
 WORKERS = Path(__file__).resolve().parent / "workers"
+pytestmark = pytest.mark.stack  # every test runs the DAFormer stack's interpreter
 
 
 @pytest.fixture(scope="session")

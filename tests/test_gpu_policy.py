@@ -16,7 +16,11 @@ values back itself), after a first step: a step caches what it copies to the dev
 
 import pytest
 
-from dispatch_watch import HostWaitGuard, LiveTensorMemory, OperationCount
+try:
+    from dispatch_watch import HostWaitGuard, LiveTensorMemory, OperationCount
+except ModuleNotFoundError as missing:  # collected without the stack: every test's `mm` skips or fails
+    if missing.name != "torch":
+        raise
 
 CLASS_WEIGHT = [1.0, 2.0, 0.5, 1.0, 1.5]
 # (reward_cfg, CrossEntropyRewardLoss arguments, with pixel weights)

@@ -12,13 +12,18 @@ The template needs no MMSeg: it is loaded from templates/ as the file apply inse
 import math
 
 import pytest
-import torch
 
 from template_modules import REWARD_NAMES, template_module
 
+try:
+    import torch
+except ModuleNotFoundError as missing:  # collected without the stack: `est` skips or fails
+    if missing.name != "torch":
+        raise
+
 
 @pytest.fixture(scope="module")
-def est():
+def est(stack):
     return template_module("reward_estimator")
 
 

@@ -24,6 +24,8 @@ import pytest
 
 from conftest import IN_CI, REPO, copy_checkout, git_status, one_line_error, run_cli
 
+pytestmark = pytest.mark.stack  # every test runs a venv of another Python
+
 CLASSIFIER = "Programming Language :: Python :: "
 VERBS = ("apply", "check", "config", "list-heads", "plot", "revert", "stats", "verify")
 MMSEG_VERSIONS = ("1.2.2", "0.30.0")

@@ -197,8 +197,9 @@ def loss_cases() -> list[dict]:
 
 
 @pytest.fixture(scope="session")
-def matrix_inputs(tmp_path_factory) -> tuple[Path, Path]:
-    """(the package root the worker imports, the cases file)."""
+def matrix_inputs(tmp_path_factory, stack) -> tuple[Path, Path]:
+    """(the package root the worker imports, the cases file). The tensors are torch's, and the
+    main stack's numbers this interpreter's: each test of the matrix needs the stack."""
     folder = tmp_path_factory.mktemp("torch-matrix")
     root = lay_out_losses(folder / "package", checkout.pristine("1.2.2"))
     cases = folder / "cases.json"
@@ -350,6 +351,7 @@ def changed_python_files(tree: Path) -> list[str]:
     return sorted(line[3:] for line in status.splitlines() if line.endswith(".py"))
 
 
+@pytest.mark.stack  # the matrix's Python 3.7 venv
 @pytest.mark.parametrize("version", ["0.11.0", "0.30.0"])
 def test_what_apply_writes_into_a_0x_tree_compiles_on_python_3_7(make_tree, version):
     """MMSeg 0.x runs on Python 3.7: every file apply creates or edits there, the heads it

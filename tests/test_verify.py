@@ -78,7 +78,8 @@ def test_a_head_whose_loss_never_reaches_the_classifier_fails(fresh_patched, tmp
     assert "FAILED RewardPSPHead" in err
 
 
-def test_an_unpatched_tree_is_refused_with_the_apply_hint(tree, tmp_path, capsys):
+def test_an_unpatched_tree_is_refused_with_the_apply_hint(tree, tmp_path, capsys, stack):
+    # verify stops on a missing torch or mmcv before it reads the tree
     code, _, err = verify(capsys, tree, "--workdir", tmp_path / "work")
     assert code == 1
     assert err.strip().endswith("run `rewardpatch apply " + str(tree) + "` first")
