@@ -18,9 +18,9 @@
    sample). On CUDA, torch.cuda.max_memory_allocated; on CPU, the peak resident size.
 
 With `--baseline REV` (a git revision), every reward variant also runs with the estimator
-of templates/ at REV (its reward_estimator.py and reward_schema.py, loaded as a package of
-their own and put in the head in place of the current one), alternated with the others:
-old against new in one run, on the same inputs.
+of templates/ at REV (its reward_estimator.py and the templates it imports there,
+BASELINE_TEMPLATES, loaded as a package of their own and put in the head in place of the
+current one), alternated with the others: old against new in one run, on the same inputs.
 
     .venv/bin/python benchmarks/bench_reward.py [--device cpu|cuda] [--repeats 5] [--baseline REV]
 """
@@ -74,6 +74,10 @@ FUSED = {
 }
 # --baseline REV: the estimator class of templates/ at REV, and the name of a variant's twin
 BASELINE = {}
+# What RewardEstimator needs of templates/ at any revision: reward_estimator.py and
+# reward_schema.py until it was split, those of them that REV has since.
+BASELINE_TEMPLATES = ("reward_schema.py", "reward_device.py", "reward_counts.py", "reward_sampling.py",
+                      "reward_estimator.py")
 
 
 def baseline_name(variant: str, rev: str) -> str:
@@ -85,7 +89,11 @@ def load_baseline(rev: str) -> None:
     package = Path(tempfile.mkdtemp(prefix="reward-baseline-")) / "baseline_templates"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    for name in ("reward_estimator.py", "reward_schema.py"):
+    present = subprocess.run(["git", "ls-tree", "--name-only", rev, "templates/"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()
+    for name in BASELINE_TEMPLATES:
+        if f"templates/{name}" not in present:
+            continue
         text = subprocess.run(["git", "show", f"{rev}:templates/{name}"], cwd=ROOT, capture_output=True,
                               text=True, check=True).stdout
         (package / name).write_text(text)

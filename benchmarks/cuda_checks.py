@@ -6,7 +6,7 @@
    per image, reinforce and class-weighted local under
    torch.cuda.set_sync_debug_mode('error'): no host synchronisation;
 3. the kernels one default step launches (torch.profiler) at two image sizes and two
-   batch sizes: the same number (the GPU policy of reward_estimator.py);
+   batch sizes: the same number (the GPU policy of reward_device.py);
 4. the AMP float16 training test on CUDA (tests/test_mixed_precision.py -k cuda);
 5. `rewardpatch verify --device cuda` on the 1.2.2 checkout.
 

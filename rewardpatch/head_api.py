@@ -41,8 +41,10 @@ class HeadAPI:
 PIXEL_WEIGHT, CONTEXT, UNSUPPORTED = PARAMETER_KINDS
 
 # Names a context parameter cannot have: the reward's own loss functions take them
-# (templates/reward_estimator.py), and a keyword of that name would collide there.
+# (templates/reward_head.py), and a keyword of that name would collide there.
 RESERVED_FUNCTIONS = ("reward_losses", "decode_head_losses")
+# The template that defines them (RewardHeadMixin's), in every generation.
+HEAD_TEMPLATE = "reward_head.py"
 
 
 @lru_cache(maxsize=None)  # functools.cache, which Python 3.8 lacks
@@ -60,8 +62,8 @@ def adapter_template(gen: Generation) -> TemplateSpec:
 
 def reserved_names(gen: Generation) -> frozenset[str]:
     """The parameters of the reward's loss functions, which a context keyword must not shadow."""
-    estimator = next(t for t in gen.templates if t.source == "reward_estimator.py")
-    return frozenset(name for function in RESERVED_FUNCTIONS for name in template_parameters(estimator, function))
+    heads = next(t for t in gen.templates if t.source == HEAD_TEMPLATE)
+    return frozenset(name for function in RESERVED_FUNCTIONS for name in template_parameters(heads, function))
 
 
 def read_head_api(

@@ -1,6 +1,6 @@
 """Per-image segmentation rewards, computed for a whole batch at once.
 
-Each comes from one histogram over the batch (see reward_estimator.py, which
+Each comes from one histogram over the batch (see reward_counts.py, which
 holds the counting and the conventions, MMSeg's IoUMetric's image by image):
 nothing leaves the device and nothing loops over images, pixels or classes in
 Python. The rewards are the rows of REWARDS in reward_schema.py, the table
@@ -11,8 +11,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from mmseg.registry import MODELS
-from .reward_estimator import (channel_max, class_counts, label_confusion,
-                               reward_of_counts)
+from .reward_counts import class_counts, label_confusion, reward_of_counts
+from .reward_sampling import channel_max
 from .reward_schema import REWARDS
 
 

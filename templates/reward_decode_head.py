@@ -3,7 +3,7 @@
 `RewardDecodeHead` replaces BaseDecodeHead and, where the tree has it,
 `RewardCascadeDecodeHead` replaces BaseCascadeDecodeHead, for MMSegmentation
 1.x. What a reward head does, its modes and arguments are RewardHeadMixin's,
-in reward_estimator.py (shared by every MMSeg generation); this module only
+in reward_head.py (shared by every MMSeg generation); this module only
 adapts it to the 1.x head API: the reward lives in `loss_by_feat(seg_logits,
 batch_data_samples)`, which takes whatever else the tree's own
 BaseDecodeHead.loss_by_feat takes (`seg_weight`: per-pixel weights).
@@ -12,7 +12,7 @@ from mmengine.logging import print_log
 from torch import Tensor
 
 from ..losses.cross_entropy_reward_loss import CrossEntropyRewardLoss
-from ..losses.reward_estimator import RewardHeadMixin
+from ..losses.reward_head import RewardHeadMixin
 from ..utils import resize
 from .cascade_decode_head import BaseCascadeDecodeHead
 from .decode_head import BaseDecodeHead
@@ -20,7 +20,7 @@ from .decode_head import BaseDecodeHead
 
 class RewardDecodeHead(RewardHeadMixin, BaseDecodeHead):
     """BaseDecodeHead trained by reward optimisation: see RewardHeadMixin in
-    reward_estimator.py for `reward_cfg` and the drop-in rules."""
+    reward_head.py for `reward_cfg` and the drop-in rules."""
 
     decode_head_base = BaseDecodeHead
     reward_loss_class = CrossEntropyRewardLoss

@@ -3,7 +3,7 @@
 `RewardDecodeHead` replaces BaseDecodeHead and, where the tree has it,
 `RewardCascadeDecodeHead` replaces BaseCascadeDecodeHead, for MMSegmentation
 0.x (mmcv-full 1.x). What a reward head does, its modes and arguments are
-RewardHeadMixin's, in reward_estimator.py (the same file as in 1.x); this
+RewardHeadMixin's, in reward_head.py (the same file as in 1.x); this
 module only adapts it to the 0.x head API: the reward lives in
 `losses(seg_logit, seg_label)`, which `forward_train` calls, and which takes
 whatever else the tree's own BaseDecodeHead.losses takes (`seg_weight`:
@@ -15,14 +15,14 @@ from mmcv.utils import print_log
 from mmseg.ops import resize
 from mmseg.utils import get_root_logger
 from ..losses.cross_entropy_reward_loss import CrossEntropyRewardLoss
-from ..losses.reward_estimator import RewardHeadMixin
+from ..losses.reward_head import RewardHeadMixin
 from .cascade_decode_head import BaseCascadeDecodeHead
 from .decode_head import BaseDecodeHead
 
 
 class RewardDecodeHead(RewardHeadMixin, BaseDecodeHead):
     """BaseDecodeHead trained by reward optimisation: see RewardHeadMixin in
-    reward_estimator.py for `reward_cfg` and the drop-in rules."""
+    reward_head.py for `reward_cfg` and the drop-in rules."""
 
     decode_head_base = BaseDecodeHead
     reward_loss_class = CrossEntropyRewardLoss

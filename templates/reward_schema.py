@@ -4,10 +4,10 @@ table of rewards it can name.
 This module imports nothing, torch included: `rewardpatch config` imports
 this file by path to check `--reward` options with the very
 `check_reward_cfg` the heads run when the model is built, and
-reward_estimator.py reads its rewards from `REWARDS`.
+reward_counts.py reads its rewards from `REWARDS`.
 
 A reward sees a label map only through three counts per class c, as MMSeg's
-IoUMetric does (reward_estimator.py counts them): I_c, labelled pixels
+IoUMetric does (reward_counts.py counts them): I_c, labelled pixels
 predicted c whose ground truth is c; P_c, labelled pixels predicted c; G_c,
 pixels whose ground truth is c. A row of `REWARDS` maps them, tensors
 [..., C], to a numerator and a denominator per class: the reward is the sum
@@ -44,7 +44,7 @@ REWARD_CFG_DEFAULTS = dict(
     weighted_ce=dict(scope='image', reward='miou', mle_weight=0.0))
 DATASET_DECAY = 0.99
 # 'local' and 'reinforce' also read `fuse` (default False): their per-pixel
-# passes compiled by torch.compile (reward_estimator.py, `fused`).
+# passes compiled by torch.compile (reward_device.py, `fused`).
 
 
 def _class_mean(score, union):
@@ -122,9 +122,9 @@ def check_reward_cfg(reward_cfg) -> dict:
                          f'{", ".join(map(repr, MODES))}, got {mode!r}')
     defaults = REWARD_CFG_DEFAULTS[mode]
     for key in reward_cfg:
-        applies = key in defaults or key in ('mode', 'decay') or (
-            key == 'fuse' and mode != 'weighted_ce')
-        if not applies:
+        sampling = key == 'fuse' and mode != 'weighted_ce'
+        read = key in defaults or key in ('mode', 'decay') or sampling
+        if not read:
             raise ValueError(f'reward_cfg.{key} does not apply to '
                              f'mode={mode!r}')
     cfg = dict(mode=mode, **defaults)

@@ -175,11 +175,11 @@ def mm(patched_tree):
 
     import mmseg.models.decode_heads.reward_decode_head as head_module
     import mmseg.models.losses.iou_metric_loss as rewards
-    import mmseg.models.losses.reward_estimator as estimator
     from mmseg.evaluation.metrics import IoUMetric
     from mmseg.models.losses import CrossEntropyLoss, CrossEntropyRewardLoss
     from mmseg.registry import MODELS
     from mmseg.structures import SegDataSample
+    from template_modules import REWARD_MODULES, Modules
 
     class Namespace:
         pass
@@ -189,7 +189,11 @@ def mm(patched_tree):
     ns.MODELS = MODELS
     ns.rewards = rewards
     ns.head_module = head_module
-    ns.estimator = estimator
+    # each reward module by its name (a test replaces a name in the module that reads it),
+    # and all of them read as one: mm.estimator (template_modules.Modules)
+    for stem in REWARD_MODULES:
+        setattr(ns, stem, importlib.import_module(f"mmseg.models.losses.{stem}"))
+    ns.estimator = Modules(getattr(ns, stem) for stem in REWARD_MODULES)
     ns.IoUMetric = IoUMetric
     ns.CrossEntropyLoss = CrossEntropyLoss
     ns.CrossEntropyRewardLoss = CrossEntropyRewardLoss

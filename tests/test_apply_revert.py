@@ -1,6 +1,7 @@
 """apply, check and revert on real MMSeg checkouts (git repositories): 1.2.2 mostly; the round trip,
 --dry-run and --commit as rows over releases of both generations (0.x specifics: test_mmseg_0x.py)."""
 
+import ast
 import json
 import os
 import subprocess
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import git_status, run_cli
-from rewardpatch import mmseg_generations
+from conftest import copy_checkout, git_status, run_cli
+from rewardpatch import head_api, mmseg_generations
 from rewardpatch.head_index import COMPATIBLE
 from rewardpatch.manifest import Manifest
 from rewardpatch.patch_plan import PatchPlan
@@ -184,6 +185,79 @@ def test_a_template_change_after_an_upgrade_refreshes_untouched_files(tree, tmp_
     assert check_tree(opened := MMSegTree.open(tree), Manifest.load(opened)) == []
 
 
+# The modules reward_estimator.py was split into (test_a_tree_patched_before_the_split_...): the
+# release before the split inserted them as one reward_estimator.py, in this order.
+SPLIT_MODULES = ("reward_device", "reward_counts", "reward_sampling", "reward_estimator", "reward_head")
+
+
+def release_before_the_split(root: Path) -> Path:
+    """templates/ and patches/ as the release before the split had them, made from this one's:
+    one reward_estimator.py holding the split modules (their imports of each other dropped),
+    imported from by the other templates, and no [[templates]] table for the other four."""
+    templates, patches = root / "templates", root / "patches"
+    templates.mkdir(parents=True)
+    patches.mkdir()
+    real = mmseg_generations.data_dir
+    split = {f"{stem}.py" for stem in SPLIT_MODULES}
+    parts = []
+    for stem in SPLIT_MODULES:
+        text = (real("templates") / f"{stem}.py").read_text()
+        lines = text.splitlines(keepends=True)
+        for node in reversed(ast.parse(text).body):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and f"{node.module}.py" in split:
+                del lines[node.lineno - 1:node.end_lineno]
+        parts.append("".join(lines))
+    (templates / "reward_estimator.py").write_text("\n\n".join(parts))
+    for source in real("templates").glob("*.py"):
+        if source.name not in split:
+            text = source.read_text()
+            for stem in SPLIT_MODULES:
+                text = text.replace(f"from .{stem} import", "from .reward_estimator import")
+                text = text.replace(f"from ..losses.{stem} import", "from ..losses.reward_estimator import")
+            (templates / source.name).write_text(text)
+    for source in real("patches").glob("*.toml"):
+        tables = source.read_text().split("\n[[templates]]\n")
+        kept = [tables[0]] + [table for table in tables[1:] if not any(
+            f'source = "{name}"' in table for name in split - {"reward_estimator.py"})]
+        (patches / source.name).write_text("\n[[templates]]\n".join(kept))
+    return root
+
+
+@pytest.mark.parametrize("version", ["1.2.2", "0.30.0"])
+def test_a_tree_patched_before_the_split_of_reward_estimator_upgrades_and_reverts_byte_for_byte(
+        make_tree, tmp_path, monkeypatch, capsys, version):
+    """apply on a tree that the release before the split patched writes the new modules and
+    reward_estimator.py as a fresh apply does; revert then gives back the tree unpatched."""
+    tree = make_tree(version)
+    before = snapshot(tree)
+    previous = release_before_the_split(tmp_path / "previous")
+    real = mmseg_generations.data_dir
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(mmseg_generations, "data_dir", lambda name: previous / name)
+            # that release read the reward loss functions' parameters from reward_estimator.py
+            patch.setattr(head_api, "HEAD_TEMPLATE", "reward_estimator.py")
+            mmseg_generations.generations.cache_clear()
+            assert run_cli(capsys, "apply", tree)[0] == 0
+    finally:
+        mmseg_generations.generations.cache_clear()
+        head_api.template_parameters.cache_clear()
+    losses = tree / "mmseg/models/losses"
+    assert "class RewardHeadMixin" in (losses / "reward_estimator.py").read_text()
+    assert not [stem for stem in SPLIT_MODULES if stem != "reward_estimator" and (losses / f"{stem}.py").exists()]
+    assert run_cli(capsys, "apply", tree)[0] == 0
+    for stem in SPLIT_MODULES:
+        assert (losses / f"{stem}.py").read_text().endswith((real("templates") / f"{stem}.py").read_text())
+    fresh = copy_checkout(version, tmp_path / "fresh")
+    assert run_cli(capsys, "apply", fresh)[0] == 0
+    assert snapshot(tree) == snapshot(fresh)
+    opened = MMSegTree.open(tree)
+    assert check_tree(opened, Manifest.load(opened)) == []
+    assert run_cli(capsys, "revert", tree)[0] == 0
+    assert git_status(tree) == ""
+    assert snapshot(tree) == before
+
+
 def test_revert_refuses_a_hand_edited_generated_file_unless_forced(tree, capsys):
     plan_apply(MMSegTree.open(tree)).execute()
     (tree / HEADS / "reward_fcn_head.py").write_text("# mine\n")
@@ -202,6 +276,8 @@ def test_every_file_operation_goes_through_one_plan(tree):
         f"{HEADS}/reward_decode_head.py", f"{HEADS}/reward_aspp_head.py", f"{HEADS}/__init__.py",
         "mmseg/models/losses/iou_metric_loss.py", "mmseg/models/losses/cross_entropy_reward_loss.py",
         "mmseg/models/losses/reward_estimator.py", "mmseg/models/losses/reward_schema.py",
+        "mmseg/models/losses/reward_device.py", "mmseg/models/losses/reward_counts.py",
+        "mmseg/models/losses/reward_sampling.py", "mmseg/models/losses/reward_head.py",
         "mmseg/models/losses/__init__.py", MANIFEST_NAME,
     }
 

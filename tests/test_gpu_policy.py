@@ -99,8 +99,8 @@ SIZES = [(2, 12, 16), (2, 24, 32), (4, 12, 16)]
 def small_cpu_slabs(mm, monkeypatch):
     """CPU slabs of a few pixels: a pass that the CPU policy cuts for its caches runs in
     many slabs even on these small inputs."""
-    monkeypatch.setattr(mm.estimator, "SLAB_ELEMENTS", 2 * CLASSES * 16)
-    monkeypatch.setattr(mm.estimator, "COUNT_SLAB_ELEMENTS", 16)
+    monkeypatch.setattr(mm.reward_device, "SLAB_ELEMENTS", 2 * CLASSES * 16)
+    monkeypatch.setattr(mm.reward_counts, "COUNT_SLAB_ELEMENTS", 16)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -120,7 +120,7 @@ def test_a_gpu_step_sliced_finely_for_memory_still_runs_as_many_operations(mm, m
     """Slices bounded by memory: more of them for a smaller budget, as many at every size."""
     counts = {}
     for budget in (1.0, 0.1):
-        monkeypatch.setattr(mm.estimator, "GPU_SLICE_LOGITS", budget)
+        monkeypatch.setattr(mm.reward_device, "GPU_SLICE_LOGITS", budget)
         counts[budget] = [watched(mm, "local-image-K2-T", "gpu", size, OperationCount).total for size in SIZES]
     assert len(set(counts[1.0])) == len(set(counts[0.1])) == 1
     assert counts[0.1][0] > counts[1.0][0]
@@ -224,7 +224,7 @@ def test_the_gpu_policy_gives_the_cpu_policys_numbers(mm, monkeypatch, case, dty
     inputs = problem(mm, case, 2, 24, 32, dtype=getattr(torch, dtype))
     results = {}
     for policy, budget in (("cpu", 1.0), ("gpu", 1e9), ("gpu", 1.0)):
-        monkeypatch.setattr(mm.estimator, "GPU_SLICE_LOGITS", budget)
+        monkeypatch.setattr(mm.reward_device, "GPU_SLICE_LOGITS", budget)
         head = build_head(mm, case)
         with mm.estimator.device_policy(policy):
             results[policy, budget] = [step(mm, head, inputs, seed=100 + s) for s in range(2)]
@@ -243,8 +243,8 @@ def test_samples_do_not_depend_on_how_the_pixels_are_sliced(mm, monkeypatch, cla
     drawn = []
     for policy, slab, budget in (("cpu", est.SLAB_ELEMENTS, 1.0), ("cpu", 3 * classes * 50, 1.0),
                                  ("gpu", est.SLAB_ELEMENTS, 1.0), ("gpu", est.SLAB_ELEMENTS, 0.05)):
-        monkeypatch.setattr(est, "SLAB_ELEMENTS", slab)
-        monkeypatch.setattr(est, "GPU_SLICE_LOGITS", budget)
+        monkeypatch.setattr(mm.reward_device, "SLAB_ELEMENTS", slab)
+        monkeypatch.setattr(mm.reward_device, "GPU_SLICE_LOGITS", budget)
         probs = torch.empty(logits.shape)
         torch.manual_seed(0)
         with est.device_policy(policy):

@@ -13,7 +13,7 @@ import math
 
 import pytest
 
-from template_modules import REWARD_NAMES, template_module
+from template_modules import REWARD_NAMES, reward_modules, template_module
 
 try:
     import torch
@@ -24,7 +24,13 @@ except ModuleNotFoundError as missing:  # collected without the stack: `est` ski
 
 @pytest.fixture(scope="module")
 def est(stack):
-    return template_module("reward_estimator")
+    return reward_modules()
+
+
+@pytest.fixture(scope="module")
+def device(stack):
+    """reward_device.py, which reads the slice sizes."""
+    return template_module("reward_device")
 
 
 @pytest.fixture(params=["cpu", "gpu"])
@@ -117,8 +123,8 @@ def sparse_problem(classes, batch=3, size=(4, 6), seed=0):
 @pytest.mark.parametrize("units", ["image", "batch"])
 @pytest.mark.parametrize("classes, count", [(3, 1), (7, 3), (23, 2)])
 @pytest.mark.parametrize("with_history", [False, True])
-def test_the_local_gradient_is_the_one_read_from_the_table_of_every_move(est, policy, monkeypatch, reward, units,
-                                                                         classes, count, with_history):
+def test_the_local_gradient_is_the_one_read_from_the_table_of_every_move(est, device, policy, monkeypatch, reward,
+                                                                         units, classes, count, with_history):
     generator = torch.Generator().manual_seed(classes * 10 + count)
     gt = sparse_problem(classes, seed=classes)
     batch = gt.shape[0]
@@ -143,8 +149,8 @@ def test_the_local_gradient_is_the_one_read_from_the_table_of_every_move(est, po
     terms = [t.float() for t in est.flip_terms(reward, *counts)]
     # one slice, and several: CPU slabs of 5 pixels, GPU slices for a smaller memory budget
     for slab, budget in ((est.SLAB_ELEMENTS, 1e9), (batch * classes * 5, 0.3)):
-        monkeypatch.setattr(est, "SLAB_ELEMENTS", slab)
-        monkeypatch.setattr(est, "GPU_SLICE_LOGITS", budget)
+        monkeypatch.setattr(device, "SLAB_ELEMENTS", slab)
+        monkeypatch.setattr(device, "GPU_SLICE_LOGITS", budget)
         gradient = est.local_expectation(probs.clone(), samples, rows, terms, scale, pixel_scale)
         assert torch.allclose(gradient.double(), expected, rtol=1e-4, atol=1e-6 * expected.abs().max())
 

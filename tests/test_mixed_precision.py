@@ -158,7 +158,7 @@ def test_under_autocast_the_labels_are_drawn_from_the_float32_softmax(mm, monkey
         drawn.append(sample_labels(*args, **kwargs))
         return drawn[-1]
 
-    monkeypatch.setattr(mm.estimator, "sample_labels", spy)
+    monkeypatch.setattr(mm.reward_estimator, "sample_labels", spy)
     classes, pixels = 19, 64 * 64
     # the rare classes last: their cumulative sums are large, so rounding them costs most
     logits = torch.linspace(6, 0, classes).view(1, classes, 1, 1).expand(2, classes, 64, 64).contiguous()

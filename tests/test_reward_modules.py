@@ -64,7 +64,7 @@ def test_counting_a_few_images_at_a_time_gives_the_one_pass_counts(policy, mm, m
     gt[2, 1, :2] = 9
     samples = torch.stack([pred, pred.flip(-1)])
     one_pass = mm.estimator.label_confusion(samples, gt, 5, 255)
-    monkeypatch.setattr(mm.estimator, "COUNT_SLAB_ELEMENTS", gt[0].numel())  # one image per slab
+    monkeypatch.setattr(mm.reward_counts, "COUNT_SLAB_ELEMENTS", gt[0].numel())  # one image per slab
     assert torch.equal(mm.estimator.label_confusion(samples, gt, 5, 255), one_pass)
     keys = mm.estimator.count_keys(mm.estimator._label_rows(gt, 5, 255), 5)
     assert torch.equal(one_pass, mm.estimator.confusion(samples, keys, 5))
@@ -121,6 +121,13 @@ def test_the_reward_heads_and_iou_metric_loss_read_one_table(mm):
     assert mm.rewards.REWARDS is schema.REWARDS and mm.estimator.reward_row is schema.reward_row
     assert mm.estimator.check_reward_cfg is schema.check_reward_cfg
     assert schema.REWARD_NAMES == tuple(schema.REWARDS) == REWARD_NAMES
+
+
+def test_every_mode_and_baseline_reward_cfg_allows_has_its_entry_in_the_estimators_tables(mm):
+    import mmseg.models.losses.reward_schema as schema
+
+    assert tuple(mm.reward_estimator.MODE_LOSSES) == schema.MODES
+    assert tuple(mm.reward_estimator.BASELINES) == schema.BASELINE_NAMES
 
 
 @pytest.mark.parametrize("name", ["iou", "Dice", "mDice"])
@@ -513,7 +520,7 @@ def fix_samples(monkeypatch, mm, samples):
             probs.copy_(mm.torch.softmax(flat.float() / temperature, 1))
         return samples.reshape(samples.shape[0], flat.shape[0], -1)
 
-    monkeypatch.setattr(mm.estimator, "sample_labels", fixed)
+    monkeypatch.setattr(mm.reward_estimator, "sample_labels", fixed)
 
 
 def enumerate_maps(mm, gt, classes):

@@ -81,7 +81,8 @@ FILEIO = '''"""Stand-in for mmengine.fileio: the matrix passes class weights as 
 def load(path):
     raise NotImplementedError(path)
 '''
-LOSS_TEMPLATES = ("reward_schema", "reward_estimator", "iou_metric_loss", "cross_entropy_reward_loss")
+LOSS_TEMPLATES = ("reward_schema", "reward_device", "reward_counts", "reward_sampling", "reward_estimator",
+                  "reward_head", "iou_metric_loss", "cross_entropy_reward_loss")
 
 
 def lay_out_losses(root: Path, mmseg_tree: Path) -> Path:

@@ -32,13 +32,14 @@ import torch.distributed as dist  # noqa: E402
 from mmengine.structures import PixelData  # noqa: E402
 
 import mmseg.models  # noqa: E402,F401
+import mmseg.models.losses.reward_device as reward_device  # noqa: E402
 import mmseg.models.losses.reward_estimator as estimator  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
 from mmseg.structures import SegDataSample  # noqa: E402
 
 CLASSES, BATCH, SIZE = 4, 2, 16
 # for the whole run, which ends with os._exit
-estimator.device_policy(sys.argv[3] if len(sys.argv) > 3 else "cpu").__enter__()
+reward_device.device_policy(sys.argv[3] if len(sys.argv) > 3 else "cpu").__enter__()
 
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()

@@ -18,7 +18,9 @@ sys.path.insert(0, root)
 
 import torch  # noqa: E402
 
+from mmseg.models.losses import reward_device  # noqa: E402
 from mmseg.models.losses import reward_estimator  # noqa: E402
+from mmseg.models.losses import reward_head  # noqa: E402
 from mmseg.models.losses.cross_entropy_reward_loss import \
     CrossEntropyRewardLoss  # noqa: E402
 from mmseg.models.losses.iou_metric_loss import IoUMetricLoss  # noqa: E402
@@ -64,8 +66,8 @@ def run_estimator(case, tensors, classes, ignore_index, policy='cpu'):
         logits = tensors[step['logits']].to(dtype, copy=True).requires_grad_()
         weight = tensors[step['seg_weight']] if step['seg_weight'] else None
         torch.manual_seed(100 + index)  # the label samples
-        with reward_estimator._autocast_off('cpu'):
-            with reward_estimator.device_policy(policy):
+        with reward_head._autocast_off('cpu'):
+            with reward_device.device_policy(policy):
                 loss, stats = estimator(logits, tensors[step['labels']],
                                         loss_module, weight)
                 loss.backward()
@@ -139,7 +141,7 @@ def main():
     contexts = {}
     for device in ('cpu', 'cuda'):
         try:
-            with reward_estimator._autocast_off(device):
+            with reward_head._autocast_off(device):
                 pass
             contexts[device] = 'ok'
         except Exception:  # noqa: BLE001

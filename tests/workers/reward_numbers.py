@@ -30,7 +30,7 @@ if ONE_X:
     build_head = MODELS.build
 else:
     from mmseg.models import build_head  # noqa: E402
-from mmseg.models.losses.reward_estimator import device_policy  # noqa: E402
+from mmseg.models.losses.reward_device import device_policy  # noqa: E402
 
 CASES = [
     {},
