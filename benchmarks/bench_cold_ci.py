@@ -84,6 +84,7 @@ def main() -> int:
         lines: list[tuple[float, str]] = []
         process = subprocess.Popen([".ci/run"], cwd=clone, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
+        assert process.stdout is not None  # stdout=PIPE
         for line in process.stdout:
             lines.append((time.monotonic() - start, line.rstrip("\n")))
             sys.stdout.write(line)

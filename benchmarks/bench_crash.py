@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TypedDict
 
 from machine import describe, one_line
 
@@ -47,6 +48,14 @@ from test_crash_safety import restore, snapshot  # noqa: E402
 from rewardpatch import faults, journal  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "crash.json"
+
+
+class GroupResult(TypedDict):
+    """One group's record in crash.json: its clean run, then each signal's outcomes."""
+
+    write_steps: int
+    clean_run_seconds: float
+    signals: dict[str, dict[str, object]]
 SIGNALS = {"SIGKILL": "kill", "SIGTERM": "term", "SIGINT": "int"}
 
 
@@ -126,7 +135,7 @@ def main() -> int:
             _count_steps(tree, command)
             steps = faults.steps("write")
             restore(tree, before)
-            result = {"write_steps": steps, "clean_run_seconds": round(duration, 2), "signals": {}}
+            result: GroupResult = {"write_steps": steps, "clean_run_seconds": round(duration, 2), "signals": {}}
             for name, mode in SIGNALS.items():
                 signum = getattr(signal, name)
                 rows = []

@@ -63,7 +63,7 @@ def run_once(tree: Path, scratch: Path, index: int) -> dict:
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, timeout=900,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    row = {"rc": result.returncode, "seconds": round(time.perf_counter() - started, 1)}
+    row: dict[str, object] = {"rc": result.returncode, "seconds": round(time.perf_counter() - started, 1)}
     if result.returncode == 0 and out.is_file():
         row["passed"] = _as_the_test_checks(json.loads(out.read_text()))
     else:

@@ -79,6 +79,8 @@ def main() -> int:
             codes.append(process.wait())
             latencies.append(time.perf_counter() - sent)
     machine = describe()
+    signalled = {"median_s": round(statistics.median(latencies), 3), "max_s": round(max(latencies), 3),
+                 "exit_codes": codes}
     rows = {
         name: {"median_s": round(statistics.median(t for t, _, _ in rows), 2),
                "runs_s": [round(t, 2) for t, _, _ in rows],
@@ -91,15 +93,13 @@ def main() -> int:
                    "max_package_bytes": MAX_PACKAGE_BYTES},
         "machine": machine,
         "list_heads": rows,
-        "sigterm_during_parsing": {"median_s": round(statistics.median(latencies), 3),
-                                   "max_s": round(max(latencies), 3), "exit_codes": codes},
+        "sigterm_during_parsing": signalled,
     }
     out = HERE / "results" / "hostile.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"list-heads, median of {ROUNDS} alternated rounds ({one_line(machine)})")
     for name, row in rows.items():
         print(f"  {name:<12}{row['median_s']:>7.2f} s  peak {row['peak_rss_mb']:>5} MB  exit {row['exit_codes']}")
-    signalled = result["sigterm_during_parsing"]
     print(f"  SIGTERM while parsing: exit after {signalled['median_s']} s (max {signalled['max_s']} s), codes {codes}")
     return 0
 

@@ -330,7 +330,7 @@ def run_task(task, args, scratch, names, metainfo) -> dict:
     from rewardpatch.verify.synthetic import write_dataset
 
     da = da_tasks.DA_TASKS.get(task)
-    pseudo = bool(da) and da["labels"] == "pseudo"  # self-training: weighted pseudo-labels
+    pseudo = da is not None and da["labels"] == "pseudo"  # self-training: weighted pseudo-labels
     methods = methods_of(task)
     data_root = scratch / task / "data"
     if not (data_root / "ann_dir").exists():
@@ -405,15 +405,15 @@ def run_task(task, args, scratch, names, metainfo) -> dict:
                   f"image mIoU {metrics['image_mIoU']:6.2f}  ({metrics['seconds']} s)", flush=True)
 
     result = {"pretrained": pretrained, "finetuned": {}}
-    for method, metrics in runs.items():
+    for method, seeds_metrics in runs.items():
         result["finetuned"][method] = {
-            "dataset_miou": summary([m["mIoU"] for m in metrics]),
-            "image_miou": summary([m["image_mIoU"] for m in metrics]),
-            "per_class_iou": {k: round(statistics.mean(m[k] for m in metrics), 2) for k in metrics[0]
+            "dataset_miou": summary([m["mIoU"] for m in seeds_metrics]),
+            "image_miou": summary([m["image_mIoU"] for m in seeds_metrics]),
+            "per_class_iou": {k: round(statistics.mean(m[k] for m in seeds_metrics), 2) for k in seeds_metrics[0]
                               if k.startswith("IoU.")},
         }
         if method != "ce" and "ce" in runs:
-            paired = [m["mIoU"] - c["mIoU"] for m, c in zip(metrics, runs["ce"])]
+            paired = [m["mIoU"] - c["mIoU"] for m, c in zip(seeds_metrics, runs["ce"])]
             result["finetuned"][method]["gain_over_ce"] = summary(paired)
     return result
 

@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TypedDict
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -80,6 +81,18 @@ origin = Path(mmseg.__file__).resolve()
 if tree not in origin.parents:
     sys.exit(f"mmseg imported from {origin.parent}, not from the tree")
 """
+
+
+class ReachResult(TypedDict):
+    """results/reach.json: the machine, the stacks, each tree's row and the summary over them."""
+
+    benchmark: str
+    machine: dict
+    stacks: dict[str, str]
+    verify: str
+    summary: dict
+    trees: list[dict]
+    without_decode_head_package: list[dict[str, str]]
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -231,6 +244,7 @@ def measure(root: Path, scratch: Path, verify: bool) -> dict:
     row["refusal"] = None if row["accepted"] else (last_line(err) or "no compatible head: " + " / ".join(reasons[:3]))
     if not row["accepted"]:
         return row
+    assert generation is not None  # list-heads accepted the tree: MMSegTree.open did too
     python = STACKS[generation]
     row["import_before"] = imports(python, tree)
     code, _, err = rewardpatch(tool, "apply", tree, cwd=scratch, timeout=TIMEOUT_S["static"])
@@ -305,7 +319,7 @@ def summary(rows: list[dict]) -> dict:
             "goal": {"accepted_share": GOAL_ACCEPTED, "met": share >= GOAL_ACCEPTED and total["breaks_import"] == 0}}
 
 
-def table(result: dict) -> str:
+def table(result: ReachResult) -> str:
     lines = ["| release range | trees | accepted | byte-exact | imports (before -> after the patch) "
              "| verify stage 1 passed / run |", "| --- | --- | --- | --- | --- | --- |"]
     rows = [*result["summary"]["by_range"].items(), ("all", result["summary"]["all"]),
@@ -353,16 +367,15 @@ def bench(trees: Path, releases: list[str], verify: bool, out: Path) -> int:
                 print(f"{repository} [{row['root']}] {row['version']}: accepted={row['accepted']} "
                       f"byte_exact={row.get('byte_exact')} import={row.get('import_before', {}).get('ok')}->"
                       f"{row.get('import_after', {}).get('ok')} verify={row.get('verify', {}).get('ok')}", flush=True)
-    result = {
+    result: ReachResult = {
         "benchmark": "reach: public MMSeg trees accepted, patched byte-exactly, importing and verifying",
         "machine": describe(),
         "stacks": {name: str(python) for name, python in STACKS.items()},
         "verify": "stage 1 (--skip-finetune) where the patched tree imports" if verify else "not run",
-        "summary": None,
+        "summary": summary(rows),
         "trees": rows,
         "without_decode_head_package": without,
     }
-    result["summary"] = summary(rows)
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     text = table(result)

@@ -54,7 +54,8 @@ BATCH = 8
 CE = "plain CE (FCNHead)"
 LOVASZ = "LovaszLoss (FCNHead)"
 DEFAULT = "default reward_cfg (local, dataset, T=0.5, K=1)"
-VARIANTS = {
+# name: (head type, its reward_cfg or a plain head's loss); a baseline twin adds "baseline"
+VARIANTS: dict[str, tuple] = {
     CE: ("FCNHead", None),
     LOVASZ: ("FCNHead", "lovasz"),
     DEFAULT: ("RewardFCNHead", {}),
@@ -73,7 +74,7 @@ FUSED = {
     "reinforce, image, K=2, fused": ("RewardFCNHead", {"mode": "reinforce", "fuse": True}),
 }
 # --baseline REV: the estimator class of templates/ at REV, and the name of a variant's twin
-BASELINE = {}
+BASELINE: dict[str, type] = {}
 # What RewardEstimator needs of templates/ at any revision: reward_estimator.py and
 # reward_schema.py until it was split, those of them that REV has since.
 BASELINE_TEMPLATES = ("reward_schema.py", "reward_device.py", "reward_counts.py", "reward_sampling.py",
@@ -212,7 +213,7 @@ def peak_memory(variant: str, device: str, size) -> float:
 
 def alternated(steps: dict, device: str, repeats: int) -> dict:
     """Median seconds of each step, the steps run in turn, round after round."""
-    times = {name: [] for name in steps}
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for name, step in steps.items():
         if name not in SLOW:
             step()  # warm-up
@@ -293,25 +294,27 @@ def main() -> int:
 
     device, repeats = args.device, args.repeats
     reward = miou_rows(device, repeats)
-    loss, ratios = {}, {}
+    loss: dict[str, dict[str, float]] = {}  # size: variant: seconds
+    ratios: dict[str, dict[str, float]] = {}  # size: variant: times CE's
     for size in SIZES:
         logits, _, samples = inputs(device, size)
         steps = {name: loss_step(build_head(kind, cfg, device, size[0], *baseline), logits, samples)
                  for name, (kind, cfg, *baseline) in VARIANTS.items()}
-        seconds = alternated(steps, device, repeats)
-        loss[size_name(size)] = {k: round(v, 4) for k, v in seconds.items()}
-        ratios[size_name(size)] = {k: round(v / seconds[CE], 2) for k, v in seconds.items()}
+        medians = alternated(steps, device, repeats)
+        loss[size_name(size)] = {k: round(v, 4) for k, v in medians.items()}
+        ratios[size_name(size)] = {k: round(v / medians[CE], 2) for k, v in medians.items()}
         print(f"  {size_name(size)}: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios[size_name(size)].items()),
               flush=True)
         del logits, samples, steps
 
-    memory, extra = {}, {}
+    memory: dict[str, dict[str, float | str]] = {}  # size: variant: logits-sized tensors, or why not
+    extra: dict[str, dict[str, float]] = {}  # size: variant: memory above CE's
     for size in TARGET_SIZES:
-        row = {}
+        row: dict[str, float | str] = {}
         for name in VARIANTS:
             if name in SLOW and size != TARGET_SIZES[1]:
                 continue
-            baseline = ["--baseline", args.baseline] if args.baseline else []
+            baseline: list[str] = ["--baseline", args.baseline] if args.baseline else []
             baseline += ["--fused"] if args.fused else []
             child = subprocess.run([sys.executable, __file__, "--device", device, "--memory-of", name,
                                     "--size", ",".join(map(str, size)), *baseline], capture_output=True, text=True)
@@ -320,7 +323,9 @@ def main() -> int:
                 continue
             row[name] = round(json.loads(child.stdout.strip().splitlines()[-1]), 2)
         memory[size_name(size)] = row
-        extra[size_name(size)] = {name: round(value - row[CE], 2) for name, value in row.items()
+        ce = row[CE]
+        assert isinstance(ce, float), f"CE's memory at {size_name(size)}: {ce}"  # what the others are measured against
+        extra[size_name(size)] = {name: round(value - ce, 2) for name, value in row.items()
                                   if isinstance(value, float)}
 
     targets = {}
@@ -356,14 +361,14 @@ def main() -> int:
         print(f"  {name:<48}{seconds * 1000:>9.1f} ms")
     print("loss_by_feat forward + backward, logits at label resolution; peak memory above the inputs "
           "(logits-sized tensors)")
-    for size, row in loss.items():
-        print(size)
-        for name, seconds in row.items():
-            mem = extra.get(size, {}).get(name)
-            mem = f"   extra memory vs CE {mem:+.2f}" if mem is not None else ""
-            print(f"  {name:<50}{seconds * 1000:>9.1f} ms  {ratios[size][name]:>6.2f}x CE{mem}")
-    for size, target in targets.items():
-        print(f"target {size}: default {target['default_over_ce']}x CE (limit {target['limit']}): "
+    for label, timings in loss.items():
+        print(label)
+        for name, seconds in timings.items():
+            above = extra.get(label, {}).get(name)
+            mem = f"   extra memory vs CE {above:+.2f}" if above is not None else ""
+            print(f"  {name:<50}{seconds * 1000:>9.1f} ms  {ratios[label][name]:>6.2f}x CE{mem}")
+    for label, target in targets.items():
+        print(f"target {label}: default {target['default_over_ce']}x CE (limit {target['limit']}): "
               f"{'met' if target['met'] else 'MISSED'}; extra memory {target['extra_memory']:+.2f}: "
               f"{'met' if target['memory_met'] else 'MISSED'}")
     return 0

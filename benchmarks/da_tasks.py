@@ -44,6 +44,7 @@ mean teacher replaces it -, and two head subclasses registered here read it back
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Tuple, TypedDict
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -53,9 +54,20 @@ RARE_CLASS = 3
 GENERATOR = dict(thin_class=THIN_CLASS, rare_small_class=RARE_CLASS)
 SOURCE_SEED, TARGET_SEED, SHIFT_SEED = 1234, 4321, 99
 
+
+class Shift(TypedDict):
+    """How the target domain differs from the source (`shift`), per RGB channel where a triple."""
+
+    contrast: float
+    gain: Tuple[float, float, float]
+    offset: Tuple[float, float, float]
+    blur_sigma: float
+    noise_std: float
+
+
 # the target camera: x -> contrast * x + (1 - contrast) * 128, times a per-channel gain plus
 # an offset (RGB), blurred, plus Gaussian noise
-SHIFT = dict(contrast=0.8, gain=(1.1, 1.0, 0.85), offset=(5.0, 0.0, 10.0), blur_sigma=1.0, noise_std=10.0)
+SHIFT: Shift = dict(contrast=0.8, gain=(1.1, 1.0, 0.85), offset=(5.0, 0.0, 10.0), blur_sigma=1.0, noise_std=10.0)
 
 DA_TASKS = {
     # a pixel budget bought on the target domain, the rest ignore_index
@@ -251,7 +263,9 @@ def da_methods(methods: dict, reward_loss: dict) -> dict:
 
 def weighted_pipeline(train: bool) -> list:
     """The training pipeline that also loads and packs the per-pixel weights."""
-    pipeline = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations"), dict(type="LoadSegWeight")]
+    pipeline: list[dict[str, object]] = [
+        dict(type="LoadImageFromFile"), dict(type="LoadAnnotations"), dict(type="LoadSegWeight")
+    ]
     if train:
         pipeline.append(dict(type="RandomFlip", prob=0.5))
     return pipeline + [dict(type="PackSegInputsWithWeight")]

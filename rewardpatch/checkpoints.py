@@ -187,7 +187,8 @@ def _state_dict_of(checkpoint, source: Path):
     # Module versions (e.g. BatchNorm's) that load_state_dict reads; plain dicts.
     metadata = getattr(state_dict, "_metadata", None)
     if metadata is not None and _plain({str(k): v for k, v in metadata.items()}):
-        tensors._metadata = OrderedDict(metadata)
+        # torch's convention: an attribute of the state dict itself, which no type declares
+        tensors._metadata = OrderedDict(metadata)  # type: ignore[attr-defined]
     return tensors
 
 

@@ -309,6 +309,7 @@ def check_command(tree: str, as_json: bool, mmseg_version: str | None) -> int:
         for problem in problems:
             _tell(f"  {problem.message}")
     else:
+        assert manifest is not None  # check_tree finds "not-patched" without one
         _say(f"ok: {mmseg.root} is patched and consistent ({len(manifest.heads)} heads, {len(manifest.files)} files)")
     return EXIT_REFUSED if problems else EXIT_OK
 
@@ -321,6 +322,7 @@ STACK_NEEDS = {"config": ("mmengine|mmcv", "torch"), "verify": ("torch", "mmcv")
 
 def _needing_stack(command: click.Command) -> click.Command:
     run = command.callback
+    assert run is not None  # every verb is a function of ours
 
     @functools.wraps(run)
     def checked(*args, **kwargs):

@@ -11,7 +11,7 @@ until a dialect's registry or config loader is asked for.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 
 def _mmengine_models():
@@ -43,8 +43,9 @@ class Dialect:
     """How one runner's MMSeg registers, loads configs, is verified and seeded."""
 
     runner: str  # the patches/ value it is keyed by
-    models: Callable[[], object]  # the MODELS registry the heads register in
-    config: Callable[[], type]  # the Config class that loads a config as training does
+    # mmengine's or mmcv's (Any: the MMSeg stack is not installed where mypy runs)
+    models: Callable[[], Any]  # the MODELS registry the heads register in
+    config: Callable[[], Any]  # the Config class that loads a config as training does
     check_head: str  # verify's stage 1, in verify/head_checks.py
     finetune_module: str  # verify's stage 2, a module of rewardpatch.verify with its finetune()
     register_all_modules: bool  # mmseg.utils.register_all_modules() before building

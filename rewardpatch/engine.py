@@ -52,6 +52,7 @@ def heads(tree: str | None, installed: bool, imports: tuple[str, ...],
         mmseg = installed_tree(mmseg_version)
         with printed() as notices:
             return mmseg, plugin_verdicts(mmseg, list(imports), notices)
+    assert tree is not None  # options.tree_or_installed: a TREE without --installed
     mmseg = open_tree(tree, mmseg_version)
     with printed() as notices:
         return mmseg, list_heads(mmseg, notices)
@@ -165,7 +166,9 @@ def check(tree: str, mmseg_version: str | None) -> Checked:
     if leftovers is not None:  # the run that was interrupted did not happen, and is not undone yet
         problems[:0] = [Problem(f.name, "foreign", str(f)) for f in leftovers.foreign]
         if leftovers.interrupted:
-            problems.insert(0, Problem(journal.JOURNAL_NAME, "interrupted", leftovers.run_message()))
+            message = leftovers.run_message()
+            assert message is not None  # an interrupted run's record: said whenever there is one
+            problems.insert(0, Problem(journal.JOURNAL_NAME, "interrupted", message))
         for note in (None if leftovers.interrupted else leftovers.run_message(), leftovers.lock_message()):
             if note:
                 warn(note)

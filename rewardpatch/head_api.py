@@ -97,7 +97,8 @@ def read_head_api(
     context: list[str] = []
     unknown = []  # "name (why)"
     reserved = reserved_names(gen)
-    pairs = list(zip(positional, defaults))[len(own):]
+    pairs: list[tuple[ast.arg | None, ast.expr | None]] = []  # (None, None): the bare '*'
+    pairs += list(zip(positional, defaults))[len(own):]
     if args.vararg:
         unknown.append(f"*{args.vararg.arg} (positional arguments of unknown meaning)")
     if args.kwonlyargs:

@@ -248,8 +248,9 @@ def _literal_names(node: ast.expr | None) -> tuple[str, ...] | None:
         return (node.value,)
     if isinstance(node, (ast.List, ast.Tuple)) and node.elts:
         names = [_literal_names(e) for e in node.elts]
-        if all(n is not None and len(n) == 1 for n in names):
-            return tuple(n[0] for n in names)
+        singles = [n[0] for n in names if n is not None and len(n) == 1]
+        if len(singles) == len(names):
+            return tuple(singles)
     return None
 
 
@@ -411,7 +412,7 @@ class HeadIndex:
         found = [
             (f.rsplit("/", 1)[1][:-3], f, f.rsplit("/", 1)[1]) for f in tree.files(self.gen.heads_dir, "*.py")
         ]
-        entries = {
+        entries: dict[str, tuple[str, str | None]] = {  # stem -> (file, its name; None: from `extra`)
             stem: (file, filename) for stem, file, filename in found
             if stem not in extra and filename != "__init__.py" and file not in skip_files
         }
@@ -586,8 +587,9 @@ class HeadIndex:
                     reason = f"inherits from {member.name}: {reason} (its reward version is generated too)"
                 return HeadInfo(cls.name, cls.file, names, INCOMPATIBLE, reason, None, cls.registry_names)
         for member in chain:
-            for reason in member.loss_overrides.values():
-                if reason is not None:
+            for override in member.loss_overrides.values():
+                if override is not None:
+                    reason = override
                     if member is not cls:
                         reason = f"inherits from {member.name}: {reason}"
                     return HeadInfo(

@@ -41,8 +41,9 @@ def _without_cwd():
 
 def installed_root() -> Path:
     """The folder holding the `mmseg` package this interpreter imports, found without importing it."""
-    if "mmseg" in sys.modules and getattr(sys.modules["mmseg"], "__file__", None):
-        return Path(sys.modules["mmseg"].__file__).resolve().parent.parent
+    loaded = getattr(sys.modules["mmseg"], "__file__", None) if "mmseg" in sys.modules else None
+    if loaded:
+        return Path(loaded).resolve().parent.parent
     with _without_cwd():
         try:
             spec = importlib.util.find_spec("mmseg")

@@ -489,7 +489,8 @@ def look(root: Path) -> Leftovers | None:
         except StateError as exc:  # git could not say whether it tracks the file
             foreign.append(Foreign(name, f"cannot tell whether git tracks it: {exc}"))
     refused = {f.name for f in foreign}
-    record, files = None, ()
+    record: Record | None = None
+    files: tuple[str, ...] = ()
     if present[JOURNAL_NAME] is not None and JOURNAL_NAME not in refused:
         try:
             data = treefs.read(root, JOURNAL_NAME, limit=MAX_JOURNAL_BYTES) or b""
@@ -558,7 +559,7 @@ def recover(root: Path, key: bytes) -> Recovery | None:
 def exclusive(root: Path) -> Iterator[Recovery | None]:
     """Hold the lock for a writer; an unfinished run is rolled back first (and said). A file at
     rewardpatch's names that this machine's rewardpatch did not leave is refused, untouched."""
-    key = _key(create=True)
+    key = writer_key()
     with locked(root):
         for name in (JOURNAL_NAME, JOURNAL_TEMP):
             info = treefs.lstat(root, name)
@@ -595,6 +596,7 @@ def settled(root: Path, verb: str) -> None:
     if leftovers is None:
         return
     if leftovers.interrupted and leftovers.files:
+        assert leftovers.record is not None  # `interrupted` says there is one
         raise StateError(
             f"an interrupted {leftovers.record.verb} (pid {leftovers.record.pid}) left {root} half-written "
             f"({JOURNAL_NAME}); {verb} reads it as it is: run `rewardpatch apply` or `rewardpatch revert` "

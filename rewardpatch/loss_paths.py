@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 from .bindings import expression_text
+
+if TYPE_CHECKING:  # typing has TypeGuard from Python 3.10; only mypy reads it here
+    from typing_extensions import TypeGuard
 
 MAX_PATHS = 64
 
@@ -161,7 +164,7 @@ def _literal(test: ast.expr, holds: bool, source: str) -> Literal:
     return Literal(text, holds)
 
 
-def _self_attribute(node: ast.expr) -> bool:
+def _self_attribute(node: ast.expr) -> TypeGuard[ast.Attribute]:
     return isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self"
 
 

@@ -126,11 +126,16 @@ class PatchPlan:
             and self.tree.rel(folder) not in made
         ]
         made.update(dirs)
+        mode = None
+        if before is not None:
+            info = treefs.lstat(root, rel)
+            assert info is not None  # its bytes were read a moment ago (`before`)
+            mode = info.st_mode & 0o777
         entry = journal.Entry(
             path=rel,
             temp=None if after is None else treefs.fresh_name(root, rel, journal.TEMP_SUFFIX),
             before=None if before is None else base64.b64encode(before).decode("ascii"),
-            mode=treefs.lstat(root, rel).st_mode & 0o777 if before is not None else None,
+            mode=mode,
             after_sha256=None if after is None else hashlib.sha256(after).hexdigest(),
             dirs=dirs,
         )
@@ -177,6 +182,7 @@ def _stage(root: Path, entry: journal.Entry, data: bytes) -> None:
         faults.step("write", f"mkdir {folder}")
         treefs.mkdir(root, folder)
     faults.step("write", f"write {entry.temp}")
+    assert entry.temp is not None  # an entry with bytes to write has a temporary name (_entry)
     mode = entry.mode if entry.mode is not None else _default_mode()
     treefs.write_new(root, entry.temp, data, mode)
 

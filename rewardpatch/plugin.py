@@ -28,8 +28,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from .errors import RewardpatchError
+
+if TYPE_CHECKING:  # imported when a plugin is opened, not with this module
+    from .tree import MMSegTree
 
 # The scheme of the (absent) files the modules read as: tracebacks and inspect.getsource
 # get their lines from the loader.
@@ -49,7 +53,7 @@ class PluginError(ImportError):
 class _Loader(importlib.abc.Loader):
     """Executes a planned module's text; its relative imports resolve against the installed mmseg."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.texts: dict[str, str] = {}
         self.paths: dict[str, str] = {}
 
@@ -94,8 +98,8 @@ class ProjectModule:
 class _Plugin:
     """What the import planned and executed, for add_heads to extend."""
 
-    tree: object  # MMSegTree of the installed package
-    registry: object
+    tree: MMSegTree  # of the installed package
+    registry: Any  # its MODELS registry (the dialect's: Any)
     package: str  # the heads package, mmseg.models.decode_heads
     loader: _Loader
     planned: dict[str, str]  # created_texts of the tree alone, as _open planned it
@@ -260,7 +264,7 @@ def _open() -> _Plugin | None:
 
 
 def _project(modules) -> dict[str, ProjectModule]:
-    found = {}
+    found: dict[str, ProjectModule] = {}
     for module in modules:
         each = project_module(module)
         found.setdefault(each.stem, each)

@@ -121,9 +121,10 @@ def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
     lands in a class body's `__set_name__` — libcst's node classes, imported on first use —
     into a RuntimeError caused by it."""
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
     return None

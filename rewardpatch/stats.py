@@ -80,7 +80,8 @@ def find_label_maps(ann_dir: Path, suffix: str) -> list[Path]:
         raise InputError(f"{ann_dir}: no such directory")
     if not ann_dir.is_dir():
         raise InputError(f"{ann_dir}: not a directory")
-    found, visited = [], set()
+    found: list[Path] = []
+    visited: set[str] = set()
     for folder, subfolders, files in os.walk(ann_dir, followlinks=True):
         real = os.path.realpath(folder)
         if real in visited:
@@ -143,7 +144,7 @@ def _nonzero(pairs: Iterable[tuple[int, int]]) -> dict[int, int]:
 
 def reduce_zero_label(values: dict[int, int]) -> dict[int, int]:
     """Shift stored values as MMSeg's reduce_zero_label does: 0 -> 255, v -> v - 1, 255 stays 255."""
-    shifted = Counter()
+    shifted: Counter[int] = Counter()
     for value, count in values.items():
         new = (255 if value == 0 else value) - 1
         shifted[255 if new == 254 else new] += count
@@ -167,7 +168,7 @@ def tally(
     """Sum the per-file value counts into pixels per class, ignored and out-of-range pixels."""
     counts = [0] * num_classes
     ignored, num_files, out_of_range_files = 0, 0, 0
-    out_of_range = Counter()
+    out_of_range: Counter[int] = Counter()
     for values in per_file:
         num_files += 1
         if zero_label_reduced:

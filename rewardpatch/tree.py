@@ -178,6 +178,7 @@ class MMSegTree:
         else:
             if found != mmseg_version:
                 warn(f"{VERSION_FILE} says {shown(found)}; treated as MMSegmentation {mmseg_version} (--mmseg-version)")
+        assert mmseg_version is not None  # `declared` is the generation of it
         return cls(root=root.resolve(), version=mmseg_version, generation=declared)
 
     def path(self, relative: str) -> Path:

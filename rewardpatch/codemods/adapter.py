@@ -37,8 +37,9 @@ class LossMethodParameters(cst.CSTTransformer):
             return updated
         self.inside = False
         own = cst.Module([]).code_for_node(updated.params)
-        params = cst.parse_statement(f"def f({', '.join([own, *self.api.extra])}):\n    pass\n").params
-        return updated.with_changes(params=params)
+        function = cst.parse_statement(f"def f({', '.join([own, *self.api.extra])}):\n    pass\n")
+        assert isinstance(function, cst.FunctionDef)  # the def just written
+        return updated.with_changes(params=function.params)
 
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.Call:
         func = updated.func
@@ -77,7 +78,7 @@ def _one_parameter_a_line(function: cst.FunctionDef, column: int) -> cst.Functio
             return param
         return param.with_changes(comma=comma)
 
-    changes = {g: [relaid(p) for p in getattr(params, g)] for g in groups}
+    changes: dict[str, object] = {g: [relaid(p) for p in getattr(params, g)] for g in groups}
     if isinstance(params.star_arg, cst.ParamStar):
         changes["star_arg"] = params.star_arg.with_changes(comma=comma)
     elif isinstance(params.star_arg, cst.Param):

@@ -23,7 +23,7 @@ class ExportRecord:
     rewrapped: bool = False
 
     def as_json(self) -> dict:
-        data = {"imports": list(self.imports), "names": list(self.names)}
+        data: dict[str, list[str] | bool] = {"imports": list(self.imports), "names": list(self.names)}
         if self.rewrapped:
             data["rewrapped"] = True
         return data
@@ -51,6 +51,8 @@ def missing_exports(source: str, record: ExportRecord) -> list[str]:
     missing = []
     for line in record.imports:
         statement = ast.parse(line).body[0]
+        # a record's import lines are each one `from .module import ...` (Manifest.load checks them)
+        assert isinstance(statement, ast.ImportFrom)
         for alias in statement.names:
             if (statement.module or "", alias.asname or alias.name) not in imported:
                 missing.append(f"import of {alias.name} from .{statement.module}")

@@ -12,19 +12,24 @@ the appended run from the end hands that comma back.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import libcst as cst
 
 from .export_record import ExportRecord
 from .imports import (
     LINE_WIDTH,
+    Statement,
     bound_name,
     code,
+    imports_of_line,
     insert_relative_import,
     is_import_line,
     relative_import,
 )
+
+if TYPE_CHECKING:  # typing has TypeGuard from Python 3.10; only mypy reads it here
+    from typing_extensions import TypeGuard
 
 
 def _statement_code(statement: cst.BaseStatement) -> str:
@@ -32,16 +37,16 @@ def _statement_code(statement: cst.BaseStatement) -> str:
 
 
 def _bound_names(module: cst.Module) -> set[str]:
-    bound = set()
+    bound: set[str] = set()
     for statement in module.body:
         if is_import_line(statement):
-            for small in statement.body:
+            for small in imports_of_line(statement):
                 if not isinstance(small.names, cst.ImportStar):
                     bound.update(bound_name(alias) for alias in small.names)
     return bound
 
 
-def _find_all(body: list[cst.BaseStatement]) -> tuple[int, cst.List | cst.Tuple] | None:
+def _find_all(body: list[Statement]) -> tuple[int, cst.List | cst.Tuple] | None:
     for index, statement in enumerate(body):
         if not isinstance(statement, cst.SimpleStatementLine) or len(statement.body) != 1:
             continue
@@ -57,8 +62,9 @@ def _find_all(body: list[cst.BaseStatement]) -> tuple[int, cst.List | cst.Tuple]
     return None
 
 
-def _with_all(body: list[cst.BaseStatement], index: int, value: cst.List | cst.Tuple) -> None:
+def _with_all(body: list[Statement], index: int, value: cst.List | cst.Tuple) -> None:
     statement = body[index]
+    assert isinstance(statement, cst.SimpleStatementLine)  # `index` is _find_all's: `__all__ = ...`
     assign = statement.body[0].with_changes(value=value)
     body[index] = statement.with_changes(body=[assign])
 
@@ -135,7 +141,7 @@ def _append_names(
     else:
         column = _end_column(statement, value)
         before = elements[-2].comma if len(elements) > 1 else None
-        if column + 1 > LINE_WIDTH and before is not None and before.deep_equals(same_line):
+        if column + 1 > LINE_WIDTH and isinstance(before, cst.Comma) and before.deep_equals(same_line):
             # its new comma does not fit: yapf would move the element to the next line
             elements[-2] = elements[-2].with_changes(comma=cst.Comma(whitespace_after=line_break))
             column = len(line_break.last_line.value) + len(code(last.value))
@@ -198,12 +204,14 @@ def add_exports(
         present = {_string_value(e) for e in value.elements}
         added_names = [n for n in dict.fromkeys(names) if n not in present]
         if added_names:
-            appended, rewrapped = _append_names(body[index], value, added_names)
+            statement_all = body[index]
+            assert isinstance(statement_all, cst.SimpleStatementLine)  # _find_all's: `__all__ = ...`
+            appended, rewrapped = _append_names(statement_all, value, added_names)
             _with_all(body, index, appended)
     return module.with_changes(body=body).code, ExportRecord(tuple(added_imports), tuple(added_names), rewrapped)
 
 
-def _drop_statement(body: list[cst.BaseStatement], index: int) -> None:
+def _drop_statement(body: list[Statement], index: int) -> None:
     """Delete body[index], handing its leading blank lines to the statement after it."""
     statement = body.pop(index)
     if statement.leading_lines and index < len(body):
@@ -211,7 +219,7 @@ def _drop_statement(body: list[cst.BaseStatement], index: int) -> None:
         body[index] = follower.with_changes(leading_lines=[*statement.leading_lines, *follower.leading_lines])
 
 
-def _drop_all_names(body: list[cst.BaseStatement], names: set[str]) -> bool:
+def _drop_all_names(body: list[Statement], names: set[str]) -> bool:
     """Take every occurrence of `names` out of `__all__`; whether one was there."""
     found = _find_all(body)
     if found is None or not names:
@@ -267,7 +275,10 @@ def _recorded_imports(record: ExportRecord) -> dict[str, set[str]]:
     """{module stem: names} of the import lines `record` says add_exports wrote."""
     ours: dict[str, set[str]] = {}
     for line in record.imports:
-        for small in cst.parse_statement(line).body:
+        statement = cst.parse_statement(line)
+        # a record's import lines are each one `from .module import ...` (Manifest.load checks them)
+        assert isinstance(statement, cst.SimpleStatementLine)
+        for small in statement.body:
             if isinstance(small, cst.ImportFrom) and small.module is not None and not isinstance(
                 small.names, cst.ImportStar
             ):
@@ -287,10 +298,12 @@ def _is_ours(small: cst.BaseSmallStatement, ours: dict[str, set[str]]) -> bool:
     ):
         return False
     names = ours.get(code(small.module))
-    return bool(names) and all(a.asname is None and code(a.name) in names for a in small.names)
+    if not names:
+        return False
+    return all(a.asname is None and code(a.name) in names for a in small.names)
 
 
-def _imports_from(statement: cst.BaseStatement, stems: set[str]) -> bool:
+def _imports_from(statement: cst.BaseStatement, stems: set[str]) -> TypeGuard[cst.SimpleStatementLine]:
     """Whether `statement` is an import line made only of `from .<stem> import ...`."""
     return is_import_line(statement) and all(
         isinstance(small, cst.ImportFrom)
@@ -316,7 +329,7 @@ def drop_imports_from(source: str, stems: set[str]) -> str:
         if _imports_from(statement, stems):
             dropped.update(
                 bound_name(alias)
-                for small in statement.body
+                for small in imports_of_line(statement)
                 if not isinstance(small.names, cst.ImportStar)
                 for alias in small.names
             )

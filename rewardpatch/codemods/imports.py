@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Union
+
 import libcst as cst
 
+if TYPE_CHECKING:  # typing has TypeGuard from Python 3.10; only mypy reads it here
+    from typing_extensions import TypeGuard
+
 LINE_WIDTH = 79
+
+# A statement of a module's body, as libcst types cst.Module.body: a line of simple
+# statements, or a compound statement (def, class, if, try, ...).
+Statement = Union[cst.SimpleStatementLine, cst.BaseCompoundStatement]
 
 
 def wrap_import(line: str, width: int = LINE_WIDTH) -> str:
@@ -36,7 +45,9 @@ def isort_key(name: str) -> tuple[int, str]:
 
 def relative_import(module: str, names: list[str]) -> cst.SimpleStatementLine:
     ordered = sorted(names, key=isort_key)
-    return cst.parse_statement(wrap_import(f"from .{module} import {', '.join(ordered)}") + "\n")
+    statement = cst.parse_statement(wrap_import(f"from .{module} import {', '.join(ordered)}") + "\n")
+    assert isinstance(statement, cst.SimpleStatementLine)  # an import is a simple statement
+    return statement
 
 
 def code(node: cst.CSTNode) -> str:
@@ -50,10 +61,15 @@ def bound_name(alias: cst.ImportAlias) -> str:
     return code(alias.name).split(".")[0]
 
 
-def is_import_line(statement: cst.BaseStatement) -> bool:
+def is_import_line(statement: cst.BaseStatement) -> TypeGuard[cst.SimpleStatementLine]:
     return isinstance(statement, cst.SimpleStatementLine) and all(
         isinstance(s, (cst.Import, cst.ImportFrom)) for s in statement.body
     )
+
+
+def imports_of_line(statement: cst.SimpleStatementLine) -> list[cst.Import | cst.ImportFrom]:
+    """The statements of an import line (`is_import_line`): all of them, each an import."""
+    return [small for small in statement.body if isinstance(small, (cst.Import, cst.ImportFrom))]
 
 
 def _relative_module(statement: cst.BaseStatement) -> str | None:
@@ -64,7 +80,7 @@ def _relative_module(statement: cst.BaseStatement) -> str | None:
     return None
 
 
-def _after_docstring(body: list[cst.BaseStatement]) -> int:
+def _after_docstring(body: list[Statement]) -> int:
     if body and isinstance(body[0], cst.SimpleStatementLine):
         first = body[0].body[0]
         if isinstance(first, cst.Expr) and isinstance(first.value, (cst.SimpleString, cst.ConcatenatedString)):
@@ -72,7 +88,7 @@ def _after_docstring(body: list[cst.BaseStatement]) -> int:
     return 0
 
 
-def insert_relative_import(body: list[cst.BaseStatement], statement: cst.BaseStatement, module: str) -> None:
+def insert_relative_import(body: list[Statement], statement: Statement, module: str) -> None:
     """Insert `statement` among the module's `from .x import` lines, in module order."""
     key = module.lower()
     after = first_relative = last_import = None

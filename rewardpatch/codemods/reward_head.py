@@ -16,7 +16,15 @@ from dataclasses import dataclass
 import libcst as cst
 
 from ..naming import REWARD_PREFIX
-from .imports import bound_name, code, insert_relative_import, is_import_line, relative_import
+from .imports import (
+    Statement,
+    bound_name,
+    code,
+    imports_of_line,
+    insert_relative_import,
+    is_import_line,
+    relative_import,
+)
 from .layout import fit_renamed_super_lines
 
 
@@ -103,7 +111,9 @@ def rewrite_class(node: cst.ClassDef, spec: RewardClass) -> cst.ClassDef:
     decorators = [_reward_registration(d) for d in node.decorators]
     node = node.with_changes(name=cst.Name(spec.reward_name), bases=bases, decorators=decorators)
     if spec.explicit_super:
-        node = node.visit(ExplicitSuperRenamer(spec.name, spec.reward_name))
+        renamed = node.visit(ExplicitSuperRenamer(spec.name, spec.reward_name))
+        assert isinstance(renamed, cst.ClassDef)  # the renamer changes names inside it, never the class itself
+        node = renamed
     return node
 
 
@@ -142,8 +152,10 @@ def _is_import_block(statement: cst.BaseStatement) -> bool:
     return True
 
 
-def _all_lines(statement: cst.BaseCompoundStatement) -> list[cst.BaseStatement]:
-    lines = list(statement.body.body)
+def _all_lines(statement: cst.Try | cst.If) -> list[cst.BaseStatement | cst.BaseSmallStatement]:
+    """The statements of every branch of `statement`: lines, or the small statements of a
+    branch written on its header's line (`if x: import y`)."""
+    lines: list[cst.BaseStatement | cst.BaseSmallStatement] = list(statement.body.body)
     if isinstance(statement, cst.Try):
         for handler in statement.handlers:
             lines.extend(handler.body.body)
@@ -160,8 +172,8 @@ def _all_lines(statement: cst.BaseCompoundStatement) -> list[cst.BaseStatement]:
 
 
 def _prune_import_line(statement: cst.SimpleStatementLine, used: set[str]) -> cst.SimpleStatementLine | None:
-    kept_smalls = []
-    for small in statement.body:
+    kept_smalls: list[cst.BaseSmallStatement] = []
+    for small in imports_of_line(statement):
         if isinstance(small, cst.ImportFrom) and small.module and small.module.value == "__future__":
             kept_smalls.append(small)
             continue
@@ -198,8 +210,8 @@ def render_reward_module(
         used |= spec.used_names
     imports_from_source = sorted((used & defined) - {"__all__"})
 
-    rewritten: list[cst.BaseStatement] = []
-    imports: list[cst.BaseStatement] = []  # import lines and import blocks (try/except, if), in order
+    rewritten: list[Statement] = []
+    imports: list[Statement] = []  # import lines and import blocks (try/except, if), in order
     for statement in module.body:
         if isinstance(statement, cst.ClassDef) and statement.name.value in selected:
             spec = selected[statement.name.value]
@@ -231,10 +243,11 @@ def render_reward_module(
         if spec.reward_base not in generated_here:
             new_imports.setdefault(spec.reward_base_module, set()).add(spec.reward_base)
 
-    body: list[cst.BaseStatement] = []
+    body: list[Statement] = []
     orphaned_lines: list[cst.EmptyLine] = []  # the blank line that separated a dropped import group
     verdicts = iter(blocks_kept)
     for statement in imports:
+        kept: Statement | None
         if is_import_line(statement):
             kept = _prune_import_line(statement, used)
             if kept is None:

@@ -190,6 +190,7 @@ def config_command(
         source = load_config(source_path, src)
         tree, options = _plugin_options(source, mmseg_version)
     else:
+        assert tree_path is not None  # refused above: --tree TREE without --plugin
         tree = MMSegTree.open(tree_path, mmseg_version)
         journal.settled(tree.root, "config")  # an interrupted apply or revert: refused
         manifest = require_patched(tree, f"run `rewardpatch apply {tree_path}` first")

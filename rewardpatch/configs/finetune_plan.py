@@ -57,7 +57,8 @@ class FinetunePlan:
         changes, pending = [], dict(self.notes)
         for change in leaf_changes(self.source, self.target):
             prefix = next((p for p in pending if within(change.path, p) or within(p, change.path)), None)
-            changes.append(Change(change.path, change.before, change.after, pending.pop(prefix, None)))
+            note = pending.pop(prefix) if prefix is not None else None
+            changes.append(Change(change.path, change.before, change.after, note))
         return changes
 
     @property

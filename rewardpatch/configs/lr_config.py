@@ -9,6 +9,7 @@ iteration of `max_iters` is `max_iters - 1`.
 from __future__ import annotations
 
 from math import cos, pi
+from typing import Callable
 
 from ..errors import InputError
 
@@ -61,7 +62,7 @@ def _cosine_annealing(base_lr, progress, max_progress, min_lr=None, min_lr_ratio
 
 
 # The LrUpdaterHook classes evaluated, by name without the LrUpdaterHook suffix.
-POLICIES = {
+POLICIES: dict[str, Callable[..., float]] = {
     "Fixed": _fixed, "Step": _step, "Exp": _exp, "Poly": _poly, "Inv": _inv, "CosineAnnealing": _cosine_annealing,
 }
 

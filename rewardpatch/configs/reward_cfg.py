@@ -35,6 +35,7 @@ def reward_cfg_checker(tree, plugin: bool = False) -> Callable[[dict], dict]:
     """
     path = _schema_path(tree, plugin)
     spec = importlib.util.spec_from_file_location(f"rewardpatch_tree_{path.stem}", path)
+    assert spec is not None and spec.loader is not None  # a .py file's: the source file loader
     module = importlib.util.module_from_spec(spec)
     writes_bytecode = sys.dont_write_bytecode
     sys.dont_write_bytecode = True  # no __pycache__ of ours in the user's tree

@@ -183,7 +183,8 @@ SCHEDULE_DIALECTS = {
 
 def dialect_of(source: dict, runner: str) -> ScheduleDialect:
     """The tree's dialect; a source config that sets only the other one's keys is refused."""
-    dialect = SCHEDULE_DIALECTS.get(DIALECTS.get(runner))
+    generation = DIALECTS.get(runner)
+    dialect = SCHEDULE_DIALECTS.get(generation) if generation is not None else None
     if dialect is None:
         raise StateError(f"config does not know how {runner} configs spell the schedule; please report it")
     spoken = [d for d in SCHEDULE_DIALECTS.values() if any(key in source for key in d.markers)]
@@ -197,7 +198,7 @@ def dialect_of(source: dict, runner: str) -> ScheduleDialect:
 
 
 def _base_lr(source: dict, path: tuple[str, ...]) -> float:
-    value = source
+    value: object = source
     for key in path:
         value = value.get(key) if isinstance(value, dict) else None
     if isinstance(value, bool) or not isinstance(value, (int, float)):

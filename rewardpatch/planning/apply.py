@@ -98,6 +98,7 @@ def plan_apply_with_manifest(
 def _take_over(draft: ApplyDraft, takeover: Takeover) -> None:
     """Carry out what `apply --adopt` does to a hand-made text (adopt.Takeover): keep it under
     BACKUP_DIR/original/, remove the file where it asks, and say so in the plan."""
+    assert takeover.text is not None  # a hand-made file find_hand_made read: it stands in the tree
     copy = draft.keep(takeover.path, takeover.text, ORIGINAL)
     if takeover.removed:
         draft.plan.add(takeover.path, takeover.text, None, note="made by hand, adopted")

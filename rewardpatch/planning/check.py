@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import __version__
+from .. import __version__, treefs
 from ..bindings import imports_of_files, parse_python, sibling_path, unbound_imports, unresolved_imports
 from ..errors import StateError
 from ..manifest import HEAD_FILE, TEMPLATE_FILE, Manifest
@@ -72,7 +72,9 @@ def _recorded_problems(tree: MMSegTree, manifest: Manifest) -> list[Problem]:
         if sha256(current) != record.sha256:
             problems.append(Problem(path, "hand-edited", f"{path}: hand-edited since apply"))
         if record.kind == HEAD_FILE:
-            source = tree.read(record.source)
+            # the manifest is untrusted: a head file's record that names no source is refused
+            # (Unsafe) by the check tree.read makes of every path, made here first
+            source = tree.read(treefs.relative(record.source, "a path"))
             if source is None:
                 problems.append(Problem(path, "stale", f"{path}: its source {record.source} is gone"))
             elif sha256(source) != record.source_sha256:
@@ -82,7 +84,7 @@ def _recorded_problems(tree: MMSegTree, manifest: Manifest) -> list[Problem]:
                     )
                 )
         elif record.kind == TEMPLATE_FILE:
-            spec = templates.get(record.source)
+            spec = templates.get(record.source) if record.source is not None else None
             if spec is None or spec.sha256 != record.source_sha256:
                 problems.append(
                     Problem(path, "stale", f"{path}: stale, template {record.source} changed; run `rewardpatch apply`")
@@ -112,6 +114,7 @@ def _recorded_problems(tree: MMSegTree, manifest: Manifest) -> list[Problem]:
             problems.append(Problem(path, "missing", f"{path}: missing"))
             continue
         parse_python(current, path)
+        assert record.exports is not None  # an edited file's record has them (FileRecord.from_json)
         for what in missing_exports(current, record.exports):
             problems.append(Problem(path, "missing-export", f"{path}: missing {what}"))
         problems += unrevertable_imports(tree, manifest, path, current)

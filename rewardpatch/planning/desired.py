@@ -92,7 +92,12 @@ def _head_modules(index: HeadIndex, selected: list[str]):
     wanted: dict[str, dict[str, RewardClass]] = {}
     derived_too: dict[str, str] = {}
     for name in selected:
-        chain, base, _ = index.lineage(index.find(name))
+        # select_heads chose heads the index found and none it called incompatible: each is
+        # found, and derives from a head base
+        found = index.find(name)
+        assert found is not None
+        chain, base, _ = index.lineage(found)
+        assert base is not None
         for position, cls in enumerate(chain):
             parent = chain[position + 1] if position + 1 < len(chain) else None
             if parent is not None:

@@ -91,6 +91,8 @@ def _revert_exports(draft: RevertDraft) -> None:
 
     tree, plan = draft.tree, draft.plan
     for path, record in sorted(draft.manifest.edited().items()):
+        exports = record.exports
+        assert exports is not None  # an edited file's record has them (FileRecord.from_json)
         current = tree.read(path)
         if current is None:
             plan.notes.append(f"{path} is missing: nothing to take out of it")
@@ -107,10 +109,10 @@ def _revert_exports(draft: RevertDraft) -> None:
                     f"{original.copy}); use --force to take out only rewardpatch's exports"
                 )
             draft.kept.append((path, draft.put_back(original), f"{path} before apply --adopt"))
-            plan.add(path, current, remove_exports(current, record.exports), note="exports")
+            plan.add(path, current, remove_exports(current, exports), note="exports")
             plan.notes.append(f"{path}: the hand-made imports apply --adopt replaced are not put back")
             continue
-        plan.add(path, current, remove_exports(current, record.exports), note="exports")
+        plan.add(path, current, remove_exports(current, exports), note="exports")
 
 
 def _revert_adopted_removals(draft: RevertDraft) -> None:
@@ -136,7 +138,9 @@ def _refuse_dangling_imports(plan: PatchPlan, manifest: Manifest) -> None:
     for path in sorted(manifest.edited()) if removed else ():
         current = plan.tree.read(path)
         text = after[path] if path in after else current
-        for line, module in imports_of_files(path, text, removed) if text is not None else ():
+        if text is None:
+            continue
+        for line, module in imports_of_files(path, text, removed):
             line = line_before(current or "", text, line)
             raise StateError(
                 f"{path}:{line}: imports from {module}, which revert removes, in a form revert "

@@ -23,7 +23,8 @@ def join_logs(logs: list[ScalarLog]) -> tuple[list[dict[str, float]], list[dict[
     A resumed run starts a new folder at the iteration it resumed from: whatever an older
     folder logged from that step on is replaced by the newer folder's lines.
     """
-    training, validation = [], []
+    training: list[dict[str, float]] = []
+    validation: list[dict[str, float]] = []
     for log in logs:
         start = min(row["step"] for row in [*log.training, *log.validation])
         training = [row for row in training if row["step"] < start] + log.training
@@ -80,7 +81,8 @@ def last_per_class_iou(log: ScalarLog) -> dict[str, float] | None:
         lines = text_log.read_bytes().decode("utf-8", errors="replace").splitlines()
     except OSError:
         return None
-    table, last = None, None
+    table: dict[str, float] | None = None
+    last: dict[str, float] | None = None
     for line in lines:
         if CLASS_TABLE_HEADER.match(line):
             table = {}
@@ -151,14 +153,15 @@ def write_ab_outputs(runs: list[Run], out_dir: Path) -> list[str]:
         _note(f"no per-class IoU table in the text log of {missing}: "
               "ab_per_class.csv and ab_per_class.png not written")
         return written
-    names = [name for name in tables[0] if name in tables[1]]
-    differences = [round(tables[1][name] - tables[0][name], DIFFERENCE_DIGITS) for name in names]
+    before, after = [table for table in tables if table]  # both, as all() said
+    names = [name for name in before if name in after]
+    differences = [round(after[name] - before[name], DIFFERENCE_DIGITS) for name in names]
     path = out_dir / "ab_per_class.csv"
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["class", f"IoU {a.label}", f"IoU {b.label}", f"{b.label} - {a.label}"])
         for name, difference in zip(names, differences):
-            writer.writerow([name, _cell(tables[0][name]), _cell(tables[1][name]), _cell(difference)])
+            writer.writerow([name, _cell(before[name]), _cell(after[name]), _cell(difference)])
     written.append(f"{path}  ({len(names)} classes at each run's last validation)")
     steps = [max(run.miou) for run in (a, b)]
     at = " and ".join(dict.fromkeys(_iterations(step) for step in steps))

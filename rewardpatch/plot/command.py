@@ -50,9 +50,11 @@ def write_training_outputs(log: ScalarLog, out_dir: Path, smooth: float) -> list
     if not rewards:
         _note(f"no reward statistics ({', '.join(REWARD_STATISTICS)}) in {log.source}: rewards.png not written")
         return written
-    panels = {}
+    panels: dict[str, list[str]] = {}  # panel title -> its keys
     for key in rewards:
-        panels.setdefault(REWARD_PANELS[reward_statistic(key)], []).append(key)
+        statistic = reward_statistic(key)
+        assert statistic is not None  # loss_columns: a key without "loss" is a reward statistic
+        panels.setdefault(REWARD_PANELS[statistic], []).append(key)
     path = out_dir / "rewards.png"
     panels_figure(log, panels, smooth, "Reward statistics").savefig(path)
     written.append(f"{path}  ({', '.join(rewards)})")

@@ -122,7 +122,9 @@ def _scalar_log(path: Path, training, validation, malformed, per_class_iou=None)
 def read_scalar_log(path: Path) -> ScalarLog:
     if path.name.endswith(MMCV_LOG_SUFFIX):
         return read_mmcv_log(path)
-    training, validation, malformed = [], [], []
+    training: list[dict[str, float]] = []
+    validation: list[dict[str, float]] = []
+    malformed: list[int] = []
     for number, record in _json_lines(path, malformed):
         if not isinstance(record, dict) or not _is_number(record.get("step")):
             malformed.append(number)
@@ -141,8 +143,10 @@ MMCV_VAL_BOOKKEEPING = frozenset({"iter", "epoch", "lr"})
 
 def read_mmcv_log(path: Path) -> ScalarLog:
     """An mmcv TextLoggerHook log (MMSeg 0.x) as the lines of a scalars.json (module docstring)."""
-    training, validation, malformed = [], [], []
-    per_class = None
+    training: list[dict[str, float]] = []
+    validation: list[dict[str, float]] = []
+    malformed: list[int] = []
+    per_class: dict[str, float] | None = None
     step = 0.0
     for number, record in _json_lines(path, malformed):
         if not isinstance(record, dict) or record.get("mode") not in ("train", "val"):
@@ -179,7 +183,7 @@ def reward_statistic(key: str) -> str | None:
 
 
 def _keys_in_order(rows: list[dict[str, float]], wanted) -> list[str]:
-    seen = {}
+    seen: dict[str, None] = {}  # a set that keeps the order keys came in
     for row in rows:
         for key in row:
             if key not in seen and wanted(key):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -24,6 +25,9 @@ from ..optional import python_without_cwd
 from ..options import mmseg_version_option, tree_or_installed
 from ..tree import MMSegTree
 from .events import EventReader
+
+if TYPE_CHECKING:  # what click.progressbar returns; click names the class in a private module
+    from click._termui_impl import ProgressBar
 
 WORKDIR_MARK = ".rewardpatch-verify"
 DEFAULT_WORKDIR = Path("work_dirs") / "rewardpatch-verify"
@@ -42,7 +46,7 @@ class Progress:
 
     def __init__(self, report: dict):
         self.report = report
-        self.bar = None
+        self.bar: ProgressBar[str] | None = None  # the current stage's
 
     def __call__(self, event: dict) -> None:
         kind = event.pop("event")
@@ -54,13 +58,16 @@ class Progress:
         elif kind == "stage":
             self.close()
             label = "stage 1: reward heads" if event["stage"] == "heads" else f"stage 2: fine-tune {event['head']}"
-            self.bar = click.progressbar(length=event["total"], label=label, file=sys.stderr, show_pos=True,
-                                         item_show_func=lambda item: item)
-            self.bar.__enter__()
+            bar: ProgressBar[str] = click.progressbar(length=event["total"], label=label, file=sys.stderr,
+                                                     show_pos=True, item_show_func=lambda item: item)
+            self.bar = bar
+            bar.__enter__()
         elif kind == "head":
             self.report["heads"].append(event)
+            assert self.bar is not None  # the worker starts a stage before its first head
             self.bar.update(1, event["name"])
         elif kind == "iter":
+            assert self.bar is not None  # the worker starts a stage before its first iteration
             self.bar.update(event["iter"] - self.bar.pos, f"{event['phase']} iteration")
         elif kind == "finetune":
             self.report["finetune"] = event
@@ -302,6 +309,7 @@ def verify_command(
         reward_classes, reasons = _plugin_heads(mmseg, list(imports))
         names = _patched_heads(mmseg, reward_classes, heads, reasons)
     else:
+        assert tree is not None  # tree_or_installed: a TREE without --installed
         mmseg = MMSegTree.open(tree, mmseg_version)
         journal.settled(mmseg.root, "verify")  # an interrupted apply or revert: refused
         manifest = require_patched(mmseg, f"run `rewardpatch apply {tree}` first")

@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ..naming import reward_name
 from .events import EventWriter
@@ -75,7 +75,7 @@ def model_config(head_type: str, head_args: dict, loss: dict, reward_cfg: dict |
 
 
 def _dataloader(data_root: str, metainfo: dict, split: str, batch_size: int) -> dict:
-    pipeline = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations")]
+    pipeline: list[dict[str, object]] = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations")]
     if split == "train":
         pipeline.append(dict(type="RandomFlip", prob=0.5))
     pipeline.append(dict(type="PackSegInputs"))
@@ -269,7 +269,7 @@ class Phase:
 
 
 def run_finetune(workdir: Path, head: str, ce_iters: int, iters: int, distributed: bool,
-                 train: Callable[[Phase, Path, dict], object]) -> dict:
+                 train: Callable[[Phase, Path, dict], Any]) -> dict:  # -> the trained model (torch's: Any)
     """Stage 2 in every MMSeg generation: CE, its checkpoint made weights-only, reward, verdict.
 
     `train(phase, data_root, metainfo)` trains one phase with the generation's own runner
