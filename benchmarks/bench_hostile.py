@@ -30,9 +30,9 @@ sys.path.insert(0, str(HERE))
 
 from machine import describe, one_line  # noqa: E402
 
-from rewardpatch.bindings import MAX_NESTING  # noqa: E402
 from rewardpatch.checkout import pristine  # noqa: E402
 from rewardpatch.head_index import MAX_PACKAGE_BYTES  # noqa: E402
+from rewardpatch.import_graph import MAX_NESTING  # noqa: E402
 from rewardpatch.treefs import MAX_SOURCE_BYTES  # noqa: E402
 
 HEADS = "mmseg/models/decode_heads"

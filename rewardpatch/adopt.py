@@ -13,9 +13,9 @@ import ast
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .bindings import module_stem, parse_python, sibling_path
 from .errors import InputError, StateError
 from .head_index import INCOMPATIBLE, HeadIndex
+from .import_graph import module_stem, parse_python, sibling_path
 from .manifest import Manifest
 from .naming import REWARD_STEM_PREFIX, is_generated, is_reward_name, unrewarded_name
 from .tree import MMSegTree, NotText

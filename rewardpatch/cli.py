@@ -18,6 +18,8 @@ import sys
 import click
 
 from . import __version__, streams
+from .cli_options import mmseg_version_option, tree_or_installed
+from .dependencies import require_stack
 from .errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -28,8 +30,6 @@ from .errors import (
     RewardpatchError,
 )
 from .mmseg_generations import supported_versions
-from .optional import require_stack
-from .options import mmseg_version_option, tree_or_installed
 from .signals import interrupt_behind, signum_of
 from .signals import name as signal_name
 
@@ -45,7 +45,7 @@ def _heads_option(value: str | None) -> list[str] | None:
     return names
 
 
-def _say(message: str = "") -> None:
+def _print_out(message: str = "") -> None:
     click.echo(message)
 
 
@@ -55,7 +55,7 @@ def _write_diff(plan) -> None:
         sys.stdout.write(diff)
 
 
-def _tell(message: str) -> None:
+def _print_err(message: str) -> None:
     click.echo(message, err=True)
 
 
@@ -64,20 +64,20 @@ def _exit_code(run) -> int:
     try:
         result = run()
     except RewardpatchError as exc:
-        _tell(f"rewardpatch: error: {exc}")
+        _print_err(f"rewardpatch: error: {exc}")
         return exc.exit_code
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-        _tell(f"rewardpatch: error: {exc.format_message()}{hint}")
+        _print_err(f"rewardpatch: error: {exc.format_message()}{hint}")
         return EXIT_USAGE
     except click.ClickException as exc:
-        _tell(f"rewardpatch: error: {exc.format_message()}")
+        _print_err(f"rewardpatch: error: {exc.format_message()}")
         return exc.exit_code
     except click.Abort:  # Ctrl-C outside a verb (click turns it into Abort)
-        _tell("rewardpatch: error: interrupted")
+        _print_err("rewardpatch: error: interrupted")
         return EXIT_INTERRUPTED
     except OSError as exc:
-        _tell(f"rewardpatch: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+        _print_err(f"rewardpatch: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
         return EXIT_USAGE
     return result if isinstance(result, int) else EXIT_OK
 
@@ -178,43 +178,43 @@ def list_heads_command(tree: str | None, as_json: bool, installed: bool, imports
     tree_or_installed(tree, installed, imports)
     mmseg, heads = engine.heads(tree, installed, imports, mmseg_version)
     if as_json:
-        _say(json.dumps([h.as_json() for h in heads], indent=2))
+        _print_out(json.dumps([h.as_json() for h in heads], indent=2))
         return EXIT_OK
     counts = {s: sum(h.status == s for h in heads) for s in (COMPATIBLE, CONDITIONAL, PATCHED, INCOMPATIBLE)}
     where = "installed at" if installed else "at"
-    _say(
+    _print_out(
         f"MMSegmentation {mmseg.version} {where} {mmseg.root}: {len(heads)} registered classes, "
         f"{counts[COMPATIBLE]} compatible, {counts[CONDITIONAL]} conditional, {counts[PATCHED]} patched, "
         f"{counts[INCOMPATIBLE]} incompatible"
     )
-    _say(f"rewardpatch supports MMSegmentation {supported_versions()} ({mmseg.generation.name} for this tree)")
+    _print_out(f"rewardpatch supports MMSegmentation {supported_versions()} ({mmseg.generation.name} for this tree)")
     if installed:
-        _say("plugin mode (custom_imports = dict(imports=['rewardpatch.plugin'])) registers "
+        _print_out("plugin mode (custom_imports = dict(imports=['rewardpatch.plugin'])) registers "
              + ("nothing: this MMSeg is patched, its own modules register the reward heads" if counts[PATCHED]
                 else f"Reward<X> for the {counts[COMPATIBLE]} compatible heads"
                 + (f" and the {counts[CONDITIONAL]} conditional ones" if counts[CONDITIONAL] else "")))
-    _say()
+    _print_out()
     width = max(len(h.name) for h in heads) + 2 if heads else 6
     file_width = max(len(h.file.rsplit("/", 1)[-1]) for h in heads) + 2 if heads else 6
-    _say(f"{'HEAD':<{width}}{'FILE':<{file_width}}{'STATUS':<14}BASE CHAIN")
+    _print_out(f"{'HEAD':<{width}}{'FILE':<{file_width}}{'STATUS':<14}BASE CHAIN")
     for head in heads:
         chain = " > ".join(head.chain)
         name = head.file.rsplit("/", 1)[-1]
-        _say(f"{head.name:<{width}}{name:<{file_width}}{head.status:<14}{chain}")
+        _print_out(f"{head.name:<{width}}{name:<{file_width}}{head.status:<14}{chain}")
         for line in (head.reason, *head.notes):
             if line:
-                _say(f"{'':<{width}}  {line}")
+                _print_out(f"{'':<{width}}  {line}")
     return EXIT_OK
 
 
 def _print_changes(plan) -> None:
     for change in plan.changes:
         note = f"  ({change.note})" if change.note else ""
-        _say(f"  {change.action:<7} {change.path}{note}")
+        _print_out(f"  {change.action:<7} {change.path}{note}")
     for line in plan.adopted:
-        _say(f"  adopted {line}")
+        _print_out(f"  adopted {line}")
     for note in plan.notes:
-        _say(f"  note: {note}")
+        _print_out(f"  note: {note}")
 
 
 @cli.command("apply")
@@ -243,20 +243,20 @@ def apply_command(
     if dry_run:
         plan = engine.preview_apply(tree, mmseg_version, options)
         _write_diff(plan)
-        _tell(f"dry run: apply would change {len(plan.changes)} files; nothing was written")
+        _print_err(f"dry run: apply would change {len(plan.changes)} files; nothing was written")
         return EXIT_OK
     applied = engine.apply(tree, mmseg_version, options, commit)
     mmseg, plan, committed = applied.tree, applied.plan, applied.committed
     if plan.empty:
-        _say(f"already patched: nothing to do ({mmseg.root})")
+        _print_out(f"already patched: nothing to do ({mmseg.root})")
         return EXIT_OK
-    _say(f"patched MMSegmentation {mmseg.version} at {mmseg.root}:")
+    _print_out(f"patched MMSegmentation {mmseg.version} at {mmseg.root}:")
     _print_changes(plan)
-    _say(f"{len(plan.heads)} heads have a reward version: {', '.join(plan.heads)}")
+    _print_out(f"{len(plan.heads)} heads have a reward version: {', '.join(plan.heads)}")
     if committed:
-        _say(f"committed {committed.sha}")
+        _print_out(f"committed {committed.sha}")
         if committed.forced:
-            _say(f"note: git's ignore rules ({'; '.join(committed.rules)}) match {len(committed.forced)} of the "
+            _print_out(f"note: git's ignore rules ({'; '.join(committed.rules)}) match {len(committed.forced)} of the "
                  "files apply wrote: committed with git add --force")
     return EXIT_OK
 
@@ -277,10 +277,10 @@ def revert_command(tree: str, force: bool, dry_run: bool, mmseg_version: str | N
     if dry_run:
         plan = engine.preview_revert(tree, mmseg_version, force)
         _write_diff(plan)
-        _tell(f"dry run: revert would change {len(plan.changes)} files; nothing was written")
+        _print_err(f"dry run: revert would change {len(plan.changes)} files; nothing was written")
         return EXIT_OK
     mmseg, plan = engine.revert(tree, mmseg_version, force)
-    _say(f"reverted the patch of {mmseg.root}:")
+    _print_out(f"reverted the patch of {mmseg.root}:")
     _print_changes(plan)
     return EXIT_OK
 
@@ -303,14 +303,15 @@ def check_command(tree: str, as_json: bool, mmseg_version: str | None) -> int:
             "heads": manifest.heads if manifest else [],
             "problems": [p.as_json() for p in problems],
         }
-        _say(json.dumps(report, indent=2))
+        _print_out(json.dumps(report, indent=2))
     elif problems:
-        _tell(f"{mmseg.root}: {len(problems)} problem{'s' if len(problems) != 1 else ''}")
+        _print_err(f"{mmseg.root}: {len(problems)} problem{'s' if len(problems) != 1 else ''}")
         for problem in problems:
-            _tell(f"  {problem.message}")
+            _print_err(f"  {problem.message}")
     else:
         assert manifest is not None  # check_tree finds "not-patched" without one
-        _say(f"ok: {mmseg.root} is patched and consistent ({len(manifest.heads)} heads, {len(manifest.files)} files)")
+        counts = f"{len(manifest.heads)} heads, {len(manifest.files)} files"
+        _print_out(f"ok: {mmseg.root} is patched and consistent ({counts})")
     return EXIT_REFUSED if problems else EXIT_OK
 
 

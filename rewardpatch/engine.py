@@ -15,7 +15,7 @@ from . import __version__, gitstate, journal
 from .errors import Interrupted, StateError
 from .head_index import HeadInfo
 from .manifest import Manifest
-from .notice import printed, warn
+from .notice import deferred_warnings, warn
 from .patch_plan import PatchPlan
 from .planning import ApplyOptions, Problem, check_tree, list_heads, plan_apply, plan_revert
 from .signals import consume_all, held, pending
@@ -50,18 +50,18 @@ def heads(tree: str | None, installed: bool, imports: tuple[str, ...],
         from .installed import installed_tree, plugin_verdicts
 
         mmseg = installed_tree(mmseg_version)
-        with printed() as notices:
+        with deferred_warnings() as notices:
             return mmseg, plugin_verdicts(mmseg, list(imports), notices)
     assert tree is not None  # options.tree_or_installed: a TREE without --installed
     mmseg = open_tree(tree, mmseg_version)
-    with printed() as notices:
+    with deferred_warnings() as notices:
         return mmseg, list_heads(mmseg, notices)
 
 
 def preview_apply(tree: str, mmseg_version: str | None, options: ApplyOptions) -> PatchPlan:
     """apply --dry-run: the plan, written nowhere."""
     mmseg = open_tree(tree, mmseg_version)
-    with printed() as notices:
+    with deferred_warnings() as notices:
         return plan_apply(mmseg, options, notices)
 
 
@@ -80,7 +80,7 @@ def apply(tree: str, mmseg_version: str | None, options: ApplyOptions, commit: b
     with `commit`, committed too, or taken back out."""
     mmseg = MMSegTree.open(tree, mmseg_version)
     with journal.exclusive(mmseg.root):  # one writer; an interrupted run is rolled back first
-        with printed() as notices:
+        with deferred_warnings() as notices:
             plan = plan_apply(mmseg, options, notices)
         if plan.empty:
             return Applied(mmseg, plan)
@@ -161,7 +161,7 @@ def check(tree: str, mmseg_version: str | None) -> Checked:
         manifest = Manifest.load(mmseg)  # read on while a writer plans
     else:
         manifest = Manifest.load(mmseg)
-        with printed() as notices:
+        with deferred_warnings() as notices:
             problems = check_tree(mmseg, manifest, notices)
     if leftovers is not None:  # the run that was interrupted did not happen, and is not undone yet
         problems[:0] = [Problem(f.name, "foreign", str(f)) for f in leftovers.foreign]

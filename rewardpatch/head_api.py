@@ -16,7 +16,7 @@ import ast
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .bindings import expression_text
+from .import_graph import expression_text
 from .mmseg_generations import PARAMETER_KINDS, Generation, TemplateSpec
 
 

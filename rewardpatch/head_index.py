@@ -15,9 +15,9 @@ from enum import Enum
 from functools import cached_property
 from typing import Union
 
-from .bindings import defined_names, expression_text, module_level_statements, package_imports, parse_python
 from .errors import InputError
 from .head_api import HeadAPI, read_head_api
+from .import_graph import defined_names, expression_text, module_level_statements, package_imports, parse_python
 from .loss_paths import NEVER, Condition, Reach, reaching_condition
 from .mmseg_generations import Generation
 from .naming import is_generated, reward_name

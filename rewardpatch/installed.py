@@ -20,9 +20,9 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from .dependencies import python_without_cwd
 from .errors import InputError
 from .notice import Notices
-from .optional import python_without_cwd
 from .tree import MMSegTree
 
 PLUGIN_MODULE = "rewardpatch.plugin"
@@ -115,6 +115,6 @@ def plugin_verdicts(tree: MMSegTree, imports: list[str], notices: Notices):
     return heads
 
 
-def list_heads_command(imports: list[str]) -> str:
+def list_heads_hint(imports: list[str]) -> str:
     """The command that shows plugin mode's verdicts with these project modules."""
     return "rewardpatch list-heads --installed" + "".join(f" --import {name}" for name in imports)

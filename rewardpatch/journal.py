@@ -52,7 +52,7 @@ LOCK_NAME = ".rewardpatch.lock"
 JOURNAL_NAME = ".rewardpatch.journal"
 JOURNAL_TEMP = JOURNAL_NAME + ".tmp"
 # Where a recovery keeps a file it found with bytes the journal does not know
-RECOVERED_DIR = ".rewardpatch-recovered"
+RECOVERY_COPIES_DIR = ".rewardpatch-recovered"
 TEMP_SUFFIX = ".rewardpatch"
 SCHEMA = 2
 KEY_NAME = "journal.key"
@@ -271,7 +271,7 @@ def roll_back(root: Path, journal: Record, phase: str) -> list[str]:
 
     Idempotent: it only ever moves a file towards its recorded state. A file holding bytes
     the journal knows neither as before nor as after (edited after the crash) is kept under
-    RECOVERED_DIR first. No link is followed on the way to any path (treefs).
+    RECOVERY_COPIES_DIR first. No link is followed on the way to any path (treefs).
     """
     touched = []
     for entry in reversed(journal.entries):
@@ -307,7 +307,7 @@ def _known(current: bytes, entry: Entry) -> bool:
 
 
 def _keep_aside(root: Path, relative: str, data: bytes) -> None:
-    kept = f"{RECOVERED_DIR}/{relative}"
+    kept = f"{RECOVERY_COPIES_DIR}/{relative}"
     folder = kept.rpartition("/")[0]
     with treefs.folder_of(root, f"{folder}/x", make=True):
         pass
@@ -530,7 +530,7 @@ def _refuse_links(root: Path, journal: Record) -> None:
             info = treefs.lstat(root, path) if path else None
             if info is not None and stat.S_ISLNK(info.st_mode):
                 raise treefs.Unsafe(f"{JOURNAL_NAME} names {path}, which is a symlink; nothing was changed")
-        treefs.lstat(root, f"{RECOVERED_DIR}/{entry.path}")  # where an edit would be kept: no link on the way
+        treefs.lstat(root, f"{RECOVERY_COPIES_DIR}/{entry.path}")  # where an edit would be kept: no link on the way
 
 
 def recover(root: Path, key: bytes) -> Recovery | None:

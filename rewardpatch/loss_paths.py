@@ -21,7 +21,7 @@ import ast
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Union
 
-from .bindings import expression_text
+from .import_graph import expression_text
 
 if TYPE_CHECKING:  # typing has TypeGuard from Python 3.10; only mypy reads it here
     from typing_extensions import TypeGuard

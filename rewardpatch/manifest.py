@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from . import __version__
 from .codemods.export_record import ExportRecord
 from .errors import InputError, StateError
-from .tree import BACKUP_DIR, MANIFEST_NAME, MMSegTree, NotText
+from .tree import APPLY_COPIES_DIR, MANIFEST_NAME, MMSegTree, NotText
 from .treefs import TooLarge, Unsafe, relative
 
 SCHEMA = 1
@@ -89,7 +89,7 @@ def _json_type(value) -> str:
 
 @dataclass(frozen=True)
 class Backup:
-    """A file `apply --force` replaced, kept byte for byte under BACKUP_DIR."""
+    """A file `apply --force` replaced, kept byte for byte under APPLY_COPIES_DIR."""
 
     path: str  # where it stood in the tree
     copy: str  # where its bytes are kept
@@ -140,7 +140,7 @@ class Manifest:
 
     def _check_paths(self) -> None:
         """Every path the manifest names is one a record may name (treefs.relative); the copies
-        of backups lie under BACKUP_DIR. A manifest is untrusted input: a fork can commit one."""
+        of backups lie under APPLY_COPIES_DIR. A manifest is untrusted input: a fork can commit one."""
         for path, record in self.files.items():
             relative(path, "a file record")
             if record.source is not None:
@@ -149,8 +149,8 @@ class Manifest:
                 _check_import_line(line)
         for backup in self.backups:
             relative(backup.path, "a backup's path")
-            if not relative(backup.copy, "a backup's copy").startswith(f"{BACKUP_DIR}/"):
-                raise Unsafe(f"a backup's copy {backup.copy!r} lies outside {BACKUP_DIR}/")
+            if not relative(backup.copy, "a backup's copy").startswith(f"{APPLY_COPIES_DIR}/"):
+                raise Unsafe(f"a backup's copy {backup.copy!r} lies outside {APPLY_COPIES_DIR}/")
 
     @classmethod
     def load(cls, tree: MMSegTree) -> "Manifest | None":
@@ -199,7 +199,7 @@ class Manifest:
 
 def _check_import_line(line: str) -> None:
     """An import line of an export record: one `from .module import names` statement."""
-    from .bindings import bounded_parse
+    from .import_graph import bounded_parse
 
     try:
         body = bounded_parse(line, "an export record").body

@@ -28,7 +28,7 @@ class Notices:
 
 
 @contextmanager
-def printed() -> Iterator[Notices]:
+def deferred_warnings() -> Iterator[Notices]:
     """Notices whose warnings are printed (`warn`) when the block ends, however it ends: a
     warning found before an error is shown before the error's line."""
     notices = Notices()

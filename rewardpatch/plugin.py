@@ -234,7 +234,7 @@ def _open() -> _Plugin | None:
     except Exception as exc:  # noqa: BLE001 - any failure: MMSeg cannot be used
         raise PluginError(f"MMSegmentation is not importable ({type(exc).__name__}: {exc})") from None
     from .mmseg_generations import shown, supported_versions, supporting_generation
-    from .notice import printed
+    from .notice import deferred_warnings
     from .planning import created_texts
     from .tree import MANIFEST_NAME, MMSegTree
 
@@ -249,7 +249,7 @@ def _open() -> _Plugin | None:
     try:
         tree = MMSegTree.open(root, version)
         registry = tree.generation.dialect.models()
-        with printed() as notices:
+        with deferred_warnings() as notices:
             texts = created_texts(tree, notices=notices)
     except RewardpatchError as exc:
         raise PluginError(f"{root}/mmseg: {exc}") from None

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import click
 
+from .dependencies import require
 from .errors import EXIT_OK, InputError
-from .optional import require
 
 # 1 / (count + S * labelled) with S = 0.02 keeps a class with no pixels finite and bounds the
 # largest-to-smallest weight ratio by (1 + S) / S = 51; S = 0 is plain inverse frequency.

@@ -26,7 +26,7 @@ from .notice import warn
 
 MANIFEST_NAME = ".rewardpatch.json"
 # Beside the manifest: byte-for-byte copies of the files `apply --force` replaced.
-BACKUP_DIR = ".rewardpatch"
+APPLY_COPIES_DIR = ".rewardpatch"
 VERSION_FILE = "mmseg/version.py"
 # Lines git leaves in a file whose merge conflicted
 CONFLICT_MARKERS = ("<<<<<<< ", "=======", ">>>>>>> ")
@@ -84,7 +84,7 @@ def sha256(data: bytes | str) -> str:
 def read_version(version_file: Path, name: str | None = None) -> str:
     """The __version__ string mmseg/version.py assigns, else an InputError saying why there is
     none. `name` is how the message names the file (default: the path)."""
-    from .bindings import TooDeep, bounded_parse
+    from .import_graph import TooDeep, bounded_parse
 
     name = name or str(version_file)
     data = treefs.read(version_file.resolve().parent, version_file.name)

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import git_status, one_line_error, run_cli, run_python
 from rewardpatch.checkout import COMMIT_ENV
-from rewardpatch.tree import BACKUP_DIR, MANIFEST_NAME
+from rewardpatch.tree import APPLY_COPIES_DIR, MANIFEST_NAME
 
 HEADS = "mmseg/models/decode_heads"
 LOSSES = "mmseg/models/losses"
@@ -131,7 +131,7 @@ def test_adopt_keeps_each_hand_made_file_byte_for_byte(capsys, hand_patched):
     before = snapshot(hand_patched)
     assert run_cli(capsys, "apply", hand_patched, "--adopt")[0] == 0
     for path in (f"{HEADS}/reward_fcn_head.py", f"{LOSSES}/iou_metric_loss.py", f"{HEADS}/__init__.py"):
-        assert (hand_patched / BACKUP_DIR / "original" / path).read_bytes() == before[Path(path)]
+        assert (hand_patched / APPLY_COPIES_DIR / "original" / path).read_bytes() == before[Path(path)]
 
 
 def test_the_adopted_head_is_generated_under_the_same_class_name(capsys, hand_patched):
@@ -244,6 +244,6 @@ def test_adopt_dry_run_shows_the_kept_copies_and_writes_nothing(capsys, hand_pat
     before = snapshot(hand_patched)
     code, out, _ = run_cli(capsys, "apply", hand_patched, "--adopt", "--dry-run")
     assert code == 0
-    assert f"+++ b/{BACKUP_DIR}/original/{HEADS}/reward_fcn_head.py" in out
+    assert f"+++ b/{APPLY_COPIES_DIR}/original/{HEADS}/reward_fcn_head.py" in out
     assert "-from .iou_metric_loss import class_histogram, per_image_miou" in out
     assert snapshot(hand_patched) == before

@@ -6,7 +6,7 @@ import subprocess
 
 from conftest import git_status, one_line_error, run_cli
 from rewardpatch.checkout import COMMIT_ENV
-from rewardpatch.tree import BACKUP_DIR, MANIFEST_NAME
+from rewardpatch.tree import APPLY_COPIES_DIR, MANIFEST_NAME
 
 HEADS = "mmseg/models/decode_heads"
 LOSSES = "mmseg/models/losses"
@@ -35,8 +35,8 @@ def test_apply_force_keeps_each_replaced_file_byte_for_byte_under_the_backup_fol
     code, out, _ = run_cli(capsys, "apply", tree, "--force")
     assert code == 0
     for path, data in HAND_MADE.items():
-        assert (tree / BACKUP_DIR / "original" / path).read_bytes() == data
-        assert f"create  {BACKUP_DIR}/original/{path}  (copy of {path})" in out
+        assert (tree / APPLY_COPIES_DIR / "original" / path).read_bytes() == data
+        assert f"create  {APPLY_COPIES_DIR}/original/{path}  (copy of {path})" in out
 
 
 def test_the_manifest_records_each_copy_with_its_hash(capsys, tree):
@@ -44,7 +44,7 @@ def test_the_manifest_records_each_copy_with_its_hash(capsys, tree):
     run_cli(capsys, "apply", tree, "--force")
     backups = json.loads((tree / MANIFEST_NAME).read_text())["backups"]
     assert {(b["path"], b["copy"], b["kind"]) for b in backups} == {
-        (path, f"{BACKUP_DIR}/original/{path}", "original") for path in HAND_MADE
+        (path, f"{APPLY_COPIES_DIR}/original/{path}", "original") for path in HAND_MADE
     }
 
 
@@ -56,7 +56,7 @@ def test_revert_after_apply_force_puts_the_files_back_and_leaves_a_clean_git_sta
     assert code == 0
     for path, data in HAND_MADE.items():
         assert (tree / path).read_bytes() == data
-    assert not (tree / BACKUP_DIR).exists()
+    assert not (tree / APPLY_COPIES_DIR).exists()
     assert git_status(tree) == ""
 
 
@@ -64,7 +64,7 @@ def test_dry_run_shows_the_copies_and_writes_nothing(capsys, tree):
     commit_hand_made_files(tree)
     code, out, _ = run_cli(capsys, "apply", tree, "--force", "--dry-run")
     assert code == 0
-    assert f"+++ b/{BACKUP_DIR}/original/{LOSSES}/cross_entropy_reward_loss.py" in out
+    assert f"+++ b/{APPLY_COPIES_DIR}/original/{LOSSES}/cross_entropy_reward_loss.py" in out
     assert "+# copied from the old README" in out
     assert git_status(tree) == ""
 
@@ -82,7 +82,7 @@ def test_a_failed_write_leaves_no_copy_behind(capsys, tree, monkeypatch):
     code, _, err = run_cli(capsys, "apply", tree, "--force")
     assert code == 1
     assert "the tree was left unchanged" in one_line_error(err)
-    assert not (tree / BACKUP_DIR).exists()
+    assert not (tree / APPLY_COPIES_DIR).exists()
     assert git_status(tree) == ""
 
 
@@ -92,7 +92,7 @@ def test_hand_edits_that_apply_force_overwrites_are_kept_too(capsys, tree):
     edited = generated.read_bytes() + b"# my tweak\n"
     generated.write_bytes(edited)
     assert run_cli(capsys, "apply", tree, "--heads", "FCNHead", "--force")[0] == 0
-    copies = list((tree / BACKUP_DIR / "hand-edited").rglob("reward_fcn_head.py.*"))
+    copies = list((tree / APPLY_COPIES_DIR / "hand-edited").rglob("reward_fcn_head.py.*"))
     assert [c.read_bytes() for c in copies] == [edited]
 
 
@@ -104,7 +104,7 @@ def test_revert_refuses_to_drop_kept_hand_edits_unless_forced(capsys, tree):
     before = snapshot(tree)
     code, _, err = run_cli(capsys, "revert", tree)
     assert code == 1
-    assert f"{BACKUP_DIR}/hand-edited/{HEADS}/reward_fcn_head.py." in one_line_error(err)
+    assert f"{APPLY_COPIES_DIR}/hand-edited/{HEADS}/reward_fcn_head.py." in one_line_error(err)
     assert snapshot(tree) == before
     assert run_cli(capsys, "revert", tree, "--force")[0] == 0
     assert git_status(tree) == ""
@@ -113,7 +113,7 @@ def test_revert_refuses_to_drop_kept_hand_edits_unless_forced(capsys, tree):
 def test_check_fails_when_a_kept_copy_is_missing(capsys, tree):
     commit_hand_made_files(tree)
     run_cli(capsys, "apply", tree, "--force")
-    copy = f"{BACKUP_DIR}/original/{LOSSES}/iou_metric_loss.py"
+    copy = f"{APPLY_COPIES_DIR}/original/{LOSSES}/iou_metric_loss.py"
     (tree / copy).unlink()
     code, _, err = run_cli(capsys, "check", tree)
     assert code == 1
@@ -123,7 +123,7 @@ def test_check_fails_when_a_kept_copy_is_missing(capsys, tree):
 def test_revert_refuses_when_a_kept_copy_is_missing_and_changes_nothing(capsys, tree):
     commit_hand_made_files(tree)
     run_cli(capsys, "apply", tree, "--force")
-    (tree / BACKUP_DIR / "original" / LOSSES / "iou_metric_loss.py").unlink()
+    (tree / APPLY_COPIES_DIR / "original" / LOSSES / "iou_metric_loss.py").unlink()
     before = snapshot(tree)
     code, _, err = run_cli(capsys, "revert", tree, "--force")
     assert code == 1

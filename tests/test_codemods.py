@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rewardpatch import __version__
-from rewardpatch.bindings import defined_names
+from rewardpatch.import_graph import defined_names
 from rewardpatch.codemods.export_record import ExportRecord, missing_exports
 from rewardpatch.codemods.exports import add_exports, remove_exports
 from rewardpatch.codemods.reward_head import RewardClass, render_reward_module

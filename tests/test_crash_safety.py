@@ -34,7 +34,7 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
     for path in root.iterdir():
         if path.is_file():
             state[path.name] = path.read_bytes()
-    for top in ("mmseg", ".rewardpatch", journal.RECOVERED_DIR):
+    for top in ("mmseg", ".rewardpatch", journal.RECOVERY_COPIES_DIR):
         if (root / top).is_dir():
             state[top] = None
         for path in (root / top).rglob("*") if (root / top).exists() else ():

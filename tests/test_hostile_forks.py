@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from conftest import REPO, git_status, one_line_error, run_cli, start_cli
 from forks import commit
 from rewardpatch import faults, journal
-from rewardpatch.bindings import MAX_NESTING
+from rewardpatch.import_graph import MAX_NESTING
 from rewardpatch.errors import EXIT_REPORT_LOST
 from rewardpatch.treefs import MAX_SOURCE_BYTES
 
@@ -238,7 +238,7 @@ def test_a_recovered_folder_that_links_outside_stops_the_recovery_before_it_star
     record = journal.Record("apply", 1, [entry], str(tree.resolve()))
     (tree / journal.JOURNAL_NAME).write_bytes(record.to_bytes(journal.writer_key()))
     init.write_text(original + "# edited after the crash\n")
-    (tree / journal.RECOVERED_DIR).symlink_to("../victim")
+    (tree / journal.RECOVERY_COPIES_DIR).symlink_to("../victim")
     victim_before, tree_before = state(victim), tree_state(tree)
     for args in READERS:
         code, _, err = run_cli(capsys, args[0], tree, *args[1:])
@@ -247,11 +247,11 @@ def test_a_recovered_folder_that_links_outside_stops_the_recovery_before_it_star
     for args in WRITERS:
         code, _, err = run_cli(capsys, args[0], tree, *args[1:])
         assert code == 1
-        assert f"{journal.RECOVERED_DIR} is a symlink" in one_line_error(err)
+        assert f"{journal.RECOVERY_COPIES_DIR} is a symlink" in one_line_error(err)
         assert tree_state(tree) == tree_before and state(victim) == victim_before, args
-    (tree / journal.RECOVERED_DIR).unlink()  # the user removes the link: the recovery goes through
+    (tree / journal.RECOVERY_COPIES_DIR).unlink()  # the user removes the link: the recovery goes through
     code, _, err = run_cli(capsys, "revert", tree)
-    assert "rolled back 1 file" in err and f"kept at {journal.RECOVERED_DIR}/{LOSSES}/__init__.py" in err
+    assert "rolled back 1 file" in err and f"kept at {journal.RECOVERY_COPIES_DIR}/{LOSSES}/__init__.py" in err
     assert init.read_text() == original
     assert state(victim) == victim_before
 

@@ -19,7 +19,7 @@ from rewardpatch.checkout import COMMIT_ENV
 from rewardpatch.head_index import COMPATIBLE, INCOMPATIBLE
 from rewardpatch.mmseg_generations import data_dir, generation_for
 from rewardpatch.planning import list_heads, plan_apply
-from rewardpatch.tree import BACKUP_DIR, MMSegTree
+from rewardpatch.tree import APPLY_COPIES_DIR, MMSegTree
 
 VERSIONS = ["0.24.1", "0.30.0"]
 HEADS = "mmseg/models/decode_heads"
@@ -140,7 +140,7 @@ def test_apply_force_keeps_a_hand_made_loss_and_revert_puts_it_back(capsys, make
     code, _, err = run_cli(capsys, "apply", tree)
     assert code == 1 and "--force" in one_line_error(err)
     assert run_cli(capsys, "apply", tree, "--force")[0] == 0
-    assert (tree / BACKUP_DIR / "original" / LOSSES / "iou_metric_loss.py").read_bytes() == hand_made
+    assert (tree / APPLY_COPIES_DIR / "original" / LOSSES / "iou_metric_loss.py").read_bytes() == hand_made
     assert run_cli(capsys, "check", tree)[0] == 0
     assert run_cli(capsys, "revert", tree)[0] == 0
     assert (tree / LOSSES / "iou_metric_loss.py").read_bytes() == hand_made

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from conftest import git_status, one_line_error, run_cli
-from rewardpatch.bindings import bound_names, parse_python
+from rewardpatch.import_graph import bound_names, parse_python
 from rewardpatch.checkout import COMMIT_ENV
 
 LOSSES = "mmseg/models/losses"

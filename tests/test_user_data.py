@@ -6,10 +6,10 @@ import re
 import pytest
 
 from conftest import git_status, one_line_error, run_cli
-from rewardpatch.bindings import unresolved_imports
+from rewardpatch.import_graph import unresolved_imports
 from rewardpatch.errors import StateError
-from rewardpatch.planning import KEPT_DIR, plan_revert
-from rewardpatch.tree import BACKUP_DIR, MANIFEST_NAME, MMSegTree
+from rewardpatch.planning import REVERT_COPIES_DIR, plan_revert
+from rewardpatch.tree import APPLY_COPIES_DIR, MANIFEST_NAME, MMSegTree
 
 HEADS = "mmseg/models/decode_heads"
 INIT = f"{HEADS}/__init__.py"
@@ -23,7 +23,7 @@ def snapshot(tree):
 
 def kept_folder(tree, out):
     """The folder revert --force names on stdout, checked to exist."""
-    found = re.search(rf"kept in ({re.escape(KEPT_DIR)}/[^/\s]+)/", out)
+    found = re.search(rf"kept in ({re.escape(REVERT_COPIES_DIR)}/[^/\s]+)/", out)
     assert found, out
     assert (tree / found.group(1)).is_dir()
     return tree / found.group(1)
@@ -85,7 +85,7 @@ def test_revert_force_keeps_the_hand_edits_apply_force_kept(capsys, tree):
     assert kept[f"{HEADS}/reward_fcn_head.py"] == second
     (copy,) = [name for name in kept if name.startswith(f"{HEADS}/reward_fcn_head.py.")]
     assert kept[copy] == first
-    assert not (tree / BACKUP_DIR).exists() and not (tree / MANIFEST_NAME).exists()
+    assert not (tree / APPLY_COPIES_DIR).exists() and not (tree / MANIFEST_NAME).exists()
     assert git_status(tree) == ""
 
 
@@ -120,7 +120,7 @@ def test_revert_force_dry_run_shows_the_kept_copies_and_writes_nothing(capsys, t
     before = snapshot(tree)
     code, out, _ = run_cli(capsys, "revert", tree, "--force", "--dry-run")
     assert code == 0
-    assert f"+++ b/{KEPT_DIR}/" in out and "+# mine" in out
+    assert f"+++ b/{REVERT_COPIES_DIR}/" in out and "+# mine" in out
     assert snapshot(tree) == before
 
 

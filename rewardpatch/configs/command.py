@@ -10,10 +10,10 @@ from pathlib import Path
 import click
 
 from .. import journal
+from ..cli_options import mmseg_version_option
 from ..errors import InputError, StateError
 from ..manifest import Manifest, require_patched
-from ..notice import printed
-from ..options import mmseg_version_option
+from ..notice import deferred_warnings
 from .finetune_plan import AB_SEED, DEFAULT_ITERS, FinetuneOptions, FinetunePlan, own_work_dir, same_seed, start_from
 from .head_swap import plugin_import, reward_heads
 from .render import BASELINE_TITLE, REWARD_TITLE, base_reference, load_config, render, write_verified
@@ -85,7 +85,7 @@ def _plugin_options(source: dict, mmseg_version: str | None):
     from list-heads' verdicts on the installed MMSeg's files and, when SRC has custom_imports,
     on the project heads a probe process that imports them finds."""
     from ..head_index import COMPATIBLE, CONDITIONAL
-    from ..installed import installed_tree, list_heads_command, plugin_verdicts
+    from ..installed import installed_tree, list_heads_hint, plugin_verdicts
 
     tree = installed_tree(mmseg_version)
     custom = source.get("custom_imports") or {}
@@ -96,10 +96,10 @@ def _plugin_options(source: dict, mmseg_version: str | None):
         raise InputError(
             f"the installed MMSegmentation at {tree.root} is patched: give it as --tree instead of --plugin"
         )
-    with printed() as notices:
+    with deferred_warnings() as notices:
         # a head API that apply refuses makes every head incompatible, with that reason (list-heads)
         heads = plugin_verdicts(tree, own, notices)
-    command = list_heads_command(own)
+    command = list_heads_hint(own)
     rewarded = (COMPATIBLE, CONDITIONAL)
     return tree, FinetuneOptions(
         reward_classes={h.reward_name for h in heads if h.status in rewarded}, tree=str(tree.root),
@@ -196,7 +196,7 @@ def config_command(
         manifest = require_patched(tree, f"run `rewardpatch apply {tree_path}` first")
         from ..planning import list_heads
 
-        with printed() as notices:
+        with deferred_warnings() as notices:
             heads = list_heads(tree, notices)  # the conditions of the patched heads
         options = FinetuneOptions(
             reward_classes=manifest.reward_classes, tree=tree_path, runner=tree.generation.runner,

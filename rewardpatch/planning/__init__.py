@@ -8,12 +8,12 @@ problems; state.py: what they read of a tree. Nothing here writes: the CLI print
 
 from .apply import ApplyOptions, Purpose, plan_apply
 from .check import Problem, check_tree
-from .copies import KEPT_DIR
+from .copies import REVERT_COPIES_DIR
 from .desired import DERIVED_COPYRIGHT, TEMPLATE_COPYRIGHT, created_texts
 from .revert import plan_revert
 from .state import TreeState, list_heads, load_state
 
 __all__ = [
-    "ApplyOptions", "DERIVED_COPYRIGHT", "KEPT_DIR", "Problem", "Purpose", "TEMPLATE_COPYRIGHT", "TreeState",
+    "ApplyOptions", "DERIVED_COPYRIGHT", "REVERT_COPIES_DIR", "Problem", "Purpose", "TEMPLATE_COPYRIGHT", "TreeState",
     "check_tree", "created_texts", "list_heads", "load_state", "plan_apply", "plan_revert",
 ]

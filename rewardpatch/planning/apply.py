@@ -12,8 +12,8 @@ from pathlib import PurePosixPath
 
 from .. import gitstate
 from ..adopt import Adoption, Takeover, find_hand_made_files
-from ..bindings import parse_python, sibling_path, unbound_imports, unresolved_imports
 from ..errors import InputError, StateError
+from ..import_graph import parse_python, sibling_path, unbound_imports, unresolved_imports
 from ..manifest import CREATED, EDITED, EXPORTS_FILE, HAND_EDITED, HEAD_FILE, ORIGINAL, FileRecord, Manifest
 from ..naming import is_generated
 from ..notice import Notices
@@ -97,16 +97,16 @@ def plan_apply_with_manifest(
 
 def _take_over(draft: ApplyDraft, takeover: Takeover) -> None:
     """Carry out what `apply --adopt` does to a hand-made text (adopt.Takeover): keep it under
-    BACKUP_DIR/original/, remove the file where it asks, and say so in the plan."""
+    APPLY_COPIES_DIR/original/, remove the file where it asks, and say so in the plan."""
     assert takeover.text is not None  # a hand-made file find_hand_made read: it stands in the tree
-    copy = draft.keep(takeover.path, takeover.text, ORIGINAL)
+    copy = draft.copy_aside(takeover.path, takeover.text, ORIGINAL)
     if takeover.removed:
         draft.plan.add(takeover.path, takeover.text, None, note="made by hand, adopted")
     draft.plan.adopted.append(takeover.said(copy))
 
 
 def _plan_created(draft: ApplyDraft, files: Files, hand_made: Adoption) -> None:
-    """Each file apply creates; a file of someone else's at its path is kept under BACKUP_DIR."""
+    """Each file apply creates; a file of someone else's at its path is kept under APPLY_COPIES_DIR."""
     for path, (text, record) in files.items():
         current = draft.tree.read(path)
         owned = draft.previous.get(path)
@@ -116,10 +116,10 @@ def _plan_created(draft: ApplyDraft, files: Files, hand_made: Adoption) -> None:
         elif current is not None and current != text:
             if owned is None:
                 draft.conflicts.append(path)
-                draft.keep(path, current, ORIGINAL)
+                draft.copy_aside(path, current, ORIGINAL)
             elif sha256(current) != owned.sha256:
                 draft.edited.append(path)
-                draft.keep(path, current, HAND_EDITED)
+                draft.copy_aside(path, current, HAND_EDITED)
         draft.plan.add(path, current, text, note=", ".join(record.classes) if record.kind == HEAD_FILE else "template")
         draft.records[path] = record
 
@@ -132,14 +132,14 @@ def _plan_no_longer_generated(draft: ApplyDraft, files: Files) -> None:
             current = draft.tree.read(path)
             if current is not None and sha256(current) != owned.sha256:
                 draft.edited.append(path)
-                draft.keep(path, current, HAND_EDITED)
+                draft.copy_aside(path, current, HAND_EDITED)
             original = originals.get(path)
-            after = draft.put_back(original) if original else None
+            after = draft.restore(original) if original else None
             draft.plan.add(path, current, after, note="no longer generated")
 
 
 def _plan_adopted_removals(draft: ApplyDraft, files: Files, hand_made: Adoption) -> None:
-    """Each hand-made file apply does not write, removed (kept under BACKUP_DIR/original/):
+    """Each hand-made file apply does not write, removed (kept under APPLY_COPIES_DIR/original/):
     its Reward<X> is generated in another file now."""
     for takeover in hand_made.removed(draft.tree, files):
         _take_over(draft, takeover)

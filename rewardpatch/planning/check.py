@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import __version__, treefs
-from ..bindings import imports_of_files, parse_python, sibling_path, unbound_imports, unresolved_imports
 from ..errors import StateError
+from ..import_graph import imports_of_files, parse_python, sibling_path, unbound_imports, unresolved_imports
 from ..manifest import HEAD_FILE, TEMPLATE_FILE, Manifest
 from ..notice import Notices
-from ..tree import BACKUP_DIR, MANIFEST_NAME, MMSegTree, sha256
+from ..tree import APPLY_COPIES_DIR, MANIFEST_NAME, MMSegTree, sha256
 from .apply import ApplyOptions, Purpose, plan_apply_with_manifest
 from .revert import line_before
 
@@ -50,7 +50,7 @@ def check_tree(tree: MMSegTree, manifest: Manifest | None, notices: Notices | No
         return problems or [Problem(None, "refused", f"apply would refuse: {exc}")]
     named = {p.path for p in problems}
     for change in plan.changes:
-        if change.path in named or change.path.startswith(f"{BACKUP_DIR}/"):
+        if change.path in named or change.path.startswith(f"{APPLY_COPIES_DIR}/"):
             continue  # named already, or a copy apply --force would keep of a file named already
         if change.path == MANIFEST_NAME and problems:
             continue  # it records the files named above

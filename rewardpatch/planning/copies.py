@@ -1,8 +1,8 @@
-"""The copies a plan keeps of the texts it replaces, under BACKUP_DIR, and puts back.
+"""The copies a plan keeps of the texts it replaces, under APPLY_COPIES_DIR, and puts back.
 
 apply keeps a file of someone else's it overwrites, a hand edit `--force` replaces and a
 hand-made file `--adopt` takes over; revert puts each back, or keeps the hand edits it
-removes under KEPT_DIR. The copies are changes of the same plan: written with it, or not at all.
+removes under REVERT_COPIES_DIR. The copies are changes of the same plan: written with it, or not at all.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from ..errors import StateError
 from ..manifest import HAND_EDITED, Backup, Manifest
 from ..patch_plan import PatchPlan
-from ..tree import BACKUP_DIR, MMSegTree, sha256
+from ..tree import APPLY_COPIES_DIR, MMSegTree, sha256
 
 # Where `revert --force` keeps the hand edits it removes: one folder per revert, at the tree
 # root, outside the package (no later apply or check reads it) and ignored by git.
-KEPT_DIR = ".rewardpatch-reverted"
+REVERT_COPIES_DIR = ".rewardpatch-reverted"
 
 
 @dataclass
@@ -28,10 +28,10 @@ class Draft:
     plan: PatchPlan
     backups: dict[str, Backup]  # by copy: the manifest's, and the copies this plan keeps
 
-    def keep(self, path: str, text: str, kind: str) -> str:
-        """Copy `text`, which the plan replaces at `path`, under BACKUP_DIR, in the same plan; the copy's path."""
+    def copy_aside(self, path: str, text: str, kind: str) -> str:
+        """Copy `text`, which the plan replaces at `path`, under APPLY_COPIES_DIR, in the same plan; the copy's path."""
         digest = sha256(text)
-        copy = f"{BACKUP_DIR}/{kind}/{path}"
+        copy = f"{APPLY_COPIES_DIR}/{kind}/{path}"
         if kind == HAND_EDITED:
             copy += f".{digest[:12]}"  # each version of the hand edits apart: none overwrites another
         existing = self.tree.read(copy)
@@ -41,7 +41,7 @@ class Draft:
         self.backups[copy] = Backup(path, copy, digest, kind)
         return copy
 
-    def put_back(self, backup: Backup) -> str:
+    def restore(self, backup: Backup) -> str:
         """The kept bytes of `backup.path`; the plan removes their copy."""
         text = self.tree.read(backup.copy)
         if text is None or sha256(text) != backup.sha256:
@@ -53,12 +53,12 @@ class Draft:
 
 
 def kept_folder(tree: MMSegTree) -> str:
-    """A fresh `KEPT_DIR/<UTC timestamp>` folder name for this revert's hand edits."""
+    """A fresh `REVERT_COPIES_DIR/<UTC timestamp>` folder name for this revert's hand edits."""
     from datetime import datetime, timezone
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    folder, n = f"{KEPT_DIR}/{stamp}", 1
+    folder, n = f"{REVERT_COPIES_DIR}/{stamp}", 1
     while tree.path(folder).exists():
         n += 1
-        folder = f"{KEPT_DIR}/{stamp}-{n}"
+        folder = f"{REVERT_COPIES_DIR}/{stamp}-{n}"
     return folder

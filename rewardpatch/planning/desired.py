@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 from .. import __version__
-from ..bindings import module_stem
 from ..errors import InputError, StateError
 from ..head_index import COMPATIBLE, CONDITIONAL, INCOMPATIBLE, PATCHED, ClassInfo, HeadIndex
+from ..import_graph import module_stem
 from ..manifest import CREATED, HEAD_FILE, TEMPLATE_FILE, FileRecord, Manifest
 from ..mmseg_generations import TemplateSpec
 from ..naming import reward_name, reward_stem

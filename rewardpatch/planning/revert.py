@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..bindings import imports_of_files, parse_python
 from ..errors import StateError
+from ..import_graph import imports_of_files, parse_python
 from ..manifest import HAND_EDITED, ORIGINAL, Backup, Manifest, require_patched
 from ..patch_plan import PatchPlan
-from ..tree import BACKUP_DIR, MANIFEST_NAME, MMSegTree, sha256
-from .copies import KEPT_DIR, Draft, kept_folder
+from ..tree import APPLY_COPIES_DIR, MANIFEST_NAME, MMSegTree, sha256
+from .copies import REVERT_COPIES_DIR, Draft, kept_folder
 
 
 @dataclass
@@ -30,7 +30,7 @@ class RevertDraft(Draft):
 
 def plan_revert(tree: MMSegTree, force: bool = False) -> PatchPlan:
     """The plan that takes the patch out of `tree` again, as its manifest records it; `force`
-    removes hand-edited files too (kept under KEPT_DIR)."""
+    removes hand-edited files too (kept under REVERT_COPIES_DIR)."""
     manifest = require_patched(tree, "nothing to revert")
     draft = RevertDraft(tree, manifest, PatchPlan(tree), {b.copy: b for b in manifest.backups},
                         force=force, originals=manifest.originals())
@@ -52,7 +52,7 @@ def _revert_created(draft: RevertDraft) -> None:
     for path, record in sorted(draft.manifest.created().items()):
         current = tree.read(path)
         original = draft.originals.get(path)
-        after = draft.put_back(original) if original else None
+        after = draft.restore(original) if original else None
         if current is None and after is None:
             plan.notes.append(f"{path} was already removed")
             continue
@@ -64,7 +64,7 @@ def _revert_created(draft: RevertDraft) -> None:
 
 def _revert_kept_hand_edits(draft: RevertDraft) -> None:
     """The copies of hand edits that apply --force replaced: removed, to be refused or kept."""
-    hand_edited = f"{BACKUP_DIR}/{HAND_EDITED}/"
+    hand_edited = f"{APPLY_COPIES_DIR}/{HAND_EDITED}/"
     for copy, backup in sorted(draft.backups.items()):
         if backup.kind == HAND_EDITED:
             draft.edited.append(copy)
@@ -80,7 +80,7 @@ def _refuse_hand_edits(draft: RevertDraft) -> None:
     if draft.edited and not draft.force:
         raise StateError(
             f"hand-edited generated file(s): {', '.join(draft.edited)}; use --force to remove them anyway "
-            f"(they are kept under {KEPT_DIR}/)"
+            f"(they are kept under {REVERT_COPIES_DIR}/)"
         )
 
 
@@ -100,7 +100,7 @@ def _revert_exports(draft: RevertDraft) -> None:
         parse_python(current, path)
         original = draft.originals.get(path)  # the hand-made imports apply --adopt replaced
         if original is not None and sha256(current) == record.sha256:
-            plan.add(path, current, draft.put_back(original), note="your file, put back")
+            plan.add(path, current, draft.restore(original), note="your file, put back")
             continue
         if original is not None:
             if not draft.force:
@@ -108,7 +108,7 @@ def _revert_exports(draft: RevertDraft) -> None:
                     f"{path} changed since apply --adopt replaced its hand-made imports (kept at "
                     f"{original.copy}); use --force to take out only rewardpatch's exports"
                 )
-            draft.kept.append((path, draft.put_back(original), f"{path} before apply --adopt"))
+            draft.kept.append((path, draft.restore(original), f"{path} before apply --adopt"))
             plan.add(path, current, remove_exports(current, exports), note="exports")
             plan.notes.append(f"{path}: the hand-made imports apply --adopt replaced are not put back")
             continue
@@ -120,7 +120,7 @@ def _revert_adopted_removals(draft: RevertDraft) -> None:
     for copy, backup in sorted(draft.backups.items()):
         if backup.kind == ORIGINAL:
             current = draft.tree.read(backup.path)
-            text = draft.put_back(backup)
+            text = draft.restore(backup)
             if current is not None and current != text:
                 raise StateError(
                     f"{backup.path} exists again; move it away so that revert can put back the file "
@@ -149,7 +149,7 @@ def _refuse_dangling_imports(plan: PatchPlan, manifest: Manifest) -> None:
 
 
 def _keep_hand_edits(draft: RevertDraft) -> None:
-    """The hand edits revert --force removes, kept in a fresh folder under KEPT_DIR that git ignores."""
+    """The hand edits revert --force removes, kept in a fresh folder under REVERT_COPIES_DIR that git ignores."""
     if not draft.kept:
         return
     plan = draft.plan

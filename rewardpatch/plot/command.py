@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
+from ..dependencies import require
 from ..errors import EXIT_OK, InputError
-from ..optional import require
 from .ab import plot_ab
 from .figures import miou_figure, panels_figure
 from .logs import (

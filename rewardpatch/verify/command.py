@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 import click
 
 from .. import journal
+from ..cli_options import mmseg_version_option, tree_or_installed
+from ..dependencies import python_without_cwd
 from ..errors import EXIT_OK, EXIT_REFUSED, InputError
 from ..manifest import Manifest, require_patched
 from ..naming import unrewarded_name
-from ..notice import printed
-from ..optional import python_without_cwd
-from ..options import mmseg_version_option, tree_or_installed
+from ..notice import deferred_warnings
 from ..tree import MMSegTree
 from .events import EventReader
 
@@ -108,14 +108,14 @@ def _plugin_heads(tree: MMSegTree, imports: list[str]) -> tuple[set[str], dict[s
     """The reward classes plugin mode registers on the installed `tree` with the project's
     `imports` first (a probe when there are any), and why every other name gets none."""
     from ..head_index import COMPATIBLE, CONDITIONAL
-    from ..installed import list_heads_command, plugin_verdicts
+    from ..installed import list_heads_hint, plugin_verdicts
 
     if Manifest.load(tree) is not None:
         raise InputError(f"the installed MMSegmentation at {tree.root} is patched: verify it as a tree "
                          f"(`rewardpatch verify {tree.root}`)")
-    with printed() as notices:
+    with deferred_warnings() as notices:
         heads = plugin_verdicts(tree, imports, notices)
-    command = list_heads_command(imports)
+    command = list_heads_hint(imports)
     reasons = collections.defaultdict(
         lambda: f"no decode head of that name in the installed MMSeg or the --import modules (`{command}` lists them)",
         {h.name: h.reason for h in heads if h.status not in (COMPATIBLE, CONDITIONAL)},
