@@ -14,7 +14,7 @@ import pytest
 
 from conftest import git_status, one_line_error, run_cli, run_python
 from rewardpatch.checkout import COMMIT_ENV
-from rewardpatch.tree import BACKUP_DIR, MANIFEST_NAME
+from rewardpatch.tree import BACKUP_DIR
 
 HEADS = "mmseg/models/decode_heads"
 LOSSES = "mmseg/models/losses"

@@ -54,6 +54,7 @@ def load(path):
 def build(cfg):
     """The model of a loaded config, built from the patched tree's registry (no init_weights)."""
     from mmengine.registry import init_default_scope
+
     from mmseg.registry import MODELS
 
     init_default_scope("mmseg")

@@ -10,7 +10,8 @@ arguments X gets there and no loss_decode.
 import copy
 
 import pytest
-from drop_in import SIDE, SIDES, SIGMOID_CE, config_for, config_texts, softmax_ce, sigmoid_refusal, swap_types
+
+from drop_in import SIDE, SIDES, SIGMOID_CE, config_for, config_texts, sigmoid_refusal, softmax_ce, swap_types
 
 
 def _reward_heads(patched_tree):

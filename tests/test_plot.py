@@ -14,7 +14,13 @@ from PIL import Image
 
 from conftest import one_line_error, run_cli
 from rewardpatch.plot import (
-    ScalarLog, find_scalars, linear_trend, metric_columns, miou_figure, read_scalar_log, tensorboard_smoothing,
+    ScalarLog,
+    find_scalars,
+    linear_trend,
+    metric_columns,
+    miou_figure,
+    read_scalar_log,
+    tensorboard_smoothing,
 )
 
 

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 import forks
-from conftest import (FINETUNE_KEYS, HEAD_KEYS, REPORT_KEYS, copy_checkout, one_line_error, run_cli,
-                      run_cli_process)
+from conftest import FINETUNE_KEYS, HEAD_KEYS, REPORT_KEYS, copy_checkout, one_line_error, run_cli, run_cli_process
 from rewardpatch.planning import plan_apply
 from rewardpatch.tree import MMSegTree
 from rewardpatch.verify.worker import MMCVRange, assert_bound, mmcv_range
