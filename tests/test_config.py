@@ -366,7 +366,9 @@ def test_reward_options_become_the_heads_reward_cfg(config, options):
 
 
 def test_reward_values_are_python_literals(config):
-    _, out, _, _ = config(DEEPLABV3, "--reward", "mode='reinforce',temperature=0.5,normalize_advantage=True,baseline='greedy'")
+    _, out, _, _ = config(
+        DEEPLABV3, "--reward", "mode='reinforce',temperature=0.5,normalize_advantage=True,baseline='greedy'"
+    )
     assert load(out).model.decode_head.reward_cfg == dict(
         mode="reinforce", temperature=0.5, normalize_advantage=True, baseline="greedy")
 

@@ -65,7 +65,10 @@ def _patched(tree, **options):
 SCENARIOS = {
     "apply": (lambda tree: tree, lambda t: plan_apply(t, ApplyOptions(heads=("FCNHead",)))),
     "revert": (_patched, plan_revert),
-    "apply --force": (lambda tree: commit_hand_made_files(tree) or tree, lambda t: plan_apply(t, ApplyOptions(heads=("FCNHead",), force=True))),
+    "apply --force": (
+        lambda tree: commit_hand_made_files(tree) or tree,
+        lambda t: plan_apply(t, ApplyOptions(heads=("FCNHead",), force=True)),
+    ),
     "revert after --force": (
         lambda tree: _patched(commit_hand_made_files(tree) or tree, force=True),
         lambda t: plan_revert(t),

@@ -178,8 +178,8 @@ def test_the_cpu_policy_is_the_one_that_reads_values_back(mm):
 @pytest.mark.parametrize("classes", [19, 150])
 def test_a_gpu_step_holds_at_most_one_logits_sized_tensor_more_than_cross_entropy(mm, case, classes):
     """The issue's target, counted tensor by tensor, whatever the number of samples: the
-    local modes hold less than CE (with no CE term of their own, mle_weight). A few percent go to the count tables, O(C^2) per image,
-    and to the samples, 8 K bytes per pixel."""
+    local modes hold less than CE (with no CE term of their own, mle_weight). A few percent go to
+    the count tables, O(C^2) per image, and to the samples, 8 K bytes per pixel."""
     torch = mm.torch
     if CASES[case][1].get("class_weight"):
         pytest.skip("class weights for 5 classes")

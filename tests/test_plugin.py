@@ -468,7 +468,8 @@ def test_project_heads_with_relative_imports_get_reward_versions_with_the_same_n
         "    torch.manual_seed(1)\n"
         "    found[name] = head.forward([torch.randn(2, 8, 8, 8)]).tolist()\n"
         "reward = MODELS.get('RewardRelativeHead')\n"
-        "print(json.dumps(['RewardRelativeHead' in plugin.REGISTERED, found['RelativeHead'] == found['RewardRelativeHead'],\n"
+        "print(json.dumps(['RewardRelativeHead' in plugin.REGISTERED, "
+        "found['RelativeHead'] == found['RewardRelativeHead'],\n"
         "                  reward.__module__, RelativeHead.__module__]))"
     )
     registered, same, module, source = json.loads(last_line(run(code, tmp_path, [project])))
@@ -494,7 +495,8 @@ def test_add_heads_names_heads_registered_after_the_import_or_in_a_project_regis
         "    except ImportError as exc:\n"
         "        errors.append(f'{type(exc).__name__}: {exc}')\n"
         "print(json.dumps([out, sorted(set(plugin.registered()) - before), type(own).__mro__[1].__name__, errors,\n"
-        "                  'RewardLateHead' in MODELS.module_dict, 'RewardOwnRegistryHead' in late.MODELS.module_dict]))"
+        "                  'RewardLateHead' in MODELS.module_dict, "
+        "'RewardOwnRegistryHead' in late.MODELS.module_dict]))"
     )
     result = run(code, tmp_path, [project])
     out, added, base, errors, in_mmseg, in_own = json.loads(last_line(result))

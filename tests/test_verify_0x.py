@@ -71,7 +71,9 @@ def test_every_head_and_a_short_fine_tune_pass_on_0_30_0(tree030, python_0x, tmp
     # `plot` reads the two phases' mmcv logs (<timestamp>.log.json) as an A/B pair: the reward
     # phase's validations at the training iterations they followed (the one before iteration 1 is
     # verify's own, not logged), in percent as MMSeg 1.x logs
-    code, _, err = run_cli(capsys, "plot", tmp_path / "work" / "ce", tmp_path / "work" / "reward", "-o", tmp_path / "ab")
+    code, _, err = run_cli(
+        capsys, "plot", tmp_path / "work" / "ce", tmp_path / "work" / "reward", "-o", tmp_path / "ab"
+    )
     assert code == 0, err
     with (tmp_path / "ab" / "ab_miou.csv").open() as handle:
         rows = list(csv.DictReader(handle))
