@@ -152,7 +152,7 @@ def test_a_crash_during_the_recovery_is_recovered_by_the_next_command(tree, no_f
 
 
 def test_readers_report_the_interrupted_run_write_nothing_and_apply_then_completes(capsys, tree, no_fault):
-    before = snapshot(tree)
+    _before = snapshot(tree)
     no_fault.setenv(faults.ENV, "write:40:crash")
     with pytest.raises(faults.Crash):
         run_cli(capsys, "apply", tree)

@@ -65,7 +65,10 @@ def problem(mm, case, batch, height, width, classes=CLASSES, seed=0, device="cpu
     weight = torch.rand(gt.shape, generator=generator) if CASES[case][2] else None
     if dtype is not None:
         logits = logits.to(dtype)
-    to = (lambda t: None if t is None else t.to(device))
+
+    def to(t):
+        return None if t is None else t.to(device)
+
     return to(logits), to(gt[:, None]), to(weight)
 
 
