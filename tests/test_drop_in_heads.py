@@ -8,6 +8,7 @@ arguments X gets there and no loss_decode.
 """
 
 import copy
+from typing import Any
 
 import pytest
 
@@ -48,8 +49,8 @@ def _train_step(model_cfg, side: int) -> None:
         samples.append(sample)
     losses = model.loss(inputs, samples)
     assert [k for k in losses if k.endswith("reward_mean")], f"no reward statistics in {sorted(losses)}"
-    total = sum(v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
-                for k, v in losses.items() if "loss" in k)
+    total: Any = sum(v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
+                     for k, v in losses.items() if "loss" in k)
     assert torch.isfinite(total), total
     total.backward()
 

@@ -48,6 +48,7 @@ def git(tree: Path, *args: str) -> str:
 
 def patched_files(tree: Path) -> list[str]:
     manifest = Manifest.load(MMSegTree.open(tree))
+    assert manifest is not None
     return sorted(path for path in manifest.files if path.endswith(".py"))
 
 

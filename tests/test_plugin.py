@@ -13,6 +13,7 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Sequence, cast
 
 import pytest
 
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 LOSSES = {"CrossEntropyRewardLoss", "IoUMetricLoss"}
 
 
-def run(code: str, cwd: Path, path: list[Path] = (), python: str = sys.executable) -> subprocess.CompletedProcess:
+def run(code: str, cwd: Path, path: Sequence[Path] = (), python: str = sys.executable) -> subprocess.CompletedProcess:
     """`code` in a fresh interpreter whose import path is `path`, then this rewardpatch; no bytecode written."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [*path, REPO])), "PYTHONDONTWRITEBYTECODE": "1"}
     return subprocess.run([python, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
@@ -43,7 +44,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 def expected_names(pristine, version: str) -> set[str]:
     """What `list-heads` says apply gives the release's tree: Reward<X> for each compatible head, and the losses."""
     heads = list_heads(MMSegTree.open(pristine(version)))
-    return {h.reward_name for h in heads if h.status == COMPATIBLE} | LOSSES
+    return {cast(str, h.reward_name) for h in heads if h.status == COMPATIBLE} | LOSSES
 
 
 CONFIG_1X = """
