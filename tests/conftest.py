@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 from click.testing import CliRunner
@@ -160,10 +161,10 @@ def patched_tree(tmp_path_factory, stack) -> Path:
     sys.path.insert(0, str(dest))
     importlib.invalidate_caches()
     if "mmseg" in sys.modules:
-        assert Path(sys.modules["mmseg"].__file__).is_relative_to(dest), "mmseg was imported too early"
+        assert Path(cast(str, sys.modules["mmseg"].__file__)).is_relative_to(dest), "mmseg was imported too early"
     import mmseg.models  # noqa: F401 - registers every head, the reward ones included
 
-    assert Path(sys.modules["mmseg"].__file__).is_relative_to(dest)
+    assert Path(cast(str, sys.modules["mmseg"].__file__)).is_relative_to(dest)
     return dest
 
 

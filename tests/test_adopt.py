@@ -14,7 +14,7 @@ import pytest
 
 from conftest import git_status, one_line_error, run_cli, run_python
 from rewardpatch.checkout import COMMIT_ENV
-from rewardpatch.tree import APPLY_COPIES_DIR, MANIFEST_NAME
+from rewardpatch.tree import APPLY_COPIES_DIR
 
 HEADS = "mmseg/models/decode_heads"
 LOSSES = "mmseg/models/losses"
@@ -81,13 +81,18 @@ def follow_the_recipe(tree, extra=None):
         "from .reward_decode_head import RewardDecodeHead\n"
         "from .reward_fcn_head import RewardFCNHead\n",
     )
-    init.write_text(text.replace("'SideAdapterCLIPHead'\n]", "'SideAdapterCLIPHead',\n    'RewardDecodeHead', 'RewardFCNHead', 'RewardFCNHead'\n]"))
+    init.write_text(text.replace(
+        "'SideAdapterCLIPHead'\n]",
+        "'SideAdapterCLIPHead',\n    'RewardDecodeHead', 'RewardFCNHead', 'RewardFCNHead'\n]",
+    ))
     init = losses / "__init__.py"
     text = init.read_text().replace(
         "from .utils import", "from .cross_entropy_reward_loss import CrossEntropyRewardLoss\n"
         "from .iou_metric_loss import class_histogram, per_image_miou\nfrom .utils import"
     )
-    init.write_text(text.replace("'SiLogLoss'\n]", "'SiLogLoss', 'CrossEntropyRewardLoss',\n    'per_image_miou', 'class_histogram'\n]"))
+    init.write_text(text.replace(
+        "'SiLogLoss'\n]", "'SiLogLoss', 'CrossEntropyRewardLoss',\n    'per_image_miou', 'class_histogram'\n]"
+    ))
     for path, text in (extra or {}).items():
         (tree / path).write_text(text)
     env = {**os.environ, **COMMIT_ENV}

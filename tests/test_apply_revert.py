@@ -129,7 +129,9 @@ def test_revert_removes_only_what_apply_added_from_the_init_files(tree):
     tree_ = MMSegTree.open(tree)
     plan_apply(tree_).execute()
     init = tree / HEADS / "__init__.py"
-    init.write_text(init.read_text().replace("from .uper_head import UPerHead\n", "from .uper_head import UPerHead\nfrom .my_head import MyHead\n"))
+    init.write_text(init.read_text().replace(
+        "from .uper_head import UPerHead\n", "from .uper_head import UPerHead\nfrom .my_head import MyHead\n"
+    ))
     plan_revert(tree_).execute()
     diff = subprocess.run(["git", "diff"], cwd=tree, capture_output=True, text=True).stdout
     added = [line for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]

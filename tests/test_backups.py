@@ -13,7 +13,9 @@ LOSSES = "mmseg/models/losses"
 # CRLF, no final newline, a non-ASCII byte: byte for byte means byte for byte
 HAND_MADE = {
     f"{LOSSES}/iou_metric_loss.py": b"# my IoU loss\r\nclass IoUMetricLoss:\r\n    weight = '\xc2\xb5'",
-    f"{LOSSES}/cross_entropy_reward_loss.py": b"# copied from the old README\nclass CrossEntropyRewardLoss:\n    pass\n",
+    f"{LOSSES}/cross_entropy_reward_loss.py": (
+        b"# copied from the old README\nclass CrossEntropyRewardLoss:\n    pass\n"
+    ),
 }
 
 

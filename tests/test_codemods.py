@@ -942,7 +942,9 @@ def test_the_header_names_the_source_and_its_hash(tmp_path):
 
 def test_revert_keeps_unrelated_edits_made_after_apply():
     text, record = add_exports(MMSEG_STYLE, [("reward_x", ["RewardX"])], ["RewardX"])
-    edited = text.replace("from .utils import reduce_loss\n", "from .utils import reduce_loss\nfrom .mine import Mine\n")
+    edited = text.replace(
+        "from .utils import reduce_loss\n", "from .utils import reduce_loss\nfrom .mine import Mine\n"
+    )
     edited = edited.replace("'RewardX'", "'RewardX', 'Mine'")
     reverted = remove_exports(edited, record)
     assert "from .mine import Mine" in reverted and "'Mine'" in reverted
@@ -956,7 +958,9 @@ names = st.from_regex(r"[A-Z][a-z]{1,6}(Head|Loss)?", fullmatch=True)
 
 @st.composite
 def init_files(draw):
-    modules = draw(st.lists(st.from_regex(r"[a-z]{1,8}_(head|loss)", fullmatch=True), min_size=0, max_size=6, unique=True))
+    modules = draw(
+        st.lists(st.from_regex(r"[a-z]{1,8}_(head|loss)", fullmatch=True), min_size=0, max_size=6, unique=True)
+    )
     lines, exported = [], []
     if draw(st.booleans()):
         lines.append("# Copyright (c) somebody. All rights reserved.")
@@ -1002,7 +1006,10 @@ def init_files(draw):
 
 
 @settings(max_examples=300, deadline=None)
-@given(source=init_files(), added=st.lists(st.from_regex(r"Reward[A-Z][a-z]{1,5}Head", fullmatch=True), min_size=1, max_size=5, unique=True))
+@given(
+    source=init_files(),
+    added=st.lists(st.from_regex(r"Reward[A-Z][a-z]{1,5}Head", fullmatch=True), min_size=1, max_size=5, unique=True),
+)
 def test_random_init_files_survive_apply_and_revert_byte_for_byte(source, added):
     ast.parse(source)
     imports = [(f"reward_{name[6:].lower()}", [name]) for name in added]

@@ -8,6 +8,7 @@ ATMHead, CE_loss=False by default), ManyClassHead only for more than two classes
 
 import ast
 import json
+from typing import cast
 
 import pytest
 
@@ -133,7 +134,7 @@ def test_the_flag_config_sets_is_what_makes_the_reward_run(capsys, fork, stack):
 
 
 def reach(source: str):
-    function = ast.parse(source).body[0]
+    function = cast(ast.FunctionDef, ast.parse(source).body[0])
 
     def delegates(node):
         return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "losses"

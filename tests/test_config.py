@@ -54,6 +54,7 @@ def load(path):
 def build(cfg):
     """The model of a loaded config, built from the patched tree's registry (no init_weights)."""
     from mmengine.registry import init_default_scope
+
     from mmseg.registry import MODELS
 
     init_default_scope("mmseg")
@@ -365,7 +366,9 @@ def test_reward_options_become_the_heads_reward_cfg(config, options):
 
 
 def test_reward_values_are_python_literals(config):
-    _, out, _, _ = config(DEEPLABV3, "--reward", "mode='reinforce',temperature=0.5,normalize_advantage=True,baseline='greedy'")
+    _, out, _, _ = config(
+        DEEPLABV3, "--reward", "mode='reinforce',temperature=0.5,normalize_advantage=True,baseline='greedy'"
+    )
     assert load(out).model.decode_head.reward_cfg == dict(
         mode="reinforce", temperature=0.5, normalize_advantage=True, baseline="greedy")
 

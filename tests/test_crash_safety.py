@@ -66,7 +66,10 @@ def _patched(tree, **options):
 SCENARIOS = {
     "apply": (lambda tree: tree, lambda t: plan_apply(t, ApplyOptions(heads=("FCNHead",)))),
     "revert": (_patched, plan_revert),
-    "apply --force": (lambda tree: commit_hand_made_files(tree) or tree, lambda t: plan_apply(t, ApplyOptions(heads=("FCNHead",), force=True))),
+    "apply --force": (
+        lambda tree: commit_hand_made_files(tree) or tree,
+        lambda t: plan_apply(t, ApplyOptions(heads=("FCNHead",), force=True)),
+    ),
     "revert after --force": (
         lambda tree: _patched(commit_hand_made_files(tree) or tree, force=True),
         lambda t: plan_revert(t),
@@ -160,7 +163,6 @@ def apply_steps(capsys, tree: Path, tmp_path: Path) -> int:
 
 
 def test_readers_report_the_interrupted_run_write_nothing_and_apply_then_completes(capsys, tree, no_fault, tmp_path):
-    before = snapshot(tree)
     among_the_renames = apply_steps(capsys, tree, tmp_path) - 30
     no_fault.setenv(faults.ENV, f"write:{among_the_renames}:crash")
     with pytest.raises(faults.Crash):

@@ -131,7 +131,9 @@ def relaxed_import(tree) -> str:
     """`import mmseg.models` of an older 0.x tree in the 0.x stack, whose mmcv-full 1.7.2 is
     newer than the tree's own check allows: mmcv's version reads as the tree's maximum
     while mmseg imports (the check is the tree's only objection)."""
-    highest = re.search(r"MMCV_MAX = '([\d.]+)'", (tree / "mmseg" / "__init__.py").read_text()).group(1)
+    found = re.search(r"MMCV_MAX = '([\d.]+)'", (tree / "mmseg" / "__init__.py").read_text())
+    assert found is not None
+    highest = found.group(1)
     return (
         f"import mmcv\nreal, mmcv.__version__ = mmcv.__version__, {highest!r}\n"
         "import mmseg.models\nmmcv.__version__ = real\n"

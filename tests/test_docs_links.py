@@ -39,7 +39,8 @@ def slug(heading: str) -> str:
 
 
 def anchors(path: Path) -> set[str]:
-    found, seen = set(), {}
+    found: set[str] = set()
+    seen: dict[str, int] = {}
     for line in prose(path.read_text(encoding="utf-8")).splitlines():
         match = re.match(r"^#{1,6} +(.*?) *#* *$", line)
         if match:

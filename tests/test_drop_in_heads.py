@@ -8,9 +8,11 @@ arguments X gets there and no loss_decode.
 """
 
 import copy
+from typing import Any
 
 import pytest
-from drop_in import SIDE, SIDES, SIGMOID_CE, config_for, config_texts, softmax_ce, sigmoid_refusal, swap_types
+
+from drop_in import SIDE, SIDES, SIGMOID_CE, config_for, config_texts, sigmoid_refusal, softmax_ce, swap_types
 
 
 def _reward_heads(patched_tree):
@@ -47,8 +49,8 @@ def _train_step(model_cfg, side: int) -> None:
         samples.append(sample)
     losses = model.loss(inputs, samples)
     assert [k for k in losses if k.endswith("reward_mean")], f"no reward statistics in {sorted(losses)}"
-    total = sum(v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
-                for k, v in losses.items() if "loss" in k)
+    total: Any = sum(v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
+                     for k, v in losses.items() if "loss" in k)
     assert torch.isfinite(total), total
     total.backward()
 

@@ -6,8 +6,8 @@ skipped with a warning when nothing imports it, else one line naming it (exit 2)
 """
 
 import codecs
-import json
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path

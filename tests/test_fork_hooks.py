@@ -20,9 +20,9 @@ import pytest
 import forks
 from conftest import run_cli
 from rewardpatch import planning as planner
+from rewardpatch.manifest import Manifest
 from rewardpatch.naming import is_generated
 from rewardpatch.planning import desired
-from rewardpatch.manifest import Manifest
 from rewardpatch.tree import MMSegTree
 
 HEADS = "mmseg/models/decode_heads"
@@ -48,6 +48,7 @@ def git(tree: Path, *args: str) -> str:
 
 def patched_files(tree: Path) -> list[str]:
     manifest = Manifest.load(MMSegTree.open(tree))
+    assert manifest is not None
     return sorted(path for path in manifest.files if path.endswith(".py"))
 
 

@@ -65,7 +65,10 @@ def problem(mm, case, batch, height, width, classes=CLASSES, seed=0, device="cpu
     weight = torch.rand(gt.shape, generator=generator) if CASES[case][2] else None
     if dtype is not None:
         logits = logits.to(dtype)
-    to = (lambda t: None if t is None else t.to(device))
+
+    def to(t):
+        return None if t is None else t.to(device)
+
     return to(logits), to(gt[:, None]), to(weight)
 
 
@@ -178,8 +181,8 @@ def test_the_cpu_policy_is_the_one_that_reads_values_back(mm):
 @pytest.mark.parametrize("classes", [19, 150])
 def test_a_gpu_step_holds_at_most_one_logits_sized_tensor_more_than_cross_entropy(mm, case, classes):
     """The issue's target, counted tensor by tensor, whatever the number of samples: the
-    local modes hold less than CE (with no CE term of their own, mle_weight). A few percent go to the count tables, O(C^2) per image,
-    and to the samples, 8 K bytes per pixel."""
+    local modes hold less than CE (with no CE term of their own, mle_weight). A few percent go to
+    the count tables, O(C^2) per image, and to the samples, 8 K bytes per pixel."""
     torch = mm.torch
     if CASES[case][1].get("class_weight"):
         pytest.skip("class weights for 5 classes")

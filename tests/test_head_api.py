@@ -1,6 +1,7 @@
 """What the reward base must take, read from the tree's own BaseDecodeHead (head_api.py)."""
 
 import ast
+from typing import Dict, Tuple, cast
 
 import pytest
 
@@ -14,9 +15,9 @@ def api_of(losses_def: str, cascade: bool = True):
     sources = {"decode_head": f"class BaseDecodeHead:\n    {losses_def}\n        pass\n"}
     if cascade:
         sources["cascade_decode_head"] = "class BaseCascadeDecodeHead: pass"
-    classes = {}
+    classes: Dict[Tuple[str, str], ast.ClassDef] = {}
     for stem, source in sources.items():
-        cls = ast.parse(source).body[0]
+        cls = cast(ast.ClassDef, ast.parse(source).body[0])
         classes[(stem, cls.name)] = cls
     return read_head_api(GEN_0X, classes, sources)
 

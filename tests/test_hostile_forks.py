@@ -48,6 +48,7 @@ def state(folder: Path, skip_git: bool = False) -> dict[str, tuple]:
         for name in dirnames + filenames:
             path = here / name
             info = path.lstat()
+            content: str | bytes | None
             if stat.S_ISLNK(info.st_mode):
                 content = os.readlink(path)
             elif stat.S_ISREG(info.st_mode):

@@ -66,7 +66,9 @@ def test_list_heads_names_the_version_and_its_generation(capsys, pristine):
     code, out, _ = run_cli(capsys, "list-heads", pristine("0.30.0"))
     assert code == 0
     assert "MMSegmentation 0.30.0" in out.splitlines()[0]
-    assert out.splitlines()[1] == "rewardpatch supports MMSegmentation 0.6.0 to 0.30.0, 1.0.0rc0 to 1.2.2 (mmseg-0.x for this tree)"
+    assert out.splitlines()[1] == (
+        "rewardpatch supports MMSegmentation 0.6.0 to 0.30.0, 1.0.0rc0 to 1.2.2 (mmseg-0.x for this tree)"
+    )
 
 
 def test_apply_inserts_the_0x_adapter_and_the_shared_templates_with_0x_registries(capsys, make_tree):
@@ -83,7 +85,9 @@ def test_apply_inserts_the_0x_adapter_and_the_shared_templates_with_0x_registrie
         assert "from ..builder import LOSSES\n" in text and "@LOSSES.register_module()\n" in text
         assert "MODELS" not in text
         # everything else is 1.x's template, line for line
-        shared = (templates / name).read_text().replace("from mmseg.registry import MODELS", "from ..builder import LOSSES")
+        shared = (templates / name).read_text().replace(
+            "from mmseg.registry import MODELS", "from ..builder import LOSSES"
+        )
         assert text.endswith(shared.replace("@MODELS.", "@LOSSES."))
     fcn = (tree / HEADS / "reward_fcn_head.py").read_text()
     assert "from ..builder import HEADS\n" in fcn
@@ -162,7 +166,9 @@ def test_adopt_takes_over_a_0x_tree_patched_by_hand_and_revert_gives_it_back(cap
     heads, losses = tree / HEADS, tree / LOSSES
     fcn = (heads / "fcn_head.py").read_text()
     fcn = fcn.replace("from .decode_head import BaseDecodeHead", "from .reward_decode_head import RewardDecodeHead")
-    (heads / "reward_fcn_head.py").write_text(fcn.replace("class FCNHead(BaseDecodeHead)", "class RewardFCNHead(RewardDecodeHead)"))
+    (heads / "reward_fcn_head.py").write_text(
+        fcn.replace("class FCNHead(BaseDecodeHead)", "class RewardFCNHead(RewardDecodeHead)")
+    )
     (heads / "reward_decode_head.py").write_text(
         "from .decode_head import BaseDecodeHead\n\n\nclass RewardDecodeHead(BaseDecodeHead):\n"
         "    \"\"\"Made by hand.\"\"\"\n"
@@ -183,7 +189,9 @@ def test_adopt_takes_over_a_0x_tree_patched_by_hand_and_revert_gives_it_back(cap
     code, out, _ = run_cli(capsys, "apply", tree, "--adopt")
     assert code == 0
     assert f"  adopted {HEADS}/reward_fcn_head.py:" in out
-    assert "@HEADS.register_module()\nclass RewardFCNHead(RewardDecodeHead):" in (heads / "reward_fcn_head.py").read_text()
+    assert (
+        "@HEADS.register_module()\nclass RewardFCNHead(RewardDecodeHead):" in (heads / "reward_fcn_head.py").read_text()
+    )
     assert run_cli(capsys, "check", tree)[0] == 0
     assert run_cli(capsys, "revert", tree)[0] == 0
     assert snapshot(tree) == hand_patched

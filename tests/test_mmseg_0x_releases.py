@@ -1,4 +1,5 @@
-"""The older MMSeg 0.x releases (0.11.0 to 0.23.0; 0.6.0 to 0.10.0: test_early_releases.py), where the domain-adaptation family lives.
+"""The older MMSeg 0.x releases (0.11.0 to 0.23.0; 0.6.0 to 0.10.0: test_early_releases.py),
+where the domain-adaptation family lives.
 
 Reference trees of 0.11.0, 0.16.0, 0.20.2 and 0.23.0 (PyPI sdists; 0.11.0's wheel
 carries no configs): the same verdict rules and guarantees as 0.24.1 and 0.30.0 in

@@ -14,7 +14,13 @@ from PIL import Image
 
 from conftest import one_line_error, run_cli
 from rewardpatch.plot import (
-    ScalarLog, find_scalars, linear_trend, metric_columns, miou_figure, read_scalar_log, tensorboard_smoothing,
+    ScalarLog,
+    find_scalars,
+    linear_trend,
+    metric_columns,
+    miou_figure,
+    read_scalar_log,
+    tensorboard_smoothing,
 )
 
 
@@ -201,7 +207,9 @@ def test_a_baseline_with_one_validation_is_a_horizontal_reference_line(tmp_path,
 
 
 def test_the_miou_plot_has_raw_points_smoothed_curve_and_trend(tmp_path):
-    log = ScalarLog(tmp_path / "scalars.json", [], [validation_line(s, m) for s, m in [(1, 1.0), (2, 2.0), (3, 3.0)]], [])
+    log = ScalarLog(
+        tmp_path / "scalars.json", [], [validation_line(s, m) for s, m in [(1, 1.0), (2, 2.0), (3, 3.0)]], []
+    )
     ax = miou_figure(log, None, 0.5).axes[0]
     lines = {line.get_label().split(":")[0]: list(line.get_ydata()) for line in ax.get_lines()}
     assert lines[log.label] == [1.0, 2.0, 3.0]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Sequence, cast
 
 import pytest
 
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 LOSSES = {"CrossEntropyRewardLoss", "IoUMetricLoss"}
 
 
-def run(code: str, cwd: Path, path: list[Path] = (), python: str = sys.executable) -> subprocess.CompletedProcess:
+def run(code: str, cwd: Path, path: Sequence[Path] = (), python: str = sys.executable) -> subprocess.CompletedProcess:
     """`code` in a fresh interpreter whose import path is `path`, then this rewardpatch; no bytecode written."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [*path, REPO])), "PYTHONDONTWRITEBYTECODE": "1"}
     return subprocess.run([python, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
@@ -43,7 +44,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 def expected_names(pristine, version: str) -> set[str]:
     """What `list-heads` says apply gives the release's tree: Reward<X> for each compatible head, and the losses."""
     heads = list_heads(MMSegTree.open(pristine(version)))
-    return {h.reward_name for h in heads if h.status == COMPATIBLE} | LOSSES
+    return {cast(str, h.reward_name) for h in heads if h.status == COMPATIBLE} | LOSSES
 
 
 CONFIG_1X = """
@@ -468,7 +469,8 @@ def test_project_heads_with_relative_imports_get_reward_versions_with_the_same_n
         "    torch.manual_seed(1)\n"
         "    found[name] = head.forward([torch.randn(2, 8, 8, 8)]).tolist()\n"
         "reward = MODELS.get('RewardRelativeHead')\n"
-        "print(json.dumps(['RewardRelativeHead' in plugin.REGISTERED, found['RelativeHead'] == found['RewardRelativeHead'],\n"
+        "print(json.dumps(['RewardRelativeHead' in plugin.REGISTERED, "
+        "found['RelativeHead'] == found['RewardRelativeHead'],\n"
         "                  reward.__module__, RelativeHead.__module__]))"
     )
     registered, same, module, source = json.loads(last_line(run(code, tmp_path, [project])))
@@ -494,7 +496,8 @@ def test_add_heads_names_heads_registered_after_the_import_or_in_a_project_regis
         "    except ImportError as exc:\n"
         "        errors.append(f'{type(exc).__name__}: {exc}')\n"
         "print(json.dumps([out, sorted(set(plugin.registered()) - before), type(own).__mro__[1].__name__, errors,\n"
-        "                  'RewardLateHead' in MODELS.module_dict, 'RewardOwnRegistryHead' in late.MODELS.module_dict]))"
+        "                  'RewardLateHead' in MODELS.module_dict, "
+        "'RewardOwnRegistryHead' in late.MODELS.module_dict]))"
     )
     result = run(code, tmp_path, [project])
     out, added, base, errors, in_mmseg, in_own = json.loads(last_line(result))

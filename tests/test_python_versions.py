@@ -56,7 +56,9 @@ def claimed_pythons() -> list[str]:
 def package_files(package: Path) -> dict[str, bytes]:
     """The files of the package whose folder is `package`, by their path in it: its modules, and
     templates/ and patches/, which lie inside it once installed and beside it in this repository."""
-    files = {p.relative_to(package).as_posix(): p.read_bytes() for p in package.rglob("*.py") if "__pycache__" not in p.parts}
+    files = {
+        p.relative_to(package).as_posix(): p.read_bytes() for p in package.rglob("*.py") if "__pycache__" not in p.parts
+    }
     for name, pattern in (("templates", "*.py"), ("patches", "*.toml")):
         folder = package / name if (package / name).is_dir() else package.parent / name
         files.update((f"{name}/{p.name}", p.read_bytes()) for p in folder.glob(pattern))
@@ -177,7 +179,8 @@ def test_the_modules_of_a_training_environment_import(venv):
     plugin = python("import rewardpatch.plugin")
     assert plugin.returncode == 1
     assert plugin.stderr.strip().splitlines()[-1] == (
-        "rewardpatch.plugin.PluginError: MMSegmentation is not importable (ModuleNotFoundError: No module named 'mmseg')"
+        "rewardpatch.plugin.PluginError: MMSegmentation is not importable "
+        "(ModuleNotFoundError: No module named 'mmseg')"
     )
     for args, needs in ((("config", "src.py", "-o", "out.py"), "mmengine or mmcv"), (("verify", "."), "torch")):
         done = subprocess.run([venv / "bin" / "rewardpatch", *args], capture_output=True, text=True,

@@ -82,7 +82,9 @@ def test_dice_and_pixel_accuracy_follow_the_mmseg_areas(mm):
     accuracy = mm.rewards.per_image_pixel_accuracy(pred, gt, 5, 255)
     for b, (intersect, _, area_pred, area_gt) in enumerate(mmseg_areas(mm, pred, gt, 5)):
         present = (area_pred + area_gt) > 0
-        assert math.isclose(float(dice[b]), float((2 * intersect / (area_pred + area_gt))[present].mean()), rel_tol=1e-6)
+        assert math.isclose(
+            float(dice[b]), float((2 * intersect / (area_pred + area_gt))[present].mean()), rel_tol=1e-6
+        )
         assert math.isclose(float(accuracy[b]), float(intersect.sum() / area_gt.sum()), rel_tol=1e-6)
 
 
@@ -256,7 +258,10 @@ def test_weighted_ce_reproduces_the_manual_recipe_formula(policy, mm):
     gt = torch.tensor([[[0, 1], [2, 2]], [[1, 1], [1, 255]], [[0, 0], [2, 1]]])
     greedy = torch.tensor([[[0, 1], [2, 1]], [[1, 1], [0, 0]], [[2, 2], [2, 1]]])
     # logits whose argmax is `greedy`, with a spread that makes the CE non-trivial
-    logits = torch.nn.functional.one_hot(greedy, 3).permute(0, 3, 1, 2).float() * 2.0 + 0.3 * torch.arange(3.0).view(1, 3, 1, 1)
+    logits = (
+        torch.nn.functional.one_hot(greedy, 3).permute(0, 3, 1, 2).float() * 2.0
+        + 0.3 * torch.arange(3.0).view(1, 3, 1, 1)
+    )
     losses = head_loss(mm, head, logits, gt)
     miou = mm.rewards.per_image_miou(greedy, gt, 3, 255)
     v = 1 - miou
@@ -370,11 +375,15 @@ def test_the_conversion_is_logged_once_per_head_class(mm, monkeypatch):
     monkeypatch.setattr(mm.head_module.RewardDecodeHead, "announced", set())
     for _ in range(3):
         mm.MODELS.build(dict(type="RewardFCNHead", in_channels=4, channels=4, num_classes=3))
-    assert said == ["RewardFCNHead: loss_decode CrossEntropyLoss is used as CrossEntropyRewardLoss with the same arguments"]
+    assert said == [
+        "RewardFCNHead: loss_decode CrossEntropyLoss is used as CrossEntropyRewardLoss with the same arguments"
+    ]
 
 
 def test_a_head_whose_losses_hold_no_cross_entropy_fails_at_build_time(mm):
-    with pytest.raises(ValueError, match="loss_decode: RewardFCNHead needs one CrossEntropyLoss or CrossEntropyRewardLoss"):
+    with pytest.raises(
+        ValueError, match="loss_decode: RewardFCNHead needs one CrossEntropyLoss or CrossEntropyRewardLoss"
+    ):
         mm.MODELS.build(dict(type="RewardFCNHead", in_channels=4, channels=4, num_classes=3,
                              loss_decode=dict(type="DiceLoss")))
 

@@ -288,7 +288,9 @@ def differences(main: dict, other: dict, dtype: str) -> list[str]:
 
 
 def torch_version(numbers: dict) -> tuple[int, int]:
-    return tuple(int(part) for part in re.match(r"(\d+)\.(\d+)", numbers["torch"]).groups())
+    match = re.match(r"(\d+)\.(\d+)", numbers["torch"])
+    assert match is not None, numbers["torch"]
+    return int(match.group(1)), int(match.group(2))
 
 
 def compare_all(main_numbers: dict, stack_numbers: dict, family: str) -> None:

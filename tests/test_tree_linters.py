@@ -11,8 +11,8 @@ would then call them hand-edited.
 import os
 import subprocess
 import sys
-from pathlib import Path
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 

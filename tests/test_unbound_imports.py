@@ -27,7 +27,8 @@ def commit_a_loss_module_the_init_imports_a_helper_from(tree):
     init.write_text(
         init.read_text().replace(
             "from .dice_loss import DiceLoss\n",
-            "from .cross_entropy_reward_loss import CrossEntropyRewardLoss, my_helper\nfrom .dice_loss import DiceLoss\n",
+            "from .cross_entropy_reward_loss import CrossEntropyRewardLoss, my_helper\n"
+            "from .dice_loss import DiceLoss\n",
         )
     )
     env = {**os.environ, **COMMIT_ENV}

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 import forks
-from conftest import (FINETUNE_KEYS, HEAD_KEYS, REPORT_KEYS, copy_checkout, one_line_error, run_cli,
-                      run_cli_process)
+from conftest import FINETUNE_KEYS, HEAD_KEYS, REPORT_KEYS, copy_checkout, one_line_error, run_cli, run_cli_process
 from rewardpatch.planning import plan_apply
 from rewardpatch.tree import MMSegTree
 from rewardpatch.verify.worker import MMCVRange, assert_bound, mmcv_range
@@ -72,7 +71,9 @@ def test_every_head_and_a_short_fine_tune_pass_on_0_30_0(tree030, python_0x, tmp
     # `plot` reads the two phases' mmcv logs (<timestamp>.log.json) as an A/B pair: the reward
     # phase's validations at the training iterations they followed (the one before iteration 1 is
     # verify's own, not logged), in percent as MMSeg 1.x logs
-    code, _, err = run_cli(capsys, "plot", tmp_path / "work" / "ce", tmp_path / "work" / "reward", "-o", tmp_path / "ab")
+    code, _, err = run_cli(
+        capsys, "plot", tmp_path / "work" / "ce", tmp_path / "work" / "reward", "-o", tmp_path / "ab"
+    )
     assert code == 0, err
     with (tmp_path / "ab" / "ab_miou.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -85,7 +86,9 @@ def test_every_head_and_a_short_fine_tune_pass_on_0_30_0(tree030, python_0x, tmp
 def _reward_classes(tree: MMSegTree) -> list[str]:
     from rewardpatch.manifest import Manifest
 
-    return sorted(Manifest.load(tree).reward_classes)
+    manifest = Manifest.load(tree)
+    assert manifest is not None
+    return sorted(manifest.reward_classes)
 
 
 def test_the_fine_tune_runs_under_torchrun_with_two_processes(tree030, python_0x, tmp_path):
@@ -158,6 +161,7 @@ def stage_one_passes(python_0x: str, tmp_path: Path, version: str, highest: str)
     tree = patched(version, tmp_path / "mmsegmentation")
     code, out, err, report = verify_0x(python_0x, tree, tmp_path / "work", "--skip-finetune")
     assert code == 0, out + err[-3000:]
+    assert report is not None
     assert relaxed_line(version, highest) in out.splitlines()
     names = _reward_classes(MMSegTree.open(tree))
     assert [h["name"] for h in report["heads"]] == names and all(h["ok"] for h in report["heads"])

@@ -23,6 +23,7 @@ import copy
 import json
 import os
 import sys
+from typing import Any, Dict, List
 
 tree, out = sys.argv[1], sys.argv[2]
 sys.path.insert(0, tree)
@@ -83,7 +84,7 @@ def fixed_samples(flat, num_samples, temperature, peak, probs=None):
     return fixed["samples"].reshape(1, flat.shape[0], -1)
 
 
-scored_by = {}
+scored_by: Dict[str, List[Any]] = {}
 original_score = estimator.RewardEstimator._score
 
 
@@ -110,7 +111,7 @@ for scope in ("image", "batch", "dataset"):
     alone = copy.deepcopy(head)
     head.reward_estimator.tag, alone.reward_estimator.tag = "ddp", "alone"
     model = torch.nn.parallel.DistributedDataParallel(head)
-    report = {"counts_equal": [], "max_grad_difference": [], "grad_norm": []}
+    report: Dict[str, List[Any]] = {"counts_equal": [], "max_grad_difference": [], "grad_norm": []}
     for step in range(2 if scope == "dataset" else 1):
         features, labels, drawn = batch_of(rank, step)
         fixed["samples"] = drawn
@@ -144,7 +145,7 @@ model = torch.nn.parallel.DistributedDataParallel(head)
 initial = torch.cat([p.detach().flatten() for p in model.parameters()]).clone()
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 torch.manual_seed(100 + rank)  # each rank its own data and its own samples
-losses = []
+losses: List[float] = []
 histories = []
 for _ in range(4):
     features, labels, _ = batch_of(rank, 10 + len(losses))

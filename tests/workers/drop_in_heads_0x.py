@@ -28,6 +28,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any, Dict
 
 tree, out = Path(sys.argv[1]), sys.argv[2]
 sys.path.insert(0, str(tree))
@@ -107,8 +108,8 @@ texts = config_texts(tree)
 results = {}
 for head in reward_heads():
     t0 = time.perf_counter()
-    result = dict(config=None, ok=False, loss=None, grad_norms=None, loss_keys=None,
-                  sigmoid_error=None, error=None)
+    result: Dict[str, Any] = dict(config=None, ok=False, loss=None, grad_norms=None, loss_keys=None,
+                                   sigmoid_error=None, error=None)
     results[head] = result
     try:
         found = config_for(texts, head, Config.fromfile)

@@ -21,8 +21,7 @@ import torch  # noqa: E402
 from mmseg.models.losses import reward_device  # noqa: E402
 from mmseg.models.losses import reward_estimator  # noqa: E402
 from mmseg.models.losses import reward_head  # noqa: E402
-from mmseg.models.losses.cross_entropy_reward_loss import \
-    CrossEntropyRewardLoss  # noqa: E402
+from mmseg.models.losses.cross_entropy_reward_loss import CrossEntropyRewardLoss  # noqa: E402
 from mmseg.models.losses.iou_metric_loss import IoUMetricLoss  # noqa: E402
 
 # one thread: the tensors are small, and a loaded machine slows spinning threads
