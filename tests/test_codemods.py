@@ -16,11 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rewardpatch import __version__
-from rewardpatch.import_graph import defined_names
 from rewardpatch.codemods.export_record import ExportRecord, missing_exports
 from rewardpatch.codemods.exports import add_exports, remove_exports
 from rewardpatch.codemods.reward_head import RewardClass, render_reward_module
 from rewardpatch.head_index import ClassInfo
+from rewardpatch.import_graph import defined_names
 from rewardpatch.naming import reward_name
 from rewardpatch.planning import plan_apply, plan_revert
 from rewardpatch.tree import MMSegTree, sha256

@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 from conftest import REPO, git_status, one_line_error, run_cli, start_cli
 from forks import commit
 from rewardpatch import faults, journal
-from rewardpatch.import_graph import MAX_NESTING
 from rewardpatch.errors import EXIT_REPORT_LOST
+from rewardpatch.import_graph import MAX_NESTING
 from rewardpatch.treefs import MAX_SOURCE_BYTES
 
 HEADS = "mmseg/models/decode_heads"

@@ -7,8 +7,8 @@ import subprocess
 import pytest
 
 from conftest import git_status, one_line_error, run_cli
-from rewardpatch.import_graph import bound_names, parse_python
 from rewardpatch.checkout import COMMIT_ENV
+from rewardpatch.import_graph import bound_names, parse_python
 
 LOSSES = "mmseg/models/losses"
 HAND_MADE_LOSS = '''\

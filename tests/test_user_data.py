@@ -6,8 +6,8 @@ import re
 import pytest
 
 from conftest import git_status, one_line_error, run_cli
-from rewardpatch.import_graph import unresolved_imports
 from rewardpatch.errors import StateError
+from rewardpatch.import_graph import unresolved_imports
 from rewardpatch.planning import REVERT_COPIES_DIR, plan_revert
 from rewardpatch.tree import APPLY_COPIES_DIR, MANIFEST_NAME, MMSegTree
 

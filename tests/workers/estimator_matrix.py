@@ -18,9 +18,7 @@ sys.path.insert(0, root)
 
 import torch  # noqa: E402
 
-from mmseg.models.losses import reward_device  # noqa: E402
-from mmseg.models.losses import reward_estimator  # noqa: E402
-from mmseg.models.losses import reward_head  # noqa: E402
+from mmseg.models.losses import reward_device, reward_estimator, reward_head  # noqa: E402
 from mmseg.models.losses.cross_entropy_reward_loss import CrossEntropyRewardLoss  # noqa: E402
 from mmseg.models.losses.iou_metric_loss import IoUMetricLoss  # noqa: E402
 
