@@ -44,7 +44,7 @@ def pytest_unconfigure(config):
 
 
 # The fixtures that bring a stack (skipping outside CI, failing in CI without it). A test that
-# requests one, directly or through another fixture (patched_tree, mm, ...), is marked `stack`
+# requests one, directly or through another fixture (patched_tree, tree_modules, ...), is marked `stack`
 # here; a test that needs a stack some other way (a venv of its module's own, torch imported
 # in the test, getfixturevalue) carries the mark itself. `CI=true pytest -m "not stack"` in a
 # venv without the stacks fails on any test that needs one and is not marked.
@@ -169,7 +169,7 @@ def patched_tree(tmp_path_factory, stack) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mm(patched_tree):
+def tree_modules(patched_tree):
     """The modules under test, imported from the patched tree (tests of the templates)."""
     import torch as torch_
     from mmengine.structures import PixelData
@@ -191,7 +191,7 @@ def mm(patched_tree):
     ns.rewards = rewards
     ns.head_module = head_module
     # each reward module by its name (a test replaces a name in the module that reads it),
-    # and all of them read as one: mm.estimator (template_modules.Modules)
+    # and all of them read as one: tree_modules.estimator (template_modules.Modules)
     for stem in REWARD_MODULES:
         setattr(ns, stem, importlib.import_module(f"mmseg.models.losses.{stem}"))
     ns.estimator = Modules(getattr(ns, stem) for stem in REWARD_MODULES)

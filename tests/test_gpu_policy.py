@@ -18,7 +18,7 @@ import pytest
 
 try:
     from dispatch_watch import HostWaitGuard, LiveTensorMemory, OperationCount
-except ModuleNotFoundError as missing:  # collected without the stack: every test's `mm` skips or fails
+except ModuleNotFoundError as missing:  # collected without the stack: every test's `tree_modules` skips or fails
     if missing.name != "torch":
         raise
 
@@ -40,20 +40,20 @@ CASES = {
 CLASSES = 5
 
 
-def build_head(mm, case, classes=CLASSES, device="cpu"):
+def build_head(tree_modules, case, classes=CLASSES, device="cpu"):
     reward_cfg, loss, _ = CASES[case]
-    head = mm.MODELS.build(dict(
+    head = tree_modules.MODELS.build(dict(
         type="RewardFCNHead", in_channels=4, channels=4, num_convs=1, num_classes=classes,
         loss_decode=dict(type="CrossEntropyRewardLoss", **loss), reward_cfg=reward_cfg,
     ))
     return head.to(device)
 
 
-def problem(mm, case, batch, height, width, classes=CLASSES, seed=0, device="cpu", dtype=None):
+def problem(tree_modules, case, batch, height, width, classes=CLASSES, seed=0, device="cpu", dtype=None):
     """(logits, labels [B, 1, H, W], pixel weights or None): ignored pixels, a labelled value
     out of range (where MMSeg's CrossEntropyLoss, which refuses it, is not called), logits
     that lean towards the truth."""
-    torch = mm.torch
+    torch = tree_modules.torch
     generator = torch.Generator().manual_seed(seed)
     gt = torch.randint(0, classes, (batch, height, width), generator=generator)
     gt[torch.rand(gt.shape, generator=generator) < 0.15] = 255
@@ -72,25 +72,25 @@ def problem(mm, case, batch, height, width, classes=CLASSES, seed=0, device="cpu
     return to(logits), to(gt[:, None]), to(weight)
 
 
-def step(mm, head, inputs, seed=100):
+def step(tree_modules, head, inputs, seed=100):
     """One forward and backward of the head's reward losses: (loss dict, logits gradient)."""
     logits, gt, weight = inputs
-    mm.torch.manual_seed(seed)
+    tree_modules.torch.manual_seed(seed)
     param = logits.detach().clone().requires_grad_(True)
     losses = head.reward_losses(param, gt, weight)
     sum(value for key, value in losses.items() if "loss" in key).backward()
     return {key: value.detach() for key, value in losses.items()}, param.grad
 
 
-def watched(mm, case, policy, size, mode_factory, classes=CLASSES, device="cpu"):
+def watched(tree_modules, case, policy, size, mode_factory, classes=CLASSES, device="cpu"):
     """The mode that watched the second of two steps of `case` on inputs of `size`."""
-    head = build_head(mm, case, classes, device)
-    inputs = problem(mm, case, *size, classes=classes, device=device)
-    with mm.estimator.device_policy(policy):
-        step(mm, head, inputs, seed=1)
+    head = build_head(tree_modules, case, classes, device)
+    inputs = problem(tree_modules, case, *size, classes=classes, device=device)
+    with tree_modules.estimator.device_policy(policy):
+        step(tree_modules, head, inputs, seed=1)
         mode = mode_factory()
         with mode:
-            step(mm, head, inputs)
+            step(tree_modules, head, inputs)
     return mode
 
 
@@ -99,52 +99,54 @@ SIZES = [(2, 12, 16), (2, 24, 32), (4, 12, 16)]
 
 
 @pytest.fixture
-def small_cpu_slabs(mm, monkeypatch):
+def small_cpu_slabs(tree_modules, monkeypatch):
     """CPU slabs of a few pixels: a pass that the CPU policy cuts for its caches runs in
     many slabs even on these small inputs."""
-    monkeypatch.setattr(mm.reward_device, "SLAB_ELEMENTS", 2 * CLASSES * 16)
-    monkeypatch.setattr(mm.reward_counts, "COUNT_SLAB_ELEMENTS", 16)
+    monkeypatch.setattr(tree_modules.reward_device, "SLAB_ELEMENTS", 2 * CLASSES * 16)
+    monkeypatch.setattr(tree_modules.reward_counts, "COUNT_SLAB_ELEMENTS", 16)
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_a_gpu_step_runs_as_many_operations_at_every_image_size_and_batch(mm, small_cpu_slabs, case):
-    counts = [watched(mm, case, "gpu", size, OperationCount).counts for size in SIZES]
+def test_a_gpu_step_runs_as_many_operations_at_every_image_size_and_batch(tree_modules, small_cpu_slabs, case):
+    counts = [watched(tree_modules, case, "gpu", size, OperationCount).counts for size in SIZES]
     assert counts[0] == counts[1] == counts[2], [dict(c - counts[0]) or dict(counts[0] - c) for c in counts]
 
 
-def test_the_cpu_policy_cuts_its_passes_by_image_size(mm, small_cpu_slabs):
+def test_the_cpu_policy_cuts_its_passes_by_image_size(tree_modules, small_cpu_slabs):
     """The counter sees slab loops: the same step on the CPU policy runs more operations
     for more pixels."""
-    totals = [watched(mm, "default", "cpu", size, OperationCount).total for size in SIZES]
+    totals = [watched(tree_modules, "default", "cpu", size, OperationCount).total for size in SIZES]
     assert totals[0] < totals[1] and totals[0] < totals[2]
 
 
-def test_a_gpu_step_sliced_finely_for_memory_still_runs_as_many_operations(mm, monkeypatch):
+def test_a_gpu_step_sliced_finely_for_memory_still_runs_as_many_operations(tree_modules, monkeypatch):
     """Slices bounded by memory: more of them for a smaller budget, as many at every size."""
     counts = {}
     for budget in (1.0, 0.1):
-        monkeypatch.setattr(mm.reward_device, "GPU_SLICE_LOGITS", budget)
-        counts[budget] = [watched(mm, "local-image-K2-T", "gpu", size, OperationCount).total for size in SIZES]
+        monkeypatch.setattr(tree_modules.reward_device, "GPU_SLICE_LOGITS", budget)
+        counts[budget] = [
+            watched(tree_modules, "local-image-K2-T", "gpu", size, OperationCount).total for size in SIZES
+        ]
     assert len(set(counts[1.0])) == len(set(counts[0.1])) == 1
     assert counts[0.1][0] > counts[1.0][0]
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_a_gpu_step_makes_nothing_wait_for_the_device(mm, case):
-    guard = watched(mm, case, "gpu", SIZES[1], HostWaitGuard)
+def test_a_gpu_step_makes_nothing_wait_for_the_device(tree_modules, case):
+    guard = watched(tree_modules, case, "gpu", SIZES[1], HostWaitGuard)
     assert not guard.problems, "\n".join(guard.problems)
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_a_gpu_step_runs_on_tensors_without_values_all_on_their_device(mm, case):
+def test_a_gpu_step_runs_on_tensors_without_values_all_on_their_device(tree_modules, case):
     """On the meta device a read of any value fails, and so does a tensor made on the
     host beside the logits (a copy to the device)."""
-    guard = watched(mm, case, "gpu", SIZES[1], lambda: HostWaitGuard("meta"), device="meta")
+    guard = watched(tree_modules, case, "gpu", SIZES[1], lambda: HostWaitGuard("meta"), device="meta")
     assert not guard.problems, "\n".join(guard.problems)
 
 
-def test_the_watch_catches_what_makes_a_gpu_wait(mm):
-    torch = mm.torch
+def test_the_watch_catches_what_makes_a_gpu_wait(tree_modules):
+    torch = tree_modules.torch
     t = torch.arange(6.0)
     calls = {
         "item": lambda: t.sum().item(),
@@ -170,24 +172,24 @@ def test_the_watch_catches_what_makes_a_gpu_wait(mm):
         torch.ones(3, device="meta").tolist()
 
 
-def test_the_cpu_policy_is_the_one_that_reads_values_back(mm):
+def test_the_cpu_policy_is_the_one_that_reads_values_back(tree_modules):
     """So that the guards above are not vacuous: the CPU policy looks labels up in a table
     of the values present, read back."""
-    guard = watched(mm, "default", "cpu", SIZES[1], HostWaitGuard)
+    guard = watched(tree_modules, "default", "cpu", SIZES[1], HostWaitGuard)
     assert any("_local_scalar_dense" in problem for problem in guard.problems)
 
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("classes", [19, 150])
-def test_a_gpu_step_holds_at_most_one_logits_sized_tensor_more_than_cross_entropy(mm, case, classes):
+def test_a_gpu_step_holds_at_most_one_logits_sized_tensor_more_than_cross_entropy(tree_modules, case, classes):
     """The issue's target, counted tensor by tensor, whatever the number of samples: the
     local modes hold less than CE (with no CE term of their own, mle_weight). A few percent go to
     the count tables, O(C^2) per image, and to the samples, 8 K bytes per pixel."""
-    torch = mm.torch
+    torch = tree_modules.torch
     if CASES[case][1].get("class_weight"):
         pytest.skip("class weights for 5 classes")
     size = (2, 48, 64)
-    logits, gt, _ = problem(mm, case, *size, classes=classes)
+    logits, gt, _ = problem(tree_modules, case, *size, classes=classes)
     target = gt[:, 0].masked_fill(gt[:, 0] >= classes, 255)
     memory = LiveTensorMemory()
     with memory:
@@ -195,7 +197,7 @@ def test_a_gpu_step_holds_at_most_one_logits_sized_tensor_more_than_cross_entrop
         torch.nn.functional.cross_entropy(param, target, ignore_index=255).backward()
         del param
     cross_entropy = memory.peak
-    reward = watched(mm, case, "gpu", size, LiveTensorMemory, classes=classes).peak
+    reward = watched(tree_modules, case, "gpu", size, LiveTensorMemory, classes=classes).peak
     logits_size = logits.numel() * 4
     assert reward <= cross_entropy + logits_size * 1.05, (reward / logits_size, cross_entropy / logits_size)
     if CASES[case][0].get("mode", "local") == "local" and not CASES[case][0].get("mle_weight"):
@@ -220,34 +222,34 @@ def mm_equal(a, b, exact):
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_the_gpu_policy_gives_the_cpu_policys_numbers(mm, monkeypatch, case, dtype):
+def test_the_gpu_policy_gives_the_cpu_policys_numbers(tree_modules, monkeypatch, case, dtype):
     """Bit for bit where both run their passes in one slice; sliced for memory, the
     samples are the same and a sum over a slice may round in its last bits."""
-    torch = mm.torch
-    inputs = problem(mm, case, 2, 24, 32, dtype=getattr(torch, dtype))
+    torch = tree_modules.torch
+    inputs = problem(tree_modules, case, 2, 24, 32, dtype=getattr(torch, dtype))
     results = {}
     for policy, budget in (("cpu", 1.0), ("gpu", 1e9), ("gpu", 1.0)):
-        monkeypatch.setattr(mm.reward_device, "GPU_SLICE_LOGITS", budget)
-        head = build_head(mm, case)
-        with mm.estimator.device_policy(policy):
-            results[policy, budget] = [step(mm, head, inputs, seed=100 + s) for s in range(2)]
+        monkeypatch.setattr(tree_modules.reward_device, "GPU_SLICE_LOGITS", budget)
+        head = build_head(tree_modules, case)
+        with tree_modules.estimator.device_policy(policy):
+            results[policy, budget] = [step(tree_modules, head, inputs, seed=100 + s) for s in range(2)]
     for one, sliced, cpu in zip(results["gpu", 1e9], results["gpu", 1.0], results["cpu", 1.0]):
         same_numbers(one, cpu)
         same_numbers(sliced, cpu, exact=False)
 
 
 @pytest.mark.parametrize("classes", [5, 19, 150])
-def test_samples_do_not_depend_on_how_the_pixels_are_sliced(mm, monkeypatch, classes):
-    torch = mm.torch
-    est = mm.estimator
+def test_samples_do_not_depend_on_how_the_pixels_are_sliced(tree_modules, monkeypatch, classes):
+    torch = tree_modules.torch
+    est = tree_modules.estimator
     generator = torch.Generator().manual_seed(classes)
     logits = torch.randn(3, classes, 700, generator=generator) * 3
     peak = logits.amax(1)
     drawn = []
     for policy, slab, budget in (("cpu", est.SLAB_ELEMENTS, 1.0), ("cpu", 3 * classes * 50, 1.0),
                                  ("gpu", est.SLAB_ELEMENTS, 1.0), ("gpu", est.SLAB_ELEMENTS, 0.05)):
-        monkeypatch.setattr(mm.reward_device, "SLAB_ELEMENTS", slab)
-        monkeypatch.setattr(mm.reward_device, "GPU_SLICE_LOGITS", budget)
+        monkeypatch.setattr(tree_modules.reward_device, "SLAB_ELEMENTS", slab)
+        monkeypatch.setattr(tree_modules.reward_device, "GPU_SLICE_LOGITS", budget)
         probs = torch.empty(logits.shape)
         torch.manual_seed(0)
         with est.device_policy(policy):
@@ -258,9 +260,9 @@ def test_samples_do_not_depend_on_how_the_pixels_are_sliced(mm, monkeypatch, cla
         assert torch.allclose(probs, drawn[0][1], rtol=1e-6, atol=0)
 
 
-def test_the_policy_follows_the_device_unless_forced(mm):
-    torch = mm.torch
-    est = mm.estimator
+def test_the_policy_follows_the_device_unless_forced(tree_modules):
+    torch = tree_modules.torch
+    est = tree_modules.estimator
     cpu, meta = torch.zeros(1), torch.zeros(1, device="meta")
     assert not est.gpu_policy(cpu) and est.gpu_policy(meta)
     with est.device_policy("gpu"):
@@ -274,9 +276,9 @@ def test_the_policy_follows_the_device_unless_forced(mm):
             pass
 
 
-def test_gpu_slices_keep_to_the_memory_budget_and_their_number_to_c_and_k(mm, monkeypatch):
-    torch = mm.torch
-    est = mm.estimator
+def test_gpu_slices_keep_to_the_memory_budget_and_their_number_to_c_and_k(tree_modules, monkeypatch):
+    torch = tree_modules.torch
+    est = tree_modules.estimator
     with est.device_policy("gpu"):
         for pixels in (100, 1000, 12345):
             like = torch.empty(2, 19, pixels, device="meta")
@@ -291,25 +293,25 @@ def test_gpu_slices_keep_to_the_memory_budget_and_their_number_to_c_and_k(mm, mo
         assert len(est.pixel_slices(torch.empty(2, 19, 100000, device="meta"), 1)) > 1  # the CPU's slabs
 
 
-def fused_head(mm, case, fuse):
+def fused_head(tree_modules, case, fuse):
     reward_cfg, loss, _ = CASES[case]
-    return mm.MODELS.build(dict(
+    return tree_modules.MODELS.build(dict(
         type="RewardFCNHead", in_channels=4, channels=4, num_convs=1, num_classes=CLASSES,
         loss_decode=dict(type="CrossEntropyRewardLoss", **loss), reward_cfg=dict(reward_cfg, fuse=fuse),
     ))
 
 
 @pytest.mark.parametrize("case", ["local-image-K2-T", "reinforce-batch-class-weights"])
-def test_fused_passes_draw_the_same_samples_and_give_the_eager_gradient(mm, case):
+def test_fused_passes_draw_the_same_samples_and_give_the_eager_gradient(tree_modules, case):
     """reward_cfg fuse=True compiles the per-pixel passes (torch.compile; inductor's C++ on
     the CPU, Triton on a GPU): the same samples, so the same rewards and loss, and the
     gradient up to the compiler's rounding."""
-    torch = mm.torch
+    torch = tree_modules.torch
     if not hasattr(torch, "compile"):
         pytest.skip("torch.compile is torch >= 2.0")
-    inputs = problem(mm, case, 2, 24, 32)
-    with mm.estimator.device_policy("gpu"):
-        (eager, eager_grad), (fused, fused_grad) = (step(mm, fused_head(mm, case, fuse), inputs)
+    inputs = problem(tree_modules, case, 2, 24, 32)
+    with tree_modules.estimator.device_policy("gpu"):
+        (eager, eager_grad), (fused, fused_grad) = (step(tree_modules, fused_head(tree_modules, case, fuse), inputs)
                                                     for fuse in (False, True))
     assert eager.keys() == fused.keys()
     for key in eager:
@@ -317,9 +319,9 @@ def test_fused_passes_draw_the_same_samples_and_give_the_eager_gradient(mm, case
     assert torch.allclose(fused_grad, eager_grad, rtol=1e-5, atol=1e-6 * eager_grad.abs().max().item())
 
 
-def test_fused_passes_run_eagerly_where_torch_compile_is_missing_or_fails(mm, monkeypatch):
-    torch = mm.torch
-    est = mm.estimator
+def test_fused_passes_run_eagerly_where_torch_compile_is_missing_or_fails(tree_modules, monkeypatch):
+    torch = tree_modules.torch
+    est = tree_modules.estimator
     calls = []
 
     def slice_function(x):
@@ -343,8 +345,8 @@ def test_fused_passes_run_eagerly_where_torch_compile_is_missing_or_fails(mm, mo
     assert len(calls) == 3
 
 
-def test_fuse_is_a_switch_of_the_sampling_modes(mm):
-    check = mm.estimator.check_reward_cfg
+def test_fuse_is_a_switch_of_the_sampling_modes(tree_modules):
+    check = tree_modules.estimator.check_reward_cfg
     assert check(dict(fuse=True))["fuse"] is True
     assert check(dict(mode="reinforce", fuse=False))["fuse"] is False
     assert "fuse" not in check(None)

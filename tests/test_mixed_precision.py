@@ -46,32 +46,32 @@ TREATMENTS = [("float16", 1.0), ("float16", 2.0**8), ("float16", 2.0**15), ("flo
 SEED = 1
 
 
-def build_head(mm, classes, reward_cfg):
-    return mm.MODELS.build(dict(
+def build_head(tree_modules, classes, reward_cfg):
+    return tree_modules.MODELS.build(dict(
         type="RewardFCNHead", in_channels=4, channels=4, num_convs=1, num_classes=classes,
         loss_decode=dict(type="CrossEntropyRewardLoss"), reward_cfg=reward_cfg,
     ))
 
 
-def problem(mm, batch, classes, size, seed=0):
-    torch = mm.torch
+def problem(tree_modules, batch, classes, size, seed=0):
+    torch = tree_modules.torch
     generator = torch.Generator().manual_seed(seed)
     gt = torch.randint(0, classes, (batch, *size), generator=generator)
     gt[torch.rand(gt.shape, generator=generator) < 0.2] = 255
     return torch.randn(batch, classes, *size, generator=generator), gt
 
 
-def head_gradient(mm, reward_cfg, logits, gt, dtype, scale, amp):
+def head_gradient(tree_modules, reward_cfg, logits, gt, dtype, scale, amp):
     """(loss dtype, gradient on the logits) of a fresh head's loss_by_feat, the loss
     multiplied by `scale` before backward; `amp`: inside autocast, as AmpOptimWrapper runs
     the model and its loss."""
-    torch = mm.torch
-    head = build_head(mm, logits.shape[1], reward_cfg)
+    torch = tree_modules.torch
+    head = build_head(tree_modules, logits.shape[1], reward_cfg)
     param = logits.detach().to(dtype).clone().requires_grad_(True)
     torch.manual_seed(SEED)
     context = torch.autocast("cpu", dtype=dtype) if amp else contextlib.nullcontext()
     with context:
-        losses = head.loss_by_feat(param, mm.samples(gt))
+        losses = head.loss_by_feat(param, tree_modules.samples(gt))
     loss = losses["loss_ce_reward"]
     (loss * scale).backward()
     return loss.dtype, param.grad
@@ -88,26 +88,26 @@ def show(value: float, grad) -> str:
     return "all zero" if not grad.any() else f"{value:.5f}"
 
 
-def dtype_of(mm, name):
-    return getattr(mm.torch, name)
+def dtype_of(tree_modules, name):
+    return getattr(tree_modules.torch, name)
 
 
 @pytest.mark.parametrize("amp", [True, False], ids=["autocast", "half-logits"])
 @pytest.mark.parametrize("treatment", TREATMENTS, ids=[f"{d}-x{s:g}" for d, s in TREATMENTS])
 @pytest.mark.parametrize("case", CASES)
-def test_the_loss_is_float32_and_its_low_precision_gradient_is_the_float32_one(mm, case, treatment, amp):
+def test_the_loss_is_float32_and_its_low_precision_gradient_is_the_float32_one(tree_modules, case, treatment, amp):
     """2 x 5 x 8 x 8 logits: float16 holds this problem's float32 gradient times every scale
     from 1 to 65536 (checked: the ideal's cosine is >= 0.99999), so ours must match it."""
-    torch = mm.torch
+    torch = tree_modules.torch
     name, scale = treatment
-    dtype = dtype_of(mm, name)
-    logits, gt = problem(mm, batch=2, classes=5, size=(8, 8))
+    dtype = dtype_of(tree_modules, name)
+    logits, gt = problem(tree_modules, batch=2, classes=5, size=(8, 8))
     logits = logits.to(dtype).float()  # the values both runs see
-    _, reference = head_gradient(mm, CASES[case], logits, gt, torch.float32, 1.0, amp=False)
+    _, reference = head_gradient(tree_modules, CASES[case], logits, gt, torch.float32, 1.0, amp=False)
     ideal = (reference * scale).to(dtype)
     assert torch.isfinite(ideal).all() and cosine(ideal, reference) >= 0.99999  # the premise
 
-    loss_dtype, grad = head_gradient(mm, CASES[case], logits, gt, dtype, scale, amp)
+    loss_dtype, grad = head_gradient(tree_modules, CASES[case], logits, gt, dtype, scale, amp)
     assert loss_dtype == torch.float32
     assert grad.dtype == dtype
     assert torch.isfinite(grad).all()
@@ -121,19 +121,19 @@ LARGE = dict(batch=4, classes=19, size=(256, 512))
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
-def test_on_the_issues_problem_the_gradient_is_finite_and_as_good_as_float16_allows(mm, case):
-    torch = mm.torch
-    base, gt = problem(mm, **LARGE)
+def test_on_the_issues_problem_the_gradient_is_finite_and_as_good_as_float16_allows(tree_modules, case):
+    torch = tree_modules.torch
+    base, gt = problem(tree_modules, **LARGE)
     references = {}
     rows = []
     for name, scale in TREATMENTS:
-        dtype = dtype_of(mm, name)
+        dtype = dtype_of(tree_modules, name)
         logits = base.to(dtype).float()
         if name not in references:
-            references[name] = head_gradient(mm, CASES[case], logits, gt, torch.float32, 1.0, amp=False)[1]
+            references[name] = head_gradient(tree_modules, CASES[case], logits, gt, torch.float32, 1.0, amp=False)[1]
         reference = references[name]
         ideal = (reference * scale).to(dtype)
-        loss_dtype, grad = head_gradient(mm, CASES[case], logits, gt, dtype, scale, amp=True)
+        loss_dtype, grad = head_gradient(tree_modules, CASES[case], logits, gt, dtype, scale, amp=True)
         assert loss_dtype == torch.float32 and grad.dtype == dtype
         assert torch.isfinite(grad).all(), (name, scale)
         ours, best = cosine(grad.float() / scale, reference), cosine(ideal.float() / scale, reference)
@@ -146,19 +146,19 @@ def test_on_the_issues_problem_the_gradient_is_finite_and_as_good_as_float16_all
     print(f"\n{case}, 4x19x256x512, cosine with the fp32 gradient: " + "; ".join(rows))
 
 
-def test_under_autocast_the_labels_are_drawn_from_the_float32_softmax(mm, monkeypatch):
+def test_under_autocast_the_labels_are_drawn_from_the_float32_softmax(tree_modules, monkeypatch):
     """Autocast would run the sampler's matmul (cumulative sums of the probabilities) in
     bfloat16 and draw the rare classes at the end of the sums at 0x or 3x their probability;
     the reward runs out of autocast, so the same seed draws the same labels."""
-    torch = mm.torch
+    torch = tree_modules.torch
     drawn = []
-    sample_labels = mm.estimator.sample_labels
+    sample_labels = tree_modules.estimator.sample_labels
 
     def spy(*args, **kwargs):
         drawn.append(sample_labels(*args, **kwargs))
         return drawn[-1]
 
-    monkeypatch.setattr(mm.reward_estimator, "sample_labels", spy)
+    monkeypatch.setattr(tree_modules.reward_estimator, "sample_labels", spy)
     classes, pixels = 19, 64 * 64
     # the rare classes last: their cumulative sums are large, so rounding them costs most
     logits = torch.linspace(6, 0, classes).view(1, classes, 1, 1).expand(2, classes, 64, 64).contiguous()
@@ -166,7 +166,7 @@ def test_under_autocast_the_labels_are_drawn_from_the_float32_softmax(mm, monkey
     gt = torch.randint(0, classes, (2, 64, 64))
     for amp in (False, True):
         for dtype in (torch.float16, torch.bfloat16):
-            head_gradient(mm, dict(mode="reinforce"), logits, gt, dtype, 1.0, amp)
+            head_gradient(tree_modules, dict(mode="reinforce"), logits, gt, dtype, 1.0, amp)
     assert len(drawn) == 4 and 2 * pixels * 2 == drawn[0].numel()
     for other in drawn[1:]:
         assert torch.equal(other, drawn[0])
@@ -179,7 +179,7 @@ CLASSES, STEPS = 4, 30
 COLOURS = [[100.0, 0.0, 0.0], [0.0, 100.0, 0.0], [0.0, 0.0, 100.0], [100.0, 100.0, 0.0]]
 
 
-def tiny_segmentor(mm, reward_cfg):
+def tiny_segmentor(tree_modules, reward_cfg):
     from mmengine.registry import DefaultScope
 
     norm = dict(type="BN", requires_grad=True)
@@ -194,13 +194,13 @@ def tiny_segmentor(mm, reward_cfg):
         train_cfg=dict(), test_cfg=dict(mode="whole"),
     )
     with DefaultScope.overwrite_default_scope("mmseg"):  # the data preprocessor is MMSeg's
-        return mm.MODELS.build(cfg)
+        return tree_modules.MODELS.build(cfg)
 
 
-def quadrant_batch(mm, seed, images=4, size=32):
+def quadrant_batch(tree_modules, seed, images=4, size=32):
     """Images whose four quadrants are four classes in a random order, each class its own
     colour plus noise: learnable in a few steps."""
-    torch = mm.torch
+    torch = tree_modules.torch
     generator = torch.Generator().manual_seed(seed)
     colours = torch.tensor(COLOURS)
     inputs, samples = [], []
@@ -210,7 +210,7 @@ def quadrant_batch(mm, seed, images=4, size=32):
         label = torch.zeros(size, size, dtype=torch.long)
         label[:half, :half], label[:half, half:], label[half:, :half], label[half:, half:] = order
         inputs.append(colours[label].permute(2, 0, 1) + 30 * torch.randn(3, size, size, generator=generator))
-        sample = mm.samples(label[None])[0]
+        sample = tree_modules.samples(label[None])[0]
         sample.set_metainfo(dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size)))
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
@@ -223,14 +223,14 @@ def record_logits_dtypes(estimator) -> set:
     return dtypes
 
 
-def train(mm, wrapper_cfg, device="cpu", scaler=None, seed=0):
+def train(tree_modules, wrapper_cfg, device="cpu", scaler=None, seed=0):
     """The reward loss of each step, the dtypes of the logits the reward saw, and the
     optimiser wrapper; `scaler` replaces the wrapper's loss scaler."""
-    torch = mm.torch
+    torch = tree_modules.torch
     from mmengine.optim import build_optim_wrapper
 
     torch.manual_seed(seed)
-    model = tiny_segmentor(mm, {}).to(device)
+    model = tiny_segmentor(tree_modules, {}).to(device)
     dtypes = record_logits_dtypes(model.decode_head.reward_estimator)
     wrapper = build_optim_wrapper(model, dict(wrapper_cfg, optimizer=dict(type="SGD", lr=0.1, momentum=0.9)))
     if scaler is not None:
@@ -238,7 +238,7 @@ def train(mm, wrapper_cfg, device="cpu", scaler=None, seed=0):
     losses = []
     torch.manual_seed(seed + 1000)
     for step in range(STEPS):
-        log = model.train_step(quadrant_batch(mm, step % 8), wrapper)
+        log = model.train_step(quadrant_batch(tree_modules, step % 8), wrapper)
         assert log["decode.loss_ce_reward"].dtype == torch.float32
         losses.append(float(log["decode.loss_ce_reward"]))
     return losses, dtypes, wrapper
@@ -260,24 +260,24 @@ def assert_learns_like_float32(amp, fp32):
 
 
 @pytest.fixture(scope="module")
-def fp32_cpu(mm):
-    return train(mm, dict(type="OptimWrapper"))
+def fp32_cpu(tree_modules):
+    return train(tree_modules, dict(type="OptimWrapper"))
 
 
 @pytest.mark.parametrize("scaled", [False, True], ids=["mmengine-scaler", "cpu-grad-scaler-65536"])
-def test_bf16_training_through_amp_optim_wrapper_learns_like_float32(mm, fp32_cpu, scaled):
+def test_bf16_training_through_amp_optim_wrapper_learns_like_float32(tree_modules, fp32_cpu, scaled):
     """mmengine 0.10.7's AmpOptimWrapper refuses to be built without CUDA (an assert on
     is_cuda_available): patched for the build only, it is the real thing on CPU. Its
     optim_context runs mmengine's autocast, which on CPU is torch.autocast('cpu',
     bfloat16); its GradScaler is torch.cuda.amp's, which disables itself without CUDA (bf16
     needs no scaling). `cpu-grad-scaler-65536` swaps in torch.amp.GradScaler('cpu') at
     AMP's initial scale, so the scaled backward, unscale and inf check run as on CUDA."""
-    torch = mm.torch
+    torch = tree_modules.torch
     fp32, dtypes, _ = fp32_cpu
     assert dtypes == {torch.float32}
     with mock.patch("mmengine.optim.optimizer.amp_optimizer_wrapper.is_cuda_available", return_value=True):
         scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16) if scaled else None
-        amp, dtypes, wrapper = train(mm, dict(type="AmpOptimWrapper", dtype="bfloat16"), scaler=scaler)
+        amp, dtypes, wrapper = train(tree_modules, dict(type="AmpOptimWrapper", dtype="bfloat16"), scaler=scaler)
     assert dtypes == {torch.bfloat16}  # the reward saw bf16 logits
     if scaled:
         assert wrapper.loss_scaler.get_scale() == 2.0**16  # no step found an inf gradient
@@ -285,12 +285,12 @@ def test_bf16_training_through_amp_optim_wrapper_learns_like_float32(mm, fp32_cp
     assert_learns_like_float32(amp, fp32)
 
 
-def test_fp16_training_through_amp_optim_wrapper_on_cuda_learns_like_float32(mm):
-    torch = mm.torch
+def test_fp16_training_through_amp_optim_wrapper_on_cuda_learns_like_float32(tree_modules):
+    torch = tree_modules.torch
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA: AmpOptimWrapper's float16 with its dynamic loss scale")
-    fp32, _, _ = train(mm, dict(type="OptimWrapper"), device="cuda")
-    amp, dtypes, wrapper = train(mm, dict(type="AmpOptimWrapper", dtype="float16", loss_scale="dynamic"),
+    fp32, _, _ = train(tree_modules, dict(type="OptimWrapper"), device="cuda")
+    amp, dtypes, wrapper = train(tree_modules, dict(type="AmpOptimWrapper", dtype="float16", loss_scale="dynamic"),
                                  device="cuda")
     assert dtypes == {torch.float16}
     assert wrapper.loss_scaler.get_scale() == 2.0**16  # no step found an inf gradient
