@@ -3,7 +3,7 @@ a signal ends it (issue 28).
 
 The worst input: the MMSeg 1.2.2 checkout plus 16 stray modules in decode_heads/, each just
 under treefs.MAX_SOURCE_BYTES of the most node-dense code that stays within
-bindings.MAX_NESTING (`x = 1 + 1 + ...`, 90 terms a line): 8 MiB, head_index.MAX_PACKAGE_BYTES.
+import_graph.MAX_NESTING (`x = 1 + 1 + ...`, 90 terms a line): 8 MiB, head_index.MAX_PACKAGE_BYTES.
 Beside it, the plain checkout and a 50 MB stray file (never read). Each run is
 `rewardpatch list-heads` in a fresh process, the three trees alternated, 3 rounds; peak RSS
 from wait4(2). Then SIGTERM is sent 2 s into a run on the worst tree, 5 times: the time from

@@ -52,7 +52,7 @@ def heads(tree: str | None, installed: bool, imports: tuple[str, ...],
         mmseg = installed_tree(mmseg_version)
         with deferred_warnings() as notices:
             return mmseg, plugin_verdicts(mmseg, list(imports), notices)
-    assert tree is not None  # options.tree_or_installed: a TREE without --installed
+    assert tree is not None  # cli_options.tree_or_installed: a TREE without --installed
     mmseg = open_tree(tree, mmseg_version)
     with deferred_warnings() as notices:
         return mmseg, list_heads(mmseg, notices)

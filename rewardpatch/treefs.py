@@ -10,7 +10,7 @@ O_NOFOLLOW (openat(2) on each folder's descriptor), so that no symlink anywhere 
 the last component included, is followed, and create files with O_EXCL, never reusing a name
 that exists. A path that fails is an `Unsafe` error (exit 1) naming it; nothing is touched.
 
-What a tree holds is bounded too (`MAX_SOURCE_BYTES`, and bindings.MAX_NESTING for syntax):
+What a tree holds is bounded too (`MAX_SOURCE_BYTES`, and import_graph.MAX_NESTING for syntax):
 a file larger than that is never read into memory.
 """
 
